@@ -1,0 +1,82 @@
+import { gunzipSync, gzipSync } from 'node:zlib';
+import lz4 from 'lz4-napi';
+import zstd from 'zstd-napi/binding.js';
+import { errorText, NydusError } from '../errors/errors.js';
+import type { Compressor } from './algorithms.js';
+
+/**
+ * Chunk compression as upstream frames it (rafs-format.md 5): lz4_block is a raw LZ4 block with
+ * no size prefix, zstd one standard frame (level 3, content size, no checksum), gzip one member.
+ * A chunk whose compressed form is not smaller is stored raw; that decision is the caller's.
+ */
+
+/** Upper bound on any decompressed unit: the largest chunk size (16 MiB). */
+export const MAX_DECOMPRESSED_SIZE = 0x1000000;
+
+export function decompress(algo: Compressor, src: Buffer, size: number): Buffer {
+  if (size < 0 || size > MAX_DECOMPRESSED_SIZE * 64) {
+    throw new NydusError('ERR_DECOMPRESS', `Cannot decompress to ${size} bytes: size out of range`);
+  }
+  let out: Buffer;
+  try {
+    switch (algo) {
+      case 'none':
+        out = src;
+        break;
+      case 'lz4_block': {
+        // lz4-napi frames blocks with a 4-byte little-endian size prefix of its own.
+        const framed = Buffer.allocUnsafe(src.length + 4);
+        framed.writeUInt32LE(size, 0);
+        src.copy(framed, 4);
+        out = lz4.uncompressSync(framed);
+        break;
+      }
+      case 'zstd': {
+        out = Buffer.allocUnsafe(size);
+        const n = zstd.decompress(out, src);
+        if (n !== size) {
+          throw new NydusError('ERR_DECOMPRESS', `zstd frame decompressed to ${n} bytes, expected ${size}`);
+        }
+        break;
+      }
+      case 'gzip':
+        out = gunzipSync(src, { maxOutputLength: Math.max(size, 1) });
+        break;
+    }
+  } catch (e) {
+    if (e instanceof NydusError) throw e;
+    throw new NydusError('ERR_DECOMPRESS', `Cannot decompress ${algo} data of ${src.length} bytes: ${errorText(e)}`, {
+      cause: e,
+    });
+  }
+  if (out.length !== size) {
+    throw new NydusError('ERR_DECOMPRESS', `${algo} data decompressed to ${out.length} bytes, expected ${size}`);
+  }
+  return out;
+}
+
+const ZSTD_LEVEL = 3;
+let zstdCtx: InstanceType<typeof zstd.CCtx> | undefined;
+
+/** Compress one unit; returns the compressed bytes (which may be larger than the input). */
+export function compress(algo: Compressor, src: Buffer): Buffer {
+  switch (algo) {
+    case 'none':
+      return src;
+    case 'lz4_block':
+      return lz4.compressSync(src).subarray(4);
+    case 'zstd': {
+      if (zstdCtx === undefined) {
+        zstdCtx = new zstd.CCtx();
+        zstdCtx.setParameter(zstd.CParameter.compressionLevel, ZSTD_LEVEL);
+        zstdCtx.setParameter(zstd.CParameter.checksumFlag, 0);
+        zstdCtx.setParameter(zstd.CParameter.contentSizeFlag, 1);
+      }
+      const dst = Buffer.allocUnsafe(zstd.compressBound(src.length));
+      const n = zstdCtx.compress2(dst, src);
+      return dst.subarray(0, n);
+    }
+    case 'gzip':
+      return gzipSync(src);
+  }
+}

@@ -1,0 +1,28 @@
+import { createHash } from 'node:crypto';
+import { blake3 } from '@napi-rs/blake-hash';
+import { crc32c } from '@node-rs/crc32';
+import type { Digester } from './algorithms.js';
+
+/** H(x): the filesystem digester, 32 bytes. */
+export function digest(algo: Digester, ...parts: readonly Uint8Array[]): Buffer {
+  if (algo === 'sha256') {
+    const h = createHash('sha256');
+    for (const p of parts) h.update(p);
+    return h.digest();
+  }
+  if (parts.length === 1) return blake3(parts[0]!);
+  return blake3(Buffer.concat(parts));
+}
+
+export function sha256(...parts: readonly Uint8Array[]): Buffer {
+  return digest('sha256', ...parts);
+}
+
+export function sha256Hex(...parts: readonly Uint8Array[]): string {
+  return sha256(...parts).toString('hex');
+}
+
+/** CRC-32C (Castagnoli) as recorded in chunk records with HAS_CRC32. */
+export function crc32cOf(data: Uint8Array): number {
+  return crc32c(Buffer.from(data.buffer, data.byteOffset, data.byteLength)) >>> 0;
+}
