@@ -1,0 +1,19 @@
+import type { BlobInfo } from '../format/model.js';
+
+/**
+ * Where chunk bytes come from. The image layer asks for byte ranges of a blob; a backend
+ * (localfs now; registry, s3, http-proxy later) answers them. Ranges are in the blob file's
+ * (compressed) address space.
+ */
+export interface BlobReader {
+  /** Size of the blob file in bytes. */
+  readonly size: number;
+  /** Exactly `length` bytes at `offset`; rejects with ERR_IO / ERR_FORMAT when the blob is shorter. */
+  read(offset: number, length: number): Promise<Buffer>;
+  close(): Promise<void>;
+}
+
+export interface BlobSource {
+  /** Open the data blob described by `blob`; rejects with ERR_NOT_FOUND when it is missing. */
+  open(blob: BlobInfo): Promise<BlobReader>;
+}
