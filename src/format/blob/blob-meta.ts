@@ -129,7 +129,10 @@ export interface CiTable {
   readonly header: BlobMetaHeader;
   readonly version: 1 | 2;
   readonly entries: readonly CiEntry[];
-  /** The same facts as chunk records; `id` is the chunk digest when known, else 32 zero bytes. */
+  /**
+   * The same facts as chunk records. `id` is a view into the given digest array, or one shared
+   * all-zero 32-byte buffer when no digests were given.
+   */
   readonly chunks: readonly ChunkInfo[];
   readonly zranContexts: readonly ZranContext[];
   readonly batchContexts: readonly BatchContext[];
@@ -175,11 +178,15 @@ export function decodeBlobMetaHeader(buf: Buffer, off = 0, base = 0): BlobMetaHe
     throw new FormatError(`Bad blob meta header: unsupported features 0x${features.toString(16)}`, at + 4);
   }
   const compressorEnum = buf.readUInt32LE(off + 8);
-  if (compressorEnum > 3) throw new FormatError(`Bad blob meta header: ci compressor ${compressorEnum}`, at + 8);
+  if (compressorEnum > 3)
+    throw new FormatError(`Bad blob meta header: ci compressor ${compressorEnum}`, at + 8);
   const ciCompressor = compressorFromEnum(compressorEnum);
   const ciEntries = buf.readUInt32LE(off + 12);
   if (ciEntries > Limits.MAX_CHUNKS_PER_BLOB) {
-    throw new FormatError(`Bad blob meta header: ${ciEntries} ci entries, at most ${Limits.MAX_CHUNKS_PER_BLOB}`, at + 12);
+    throw new FormatError(
+      `Bad blob meta header: ${ciEntries} ci entries, at most ${Limits.MAX_CHUNKS_PER_BLOB}`,
+      at + 12,
+    );
   }
   const h: BlobMetaHeader = {
     features,
@@ -202,14 +209,24 @@ function headerProblem(h: BlobMetaHeader): [string, number] | undefined {
     return [`ci_uncompressed_size ${h.ciUncompressedSize} exceeds ${MAX_CI_UNCOMPRESSED_SIZE}`, 32];
   }
   if (h.ciCompressedSize > h.ciUncompressedSize) {
-    return [`ci_compressed_size ${h.ciCompressedSize} exceeds ci_uncompressed_size ${h.ciUncompressedSize}`, 24];
+    return [
+      `ci_compressed_size ${h.ciCompressedSize} exceeds ci_uncompressed_size ${h.ciUncompressedSize}`,
+      24,
+    ];
   }
-  if (h.ciCompressor === 'none' && !(h.features & BlobFeature.ENCRYPTED) && h.ciCompressedSize !== h.ciUncompressedSize) {
+  if (
+    h.ciCompressor === 'none' &&
+    !(h.features & BlobFeature.ENCRYPTED) &&
+    h.ciCompressedSize !== h.ciUncompressedSize
+  ) {
     return [`uncompressed ci but sizes differ (${h.ciCompressedSize} vs ${h.ciUncompressedSize})`, 24];
   }
   const entriesSize = h.ciEntries * ciEntrySize(h.features);
   if (entriesSize > h.ciUncompressedSize) {
-    return [`${h.ciEntries} ci entries need ${entriesSize} bytes, ci_uncompressed_size is ${h.ciUncompressedSize}`, 32];
+    return [
+      `${h.ciEntries} ci entries need ${entriesSize} bytes, ci_uncompressed_size is ${h.ciUncompressedSize}`,
+      32,
+    ];
   }
   const special = BlobFeature.ZRAN | BlobFeature.BATCH | BlobFeature.ENCRYPTED;
   if (!(h.features & BlobFeature.CHUNK_INFO_V2) && h.features & special) {
@@ -219,20 +236,29 @@ function headerProblem(h: BlobMetaHeader): [string, number] | undefined {
     return ['features ZRAN and BATCH are exclusive', 4];
   }
   if (!(h.features & special) && entriesSize !== h.ciUncompressedSize) {
-    return [`${h.ciEntries} ci entries need exactly ${entriesSize} bytes, ci_uncompressed_size is ${h.ciUncompressedSize}`, 32];
+    return [
+      `${h.ciEntries} ci entries need exactly ${entriesSize} bytes, ci_uncompressed_size is ${h.ciUncompressedSize}`,
+      32,
+    ];
   }
   if (h.contextCount > 0 || h.contextSize > 0) {
     if (!(h.features & (BlobFeature.ZRAN | BlobFeature.BATCH))) {
       return [`context table without ZRAN or BATCH feature`, 56];
     }
     if (h.contextOffset < entriesSize || h.contextOffset + h.contextSize > h.ciUncompressedSize) {
-      return [`context table [${h.contextOffset}, +${h.contextSize}) outside ci data [${entriesSize}, ${h.ciUncompressedSize})`, 40];
+      return [
+        `context table [${h.contextOffset}, +${h.contextSize}) outside ci data [${entriesSize}, ${h.ciUncompressedSize})`,
+        40,
+      ];
     }
     if (h.contextCount * CI_CONTEXT_SIZE > h.contextSize) {
       return [`${h.contextCount} contexts do not fit in ${h.contextSize} bytes`, 56];
     }
     if (h.features & BlobFeature.BATCH && h.contextCount * CI_CONTEXT_SIZE !== h.contextSize) {
-      return [`${h.contextCount} batch contexts need exactly ${h.contextCount * CI_CONTEXT_SIZE} bytes, got ${h.contextSize}`, 48];
+      return [
+        `${h.contextCount} batch contexts need exactly ${h.contextCount * CI_CONTEXT_SIZE} bytes, got ${h.contextSize}`,
+        48,
+      ];
     }
   }
   return undefined;
@@ -278,7 +304,8 @@ export function encodeBlobMetaHeader(h: BlobMetaHeader): Buffer {
 
 /** Decode the v1 entry at `buf[off, off + 16)`. Every bit pattern is a valid v1 entry. */
 export function decodeCiV1(buf: Buffer, off = 0, base = 0): CiEntry {
-  if (off < 0 || off + CI_V1_ENTRY_SIZE > buf.length) throw new FormatError('Truncated ci v1 entry', base + off);
+  if (off < 0 || off + CI_V1_ENTRY_SIZE > buf.length)
+    throw new FormatError('Truncated ci v1 entry', base + off);
   const uLo = buf.readUInt32LE(off);
   const uHi = buf.readUInt32LE(off + 4);
   const cLo = buf.readUInt32LE(off + 8);
@@ -303,8 +330,10 @@ export function encodeCiV1(e: CiEntry): Buffer {
   checkRange(e.compressedSize, 1, MAX_CI_V1_SIZE, 'ci compressed_size');
   checkRange(e.uncompressedOffset, 0, MAX_CI_UNCOMPRESSED_OFFSET, 'ci uncompressed_offset');
   checkRange(e.uncompressedSize, 1, MAX_CI_V1_SIZE, 'ci uncompressed_size');
-  if (e.uncompressedOffset % CHUNK_ALIGN !== 0) invalid(`ci v1 uncompressed_offset ${e.uncompressedOffset} is not 4 KiB aligned`);
-  if ((e.flags & ~CiFlag.COMPRESSED) !== 0) invalid(`ci v1 entries cannot carry flags 0x${e.flags.toString(16)}`);
+  if (e.uncompressedOffset % CHUNK_ALIGN !== 0)
+    invalid(`ci v1 uncompressed_offset ${e.uncompressedOffset} is not 4 KiB aligned`);
+  if ((e.flags & ~CiFlag.COMPRESSED) !== 0)
+    invalid(`ci v1 entries cannot carry flags 0x${e.flags.toString(16)}`);
   if ((e.flags === CiFlag.COMPRESSED) !== (e.compressedSize !== e.uncompressedSize)) {
     invalid('ci v1 entries are compressed exactly when their sizes differ');
   }
@@ -314,19 +343,24 @@ export function encodeCiV1(e: CiEntry): Buffer {
   buf.writeUInt32LE(((e.uncompressedOffset % TWO_32) | (((us >>> 20) & 0xf) << 8)) >>> 0, 0);
   buf.writeUInt32LE((Math.floor(e.uncompressedOffset / TWO_32) | ((us & 0xfffff) << 12)) >>> 0, 4);
   buf.writeUInt32LE(e.compressedOffset % TWO_32, 8);
-  buf.writeUInt32LE((Math.floor(e.compressedOffset / TWO_32) | (((cs >>> 20) & 0xf) << 8) | ((cs & 0xfffff) << 12)) >>> 0, 12);
+  buf.writeUInt32LE(
+    (Math.floor(e.compressedOffset / TWO_32) | (((cs >>> 20) & 0xf) << 8) | ((cs & 0xfffff) << 12)) >>> 0,
+    12,
+  );
   return buf;
 }
 
 /** Decode the v2 entry at `buf[off, off + 24)`; unknown flag bits are rejected. */
 export function decodeCiV2(buf: Buffer, off = 0, base = 0): CiEntry {
-  if (off < 0 || off + CI_V2_ENTRY_SIZE > buf.length) throw new FormatError('Truncated ci v2 entry', base + off);
+  if (off < 0 || off + CI_V2_ENTRY_SIZE > buf.length)
+    throw new FormatError('Truncated ci v2 entry', base + off);
   const uLo = buf.readUInt32LE(off);
   const uHi = buf.readUInt32LE(off + 4);
   const cLo = buf.readUInt32LE(off + 8);
   const cHi = buf.readUInt32LE(off + 12);
   const flags = uHi >>> 24;
-  if (flags & ~CI_FLAGS_KNOWN) throw new FormatError(`Bad ci v2 entry: unknown flags 0x${flags.toString(16)}`, base + off + 7);
+  if (flags & ~CI_FLAGS_KNOWN)
+    throw new FormatError(`Bad ci v2 entry: unknown flags 0x${flags.toString(16)}`, base + off + 7);
   if (flags & CiFlag.ZRAN && flags & CiFlag.BATCH) {
     throw new FormatError('Bad ci v2 entry: both ZRAN and BATCH flags', base + off + 7);
   }
@@ -349,7 +383,8 @@ export function encodeCiV2(e: CiEntry): Buffer {
   checkRange(e.flags, 0, CI_FLAGS_KNOWN, 'ci flags');
   checkRange(e.dataHigh, 0, 0xffff_ffff, 'ci data (high)');
   checkRange(e.dataLow, 0, 0xffff_ffff, 'ci data (low)');
-  if (e.uncompressedOffset % CHUNK_ALIGN !== 0) invalid(`ci v2 uncompressed_offset ${e.uncompressedOffset} is not 4 KiB aligned`);
+  if (e.uncompressedOffset % CHUNK_ALIGN !== 0)
+    invalid(`ci v2 uncompressed_offset ${e.uncompressedOffset} is not 4 KiB aligned`);
   const buf = Buffer.alloc(CI_V2_ENTRY_SIZE);
   buf.writeUInt32LE(e.uncompressedOffset / CHUNK_ALIGN, 0);
   buf.writeUInt32LE(((e.uncompressedSize - 1) | (e.flags << 24)) >>> 0, 4);
@@ -364,7 +399,8 @@ export function encodeCiV2(e: CiEntry): Buffer {
 // Context tables
 
 export function decodeZranContext(buf: Buffer, off = 0, base = 0): ZranContext {
-  if (off < 0 || off + CI_CONTEXT_SIZE > buf.length) throw new FormatError('Truncated zran context', base + off);
+  if (off < 0 || off + CI_CONTEXT_SIZE > buf.length)
+    throw new FormatError('Truncated zran context', base + off);
   return {
     inOffset: readU64(buf, off, 'zran in_offset', base),
     outOffset: readU64(buf, off + 8, 'zran out_offset', base),
@@ -399,7 +435,8 @@ export function encodeZranContext(z: ZranContext): Buffer {
 }
 
 export function decodeBatchContext(buf: Buffer, off = 0, base = 0): BatchContext {
-  if (off < 0 || off + CI_CONTEXT_SIZE > buf.length) throw new FormatError('Truncated batch context', base + off);
+  if (off < 0 || off + CI_CONTEXT_SIZE > buf.length)
+    throw new FormatError('Truncated batch context', base + off);
   return { compressedSize: buf.readUInt32LE(off), uncompressedSize: buf.readUInt32LE(off + 4) };
 }
 
@@ -428,8 +465,14 @@ function chunkFlagsOf(e: CiEntry): number {
  * Decode the uncompressed ci data `ci` described by `header` into per-chunk facts. `blobIndex`
  * goes into every ChunkInfo; `chunkDigests` (the `blob.digest` array, 32 bytes per chunk)
  * supplies the chunk ids when given. ChunkInfo.fileOffset is 0: the ci table does not know files.
+ * Error offsets are relative to the start of the uncompressed ci data.
  */
-export function decodeCiTable(header: BlobMetaHeader, ci: Buffer, blobIndex: number, chunkDigests?: Buffer): CiTable {
+export function decodeCiTable(
+  header: BlobMetaHeader,
+  ci: Buffer,
+  blobIndex: number,
+  chunkDigests?: Buffer,
+): CiTable {
   const p = headerProblem(header);
   if (p !== undefined) throw new FormatError(`Bad blob meta header: ${p[0]}`);
   if (ci.length !== header.ciUncompressedSize) {
@@ -444,7 +487,7 @@ export function decodeCiTable(header: BlobMetaHeader, ci: Buffer, blobIndex: num
 
   const zranContexts: ZranContext[] = [];
   const batchContexts: BatchContext[] = [];
-  let zranDicts = Buffer.alloc(0);
+  let zranDicts: Buffer = Buffer.alloc(0);
   const ctxTableEnd = header.contextOffset + header.contextCount * CI_CONTEXT_SIZE;
   if (header.contextCount > 0 && header.features & BlobFeature.ZRAN) {
     const dictBase = ctxTableEnd;
@@ -473,17 +516,26 @@ export function decodeCiTable(header: BlobMetaHeader, ci: Buffer, blobIndex: num
     const off = i * entrySize;
     const e = v2 ? decodeCiV2(ci, off) : decodeCiV1(ci, off);
     if (e.flags & CiFlag.ZRAN) {
-      if (!(header.features & BlobFeature.ZRAN)) throw new FormatError(`Bad ci entry ${i}: ZRAN flag on a non-zran blob`, off);
+      if (!(header.features & BlobFeature.ZRAN))
+        throw new FormatError(`Bad ci entry ${i}: ZRAN flag on a non-zran blob`, off);
       if (e.dataHigh >= zranContexts.length) {
-        throw new FormatError(`Bad ci entry ${i}: zran context ${e.dataHigh} of ${zranContexts.length}`, off + 20);
+        throw new FormatError(
+          `Bad ci entry ${i}: zran context ${e.dataHigh} of ${zranContexts.length}`,
+          off + 20,
+        );
       }
     }
     if (e.flags & CiFlag.BATCH) {
-      if (!(header.features & BlobFeature.BATCH)) throw new FormatError(`Bad ci entry ${i}: BATCH flag on a non-batch blob`, off);
+      if (!(header.features & BlobFeature.BATCH))
+        throw new FormatError(`Bad ci entry ${i}: BATCH flag on a non-batch blob`, off);
       const b = batchContexts[e.dataHigh];
-      if (b === undefined) throw new FormatError(`Bad ci entry ${i}: batch ${e.dataHigh} of ${batchContexts.length}`, off + 20);
+      if (b === undefined)
+        throw new FormatError(`Bad ci entry ${i}: batch ${e.dataHigh} of ${batchContexts.length}`, off + 20);
       if (e.dataLow + e.uncompressedSize > b.uncompressedSize) {
-        throw new FormatError(`Bad ci entry ${i}: data beyond the ${b.uncompressedSize}-byte batch ${e.dataHigh}`, off + 16);
+        throw new FormatError(
+          `Bad ci entry ${i}: data beyond the ${b.uncompressedSize}-byte batch ${e.dataHigh}`,
+          off + 16,
+        );
       }
     }
     if (e.flags & CiFlag.ENCRYPTED && !(header.features & BlobFeature.ENCRYPTED)) {
@@ -529,7 +581,9 @@ export function encodeCiEntries(features: number, entries: readonly CiEntry[]): 
 /** The cache file: uncompressed ci data, zero padded to 4 KiB, then the 4096-byte header. */
 export function encodeBlobMetaCacheFile(header: BlobMetaHeader, ci: Buffer): Buffer {
   if (ci.length !== header.ciUncompressedSize) {
-    invalid(`Cannot encode blob meta cache file: ${ci.length} bytes of ci data, header says ${header.ciUncompressedSize}`);
+    invalid(
+      `Cannot encode blob meta cache file: ${ci.length} bytes of ci data, header says ${header.ciUncompressedSize}`,
+    );
   }
   const padded = align(ci.length, BLOB_META_HEADER_SIZE);
   const out = Buffer.alloc(padded + BLOB_META_HEADER_SIZE);
@@ -540,7 +594,10 @@ export function encodeBlobMetaCacheFile(header: BlobMetaHeader, ci: Buffer): Buf
 
 export function decodeBlobMetaCacheFile(file: Buffer): { header: BlobMetaHeader; ci: Buffer } {
   if (file.length < BLOB_META_HEADER_SIZE || file.length % BLOB_META_HEADER_SIZE !== 0) {
-    throw new FormatError(`Bad blob meta cache file: size ${file.length} is not a positive multiple of 4096`, 0);
+    throw new FormatError(
+      `Bad blob meta cache file: size ${file.length} is not a positive multiple of 4096`,
+      0,
+    );
   }
   const hdrOff = file.length - BLOB_META_HEADER_SIZE;
   const header = decodeBlobMetaHeader(file, hdrOff);

@@ -67,10 +67,16 @@ function isPlainName(name: string): boolean {
 /** The exact trailer header upstream writes after a section of `size` bytes named `name`. */
 export function encodeTrailerHeader(name: string, size: number): Buffer {
   if (!isPlainName(name)) {
-    throw new NydusError('ERR_INVALID_ARG', `Cannot encode tar trailer header: name "${name}" is not 1..100 ASCII bytes`);
+    throw new NydusError(
+      'ERR_INVALID_ARG',
+      `Cannot encode tar trailer header: name "${name}" is not 1..100 ASCII bytes`,
+    );
   }
   if (!Number.isSafeInteger(size) || size < 0 || size > TAR_SIZE_MAX) {
-    throw new NydusError('ERR_INVALID_ARG', `Cannot encode tar trailer header "${name}": size ${size} out of range`);
+    throw new NydusError(
+      'ERR_INVALID_ARG',
+      `Cannot encode tar trailer header "${name}": size ${size} out of range`,
+    );
   }
   const block = Buffer.alloc(TAR_BLOCK_SIZE);
   block.write(name, NAME_OFF, 'latin1');
@@ -121,20 +127,33 @@ export function decodeTrailerHeader(buf: Buffer, off = 0, base = 0): TrailerHead
     throw new FormatError('Bad tar trailer header: no GNU "ustar " magic', at + MAGIC_OFF);
   }
   const stored = parseOctalField(block, CHKSUM_OFF, CHKSUM_LEN);
-  if (stored === undefined) throw new FormatError('Bad tar trailer header: checksum field is not octal', at + CHKSUM_OFF);
+  if (stored === undefined)
+    throw new FormatError('Bad tar trailer header: checksum field is not octal', at + CHKSUM_OFF);
   const computed = headerChecksum(block);
   if (stored !== computed) {
-    throw new FormatError(`Bad tar trailer header: checksum ${stored} does not match computed ${computed}`, at);
+    throw new FormatError(
+      `Bad tar trailer header: checksum ${stored} does not match computed ${computed}`,
+      at,
+    );
   }
   const type = block[TYPEFLAG_OFF]!;
   if (type !== TYPE_REGULAR && type !== TYPE_REGULAR_OLD) {
-    throw new FormatError(`Bad tar trailer header: typeflag 0x${type.toString(16)} is not a regular file`, at + TYPEFLAG_OFF);
+    throw new FormatError(
+      `Bad tar trailer header: typeflag 0x${type.toString(16)} is not a regular file`,
+      at + TYPEFLAG_OFF,
+    );
   }
   const size = parseOctalField(block, SIZE_OFF, SIZE_LEN);
-  if (size === undefined) throw new FormatError('Bad tar trailer header: size field is not octal', at + SIZE_OFF);
+  if (size === undefined)
+    throw new FormatError('Bad tar trailer header: size field is not octal', at + SIZE_OFF);
   const nameEnd = block.indexOf(0, NAME_OFF);
-  const name = block.toString('latin1', NAME_OFF, nameEnd < 0 || nameEnd > TAR_NAME_MAX ? TAR_NAME_MAX : nameEnd);
-  if (!isPlainName(name)) throw new FormatError('Bad tar trailer header: name is empty or not printable ASCII', at);
+  const name = block.toString(
+    'latin1',
+    NAME_OFF,
+    nameEnd < 0 || nameEnd > TAR_NAME_MAX ? TAR_NAME_MAX : nameEnd,
+  );
+  if (!isPlainName(name))
+    throw new FormatError('Bad tar trailer header: name is empty or not printable ASCII', at);
   return { name, size };
 }
 

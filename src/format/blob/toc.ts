@@ -21,7 +21,10 @@ import { encodeTrailerHeader } from './tar-header.js';
  * | 80  | 48   | reserved                                            |
  *
  * The reserved bytes are written as zero here; upstream blobs are known to carry garbage in
- * them (bytes 124..127 of the entries in blobs/be7d77ee…), so the decoder ignores them.
+ * them (bytes 124..127 of the entries in blobs/be7d77ee…), so the decoder ignores them. The
+ * sizes of an uncompressed entry may differ: `image.blob` records the chunk bytes as
+ * compressed_size and the blob's uncompressed_size (4 KiB-aligned chunk space) as
+ * uncompressed_size.
  */
 
 export const TOC_ENTRY_SIZE = 128;
@@ -95,7 +98,10 @@ function compressorOfTocFlags(flags: number, at: number): Compressor {
     case TocFlag.COMPRESSION_LZ4_BLOCK:
       return 'lz4_block';
     default:
-      throw new FormatError(`Bad ToC entry: compression flags 0x${(flags & TOC_COMPRESSION_MASK).toString(16)}`, at);
+      throw new FormatError(
+        `Bad ToC entry: compression flags 0x${(flags & TOC_COMPRESSION_MASK).toString(16)}`,
+        at,
+      );
   }
 }
 
@@ -103,23 +109,21 @@ function compressorOfTocFlags(flags: number, at: number): Compressor {
 export function decodeTocEntry(buf: Buffer, off = 0, base = 0): TocEntry {
   const at = base + off;
   if (off < 0 || off + TOC_ENTRY_SIZE > buf.length) {
-    throw new FormatError(`Truncated ToC entry: ${Math.max(0, buf.length - off)} of ${TOC_ENTRY_SIZE} bytes`, at);
+    throw new FormatError(
+      `Truncated ToC entry: ${Math.max(0, buf.length - off)} of ${TOC_ENTRY_SIZE} bytes`,
+      at,
+    );
   }
   const flags = buf.readUInt32LE(off);
   const compressor = compressorOfTocFlags(flags, at);
   const rawName = buf.subarray(off + 8, off + 8 + TOC_NAME_MAX);
   const nul = rawName.indexOf(0);
   const name = rawName.toString('latin1', 0, nul < 0 ? TOC_NAME_MAX : nul);
-  if (!/^[\x21-\x7e]+$/.test(name)) throw new FormatError('Bad ToC entry: name is empty or not printable ASCII', at + 8);
+  if (!/^[\x21-\x7e]+$/.test(name))
+    throw new FormatError('Bad ToC entry: name is empty or not printable ASCII', at + 8);
   const compressedOffset = readU64(buf, off + 56, 'ToC compressed_offset', base);
   const compressedSize = readU64(buf, off + 64, 'ToC compressed_size', base);
   const uncompressedSize = readU64(buf, off + 72, 'ToC uncompressed_size', base);
-  if (compressor === 'none' && compressedSize !== uncompressedSize) {
-    throw new FormatError(
-      `Bad ToC entry "${name}": uncompressed but sizes differ (${compressedSize} vs ${uncompressedSize})`,
-      at + 64,
-    );
-  }
   return {
     flags,
     compressor,
@@ -134,10 +138,16 @@ export function decodeTocEntry(buf: Buffer, off = 0, base = 0): TocEntry {
 export function encodeTocEntry(e: TocEntry): Buffer {
   const nameBytes = Buffer.from(e.name, 'latin1');
   if (!/^[\x21-\x7e]+$/.test(e.name) || nameBytes.length > TOC_NAME_MAX) {
-    throw new NydusError('ERR_INVALID_ARG', `Cannot encode ToC entry: name "${e.name}" is not 1..16 ASCII bytes`);
+    throw new NydusError(
+      'ERR_INVALID_ARG',
+      `Cannot encode ToC entry: name "${e.name}" is not 1..16 ASCII bytes`,
+    );
   }
   if (e.digest.length !== 32) {
-    throw new NydusError('ERR_INVALID_ARG', `Cannot encode ToC entry "${e.name}": digest is ${e.digest.length} bytes`);
+    throw new NydusError(
+      'ERR_INVALID_ARG',
+      `Cannot encode ToC entry "${e.name}": digest is ${e.digest.length} bytes`,
+    );
   }
   for (const [what, v] of [
     ['compressed_offset', e.compressedOffset],
@@ -145,7 +155,10 @@ export function encodeTocEntry(e: TocEntry): Buffer {
     ['uncompressed_size', e.uncompressedSize],
   ] as const) {
     if (!Number.isSafeInteger(v) || v < 0) {
-      throw new NydusError('ERR_INVALID_ARG', `Cannot encode ToC entry "${e.name}": ${what} ${v} out of range`);
+      throw new NydusError(
+        'ERR_INVALID_ARG',
+        `Cannot encode ToC entry "${e.name}": ${what} ${v} out of range`,
+      );
     }
   }
   if ((e.flags & TOC_COMPRESSION_MASK) !== tocCompressionFlag(e.compressor) || e.flags >>> 0 !== e.flags) {
@@ -164,7 +177,7 @@ export function encodeTocEntry(e: TocEntry): Buffer {
   return buf;
 }
 
-/** A ToC entry for `content` stored at `offset`, compressed as `compressor` into `stored` bytes. */
+/** A ToC entry for `content` stored at `offset`, compressed as `compressor` into `storedSize` bytes. */
 export function makeTocEntry(
   name: string,
   compressor: Compressor,
@@ -189,15 +202,20 @@ export function makeTocEntry(
  */
 export function parseToc(entries: Buffer, base = 0): TocEntry[] {
   if (entries.length === 0 || entries.length % TOC_ENTRY_SIZE !== 0) {
-    throw new FormatError(`Bad ToC: size ${entries.length} is not a positive multiple of ${TOC_ENTRY_SIZE}`, base);
+    throw new FormatError(
+      `Bad ToC: size ${entries.length} is not a positive multiple of ${TOC_ENTRY_SIZE}`,
+      base,
+    );
   }
   const count = entries.length / TOC_ENTRY_SIZE;
-  if (count > MAX_TOC_ENTRIES) throw new FormatError(`Bad ToC: ${count} entries, at most ${MAX_TOC_ENTRIES}`, base);
+  if (count > MAX_TOC_ENTRIES)
+    throw new FormatError(`Bad ToC: ${count} entries, at most ${MAX_TOC_ENTRIES}`, base);
   const out: TocEntry[] = [];
   const seen = new Set<string>();
   for (let i = 0; i < count; i++) {
     const e = decodeTocEntry(entries, i * TOC_ENTRY_SIZE, base);
-    if (seen.has(e.name)) throw new FormatError(`Bad ToC: duplicate entry "${e.name}"`, base + i * TOC_ENTRY_SIZE);
+    if (seen.has(e.name))
+      throw new FormatError(`Bad ToC: duplicate entry "${e.name}"`, base + i * TOC_ENTRY_SIZE);
     seen.add(e.name);
     out.push(e);
   }
