@@ -14,7 +14,10 @@ export function packageVersion(): string {
   const here = dirname(fileURLToPath(import.meta.url));
   for (const up of ['../../..', '../..']) {
     try {
-      const pkg = JSON.parse(readFileSync(join(here, up, 'package.json'), 'utf8')) as { name?: string; version?: string };
+      const pkg = JSON.parse(readFileSync(join(here, up, 'package.json'), 'utf8')) as {
+        name?: string;
+        version?: string;
+      };
       if (pkg.name === 'nydus-ts' && pkg.version !== undefined) return pkg.version;
     } catch {
       // try the next candidate
@@ -25,7 +28,12 @@ export function packageVersion(): string {
 
 export function buildInfo(binary: string): string {
   const v = packageVersion();
-  return [`${binary} (nydus-ts)`, `Version: \t${v}`, `Node.js: \t${process.version}`, `Profile: \trelease`].join('\n');
+  return [
+    `${binary} (nydus-ts)`,
+    `Version: \t${v}`,
+    `Node.js: \t${process.version}`,
+    `Profile: \trelease`,
+  ].join('\n');
 }
 
 /** Global -l/--log-level and -L/--log-file, shared by every subcommand. */
@@ -39,10 +47,15 @@ export function loggerFrom(cmd: Command): Logger {
  * code. Never a stack trace (set NYDUS_DEBUG=1 to see one).
  */
 export async function runCli(binary: string, program: Command, argv: readonly string[]): Promise<void> {
-  program.exitOverride();
-  program.configureOutput({ writeErr: (s) => process.stderr.write(s) });
+  // Settings are per command in commander; apply them to every subcommand too.
+  const all = (c: Command): Command[] => [c, ...c.commands.flatMap(all)];
+  for (const c of all(program)) {
+    c.exitOverride();
+    c.showHelpAfterError('(add --help for additional information)');
+    c.configureOutput({ writeErr: (s) => process.stderr.write(s) });
+  }
   try {
-    await program.parseAsync(argv as string[]);
+    await program.parseAsync(argv);
   } catch (e) {
     if (e instanceof CommanderError) {
       // help and version displays end here too, with exit code 0

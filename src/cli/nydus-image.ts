@@ -12,9 +12,12 @@ export function nydusImageProgram(): Command {
   const program = new Command('nydus-image')
     .description('Build, analyze, inspect or validate RAFS filesystems/Nydus accelerated container images')
     .version(buildInfo('nydus-image'), '-V, --version', 'Print version information')
-    .addOption(new Option('-l, --log-level <level>', 'Log level').choices(LOG_LEVELS.filter((l) => l !== 'off')).default('info'))
+    .addOption(
+      new Option('-l, --log-level <level>', 'Log level')
+        .choices(LOG_LEVELS.filter((l) => l !== 'off'))
+        .default('info'),
+    )
     .option('-L, --log-file <file>', 'Log file path')
-    .showHelpAfterError()
     .enablePositionalOptions(false);
   program.addCommand(checkCommand());
   program.addCommand(inspectCommand());

@@ -4,6 +4,7 @@ import { crc32cOf, digest } from '../codec/digest.js';
 import { ChunkFlag, isDir, isReg, Limits } from '../format/flags.js';
 import type { Bootstrap, ChunkInfo, DirEntry, InodeAttr } from '../format/model.js';
 import type { BlobReader, BlobSource } from './blob-source.js';
+import { loadBlobChunks } from './blob-chunks.js';
 
 export interface ReadOptions {
   /** Verify every chunk's digest (and CRC-32C when recorded) before using it. */
@@ -47,16 +48,34 @@ export class RafsImage {
   readonly bootstrap: Bootstrap;
   readonly #source: BlobSource;
   readonly #readers = new Map<number, Promise<BlobReader>>();
-  #resolver: ChunkResolver | undefined;
+  readonly #resolver: ChunkResolver;
 
+  readonly #blobChunks = new Map<number, Promise<ChunkInfo[]>>();
+
+  /**
+   * `resolver` describes chunks the bootstrap's own tables lack; by default they come from the
+   * data blob's blob meta (ci table) and chunk digest array.
+   */
   constructor(bootstrap: Bootstrap, source: BlobSource, resolver?: ChunkResolver) {
     this.bootstrap = bootstrap;
     this.#source = source;
-    this.#resolver = resolver;
+    this.#resolver = resolver ?? ((blobIndex, ciIndex) => this.#fromBlobMeta(blobIndex, ciIndex));
   }
 
-  setChunkResolver(resolver: ChunkResolver): void {
-    this.#resolver = resolver;
+  async #fromBlobMeta(blobIndex: number, ciIndex: number): Promise<ChunkInfo> {
+    let table = this.#blobChunks.get(blobIndex);
+    if (table === undefined) {
+      const blob = this.bootstrap.blobs[blobIndex];
+      if (blob === undefined)
+        throw new FormatError(`Chunk refers to blob index ${blobIndex}, which does not exist`);
+      table = this.blobReader(blobIndex).then((r) => loadBlobChunks(r, blob));
+      table.catch(() => this.#blobChunks.delete(blobIndex));
+      this.#blobChunks.set(blobIndex, table);
+    }
+    const c = (await table)[ciIndex];
+    if (c === undefined)
+      throw new FormatError(`Chunk ${ciIndex} is not in the blob meta of blob index ${blobIndex}`);
+    return c;
   }
 
   /** The reader of blob `index`, opened once. */
@@ -64,7 +83,8 @@ export class RafsImage {
     let r = this.#readers.get(index);
     if (r === undefined) {
       const blob = this.bootstrap.blobs[index];
-      if (blob === undefined) return Promise.reject(new FormatError(`Chunk refers to blob index ${index}, which does not exist`));
+      if (blob === undefined)
+        return Promise.reject(new FormatError(`Chunk refers to blob index ${index}, which does not exist`));
       r = this.#source.open(blob);
       // A failed open is not cached: the blob may appear later.
       r.catch(() => this.#readers.delete(index));
@@ -104,7 +124,14 @@ export class RafsImage {
     const seenDirs = new Set<number>([b.rootIno]);
     yield { path: Buffer.from('/'), name: Buffer.from('/'), ino: b.rootIno, parent: b.rootIno, attr: root };
     type Frame = { ino: number; path: Buffer; pos: number; count: number; batch: DirEntry[]; bi: number };
-    const frame = (ino: number, path: Buffer): Frame => ({ ino, path, pos: 0, count: b.childCount(ino), batch: [], bi: 0 });
+    const frame = (ino: number, path: Buffer): Frame => ({
+      ino,
+      path,
+      pos: 0,
+      count: b.childCount(ino),
+      batch: [],
+      bi: 0,
+    });
     const stack: Frame[] = [frame(b.rootIno, Buffer.alloc(0))];
     const BATCH = 256;
     while (stack.length > 0) {
@@ -117,7 +144,9 @@ export class RafsImage {
         top.batch = b.readdir(top.ino, top.pos, BATCH);
         top.bi = 0;
         if (top.batch.length === 0) {
-          throw new FormatError(`Directory inode ${top.ino} lists ${top.count} children but returned none at ${top.pos}`);
+          throw new FormatError(
+            `Directory inode ${top.ino} lists ${top.count} children but returned none at ${top.pos}`,
+          );
         }
       }
       const e = top.batch[top.bi++]!;
@@ -126,7 +155,8 @@ export class RafsImage {
       const path = Buffer.concat([top.path, Buffer.from('/'), e.name]);
       yield { path, name: e.name, ino: e.ino, parent: top.ino, attr };
       if (isDir(attr.mode)) {
-        if (seenDirs.has(e.ino)) throw new FormatError(`Directory inode ${e.ino} is reachable twice (a cycle in the tree)`);
+        if (seenDirs.has(e.ino))
+          throw new FormatError(`Directory inode ${e.ino} is reachable twice (a cycle in the tree)`);
         seenDirs.add(e.ino);
         stack.push(frame(e.ino, path));
       }
@@ -139,7 +169,7 @@ export class RafsImage {
     try {
       return b.chunks(ino);
     } catch (e) {
-      if (!(e instanceof NydusError && e.code === 'ERR_NOT_FOUND' && hasV6Extras(b) && this.#resolver !== undefined)) throw e;
+      if (!(e instanceof NydusError && e.code === 'ERR_NOT_FOUND' && hasV6Extras(b))) throw e;
     }
     const resolver = this.#resolver;
     const chunkSize = b.superblock.chunkSize;
@@ -149,7 +179,9 @@ export class RafsImage {
       const r = refs[k]!;
       const c = await resolver(r.blobIndex, r.ciIndex);
       if (c.uncompressedOffset !== r.blkaddr * 4096) {
-        throw new FormatError(`Inode ${ino} chunk ${k}: block address ${r.blkaddr} disagrees with the blob's chunk info`);
+        throw new FormatError(
+          `Inode ${ino} chunk ${k}: block address ${r.blkaddr} disagrees with the blob's chunk info`,
+        );
       }
       out.push({ ...c, fileOffset: k * chunkSize });
     }
@@ -165,15 +197,19 @@ export class RafsImage {
   #checkChunk(c: ChunkInfo, reader: BlobReader): void {
     const b = this.bootstrap;
     const where = `Chunk ${c.index} of blob ${c.blobIndex}`;
-    if (c.uncompressedSize > Limits.MAX_CHUNK_SIZE) throw new FormatError(`${where}: uncompressed size ${c.uncompressedSize} is too large`);
-    if (c.compressedSize > MAX_STORED_CHUNK) throw new FormatError(`${where}: compressed size ${c.compressedSize} is too large`);
+    if (c.uncompressedSize > Limits.MAX_CHUNK_SIZE)
+      throw new FormatError(`${where}: uncompressed size ${c.uncompressedSize} is too large`);
+    if (c.compressedSize > MAX_STORED_CHUNK)
+      throw new FormatError(`${where}: compressed size ${c.compressedSize} is too large`);
     if (c.compressedOffset + c.compressedSize > reader.size) {
       throw new FormatError(
         `${where} (${c.compressedSize} bytes at ${c.compressedOffset}) points past the end of blob ${b.blobs[c.blobIndex]?.blobId ?? '?'} (${reader.size} bytes)`,
       );
     }
     if ((c.flags & ChunkFlag.COMPRESSED) === 0 && c.compressedSize !== c.uncompressedSize) {
-      throw new FormatError(`${where}: stored uncompressed but sizes differ (${c.compressedSize} vs ${c.uncompressedSize})`);
+      throw new FormatError(
+        `${where}: stored uncompressed but sizes differ (${c.compressedSize} vs ${c.uncompressedSize})`,
+      );
     }
     if (c.flags & (ChunkFlag.ENCRYPTED | ChunkFlag.BATCH)) {
       throw new NydusError('ERR_UNSUPPORTED', `${where}: encrypted and batch chunks are not supported yet`);
@@ -203,7 +239,10 @@ export class RafsImage {
       const raw = await reader.read(start, end - start);
       for (let k = i; k < j; k++) {
         const c = run[k]!;
-        const stored = raw.subarray(c.compressedOffset - start, c.compressedOffset - start + c.compressedSize);
+        const stored = raw.subarray(
+          c.compressedOffset - start,
+          c.compressedOffset - start + c.compressedSize,
+        );
         out.push(this.#decode(c, stored, opts));
       }
       i = j;
@@ -213,8 +252,15 @@ export class RafsImage {
 
   #decode(c: ChunkInfo, stored: Buffer, opts: ReadOptions): Buffer {
     const blob = this.bootstrap.blobs[c.blobIndex]!;
-    const data = c.flags & ChunkFlag.COMPRESSED ? decompress(blob.compressor, stored, c.uncompressedSize) : stored;
+    const data =
+      c.flags & ChunkFlag.COMPRESSED ? decompress(blob.compressor, stored, c.uncompressedSize) : stored;
     if (opts.verify === true) {
+      if (c.id.every((x) => x === 0)) {
+        throw new NydusError(
+          'ERR_DIGEST',
+          `Chunk ${c.index} of blob ${blob.blobId} has no recorded digest to verify against`,
+        );
+      }
       const h = digest(blob.digester, data);
       if (!h.equals(c.id)) {
         throw new NydusError(

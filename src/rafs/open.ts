@@ -43,18 +43,21 @@ export async function loadBootstrapFile(path: string): Promise<LoadedBootstrap> 
     if (size === 0) throw new FormatError(`File "${path}" is empty, not a RAFS bootstrap`);
     const head = await reader.read(0, Math.min(size, 2048));
     if (detectRafsVersion(head) !== undefined) {
-      if (size > MAX_BOOTSTRAP_SIZE) throw new FormatError(`Bootstrap "${path}" is too large (${size} bytes)`);
+      if (size > MAX_BOOTSTRAP_SIZE)
+        throw new FormatError(`Bootstrap "${path}" is too large (${size} bytes)`);
       return { bootstrap: parseBootstrap(await reader.read(0, size)) };
     }
     if (size >= 512 && isLikelyInlineMetaBlob(await reader.read(size - 512, 512))) {
       const boot = await extractInlineBootstrap((o, l) => reader.read(o, l), size);
-      if (boot === undefined) throw new FormatError(`Blob "${path}" carries no inline RAFS metadata (no image.boot section)`);
+      if (boot === undefined)
+        throw new FormatError(`Blob "${path}" carries no inline RAFS metadata (no image.boot section)`);
       const bootstrap = parseBootstrap(boot);
       const name = basename(path);
       const blobId = HEX64.test(name) ? name : await sha256OfFile(path);
       let index = bootstrap.blobs.findIndex((b) => (b.features & BlobFeature.INLINED_FS_META) !== 0);
       if (index < 0 && bootstrap.blobs.length === 1) index = 0;
-      if (index < 0) throw new FormatError(`Blob "${path}" has inline metadata but no blob in it is marked as inline`);
+      if (index < 0)
+        throw new FormatError(`Blob "${path}" has inline metadata but no blob in it is marked as inline`);
       bootstrap.setBlobId(index, blobId);
       return { bootstrap, inlineBlob: { index, blobId, path } };
     }

@@ -65,7 +65,8 @@ export function octalMax(width: number): number {
 
 function writeOctal(buf: Buffer, off: number, width: number, value: number): void {
   const digits = value.toString(8).padStart(width - 1, '0');
-  if (digits.length > width - 1) throw new FormatError(`Value ${value} does not fit a ${width}-byte tar field`);
+  if (digits.length > width - 1)
+    throw new FormatError(`Value ${value} does not fit a ${width}-byte tar field`);
   buf.write(digits, off, 'ascii');
   buf[off + width - 1] = 0;
 }

@@ -39,10 +39,14 @@ export function decodePaxRecords(buf: Buffer, at = 0): PaxRecord[] {
       throw new FormatError('Malformed PAX record length', at + pos);
     }
     const rec = buf.subarray(sp + 1, pos + len);
-    if (rec[rec.length - 1] !== 0x0a) throw new FormatError('PAX record does not end with a newline', at + pos);
+    if (rec[rec.length - 1] !== 0x0a)
+      throw new FormatError('PAX record does not end with a newline', at + pos);
     const eq = rec.indexOf(0x3d);
     if (eq <= 0) throw new FormatError('PAX record has no key', at + pos);
-    out.push({ key: rec.toString('latin1', 0, eq), value: Buffer.from(rec.subarray(eq + 1, rec.length - 1)) });
+    out.push({
+      key: rec.toString('latin1', 0, eq),
+      value: Buffer.from(rec.subarray(eq + 1, rec.length - 1)),
+    });
     pos += len;
   }
   return out;

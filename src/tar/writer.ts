@@ -47,7 +47,10 @@ export class TarWriter {
   /** Add an entry; for regular files `data` yields exactly `size` bytes. */
   async add(entry: TarEntry, data?: AsyncIterable<Buffer> | Iterable<Buffer>): Promise<void> {
     const isDir = entry.type === TarType.DIR;
-    const path = isDir && entry.path[entry.path.length - 1] !== 0x2f ? Buffer.concat([entry.path, Buffer.from('/')]) : entry.path;
+    const path =
+      isDir && entry.path[entry.path.length - 1] !== 0x2f
+        ? Buffer.concat([entry.path, Buffer.from('/')])
+        : entry.path;
     const linkname = entry.linkname ?? Buffer.alloc(0);
     const header: TarHeader = {
       name: path,
@@ -79,7 +82,10 @@ export class TarWriter {
     }
     if (pax.length > 0) {
       const body = encodePaxRecords(pax);
-      const paxName = Buffer.concat([Buffer.from('PaxHeaders/'), path.subarray(Math.max(0, path.length - 80))]);
+      const paxName = Buffer.concat([
+        Buffer.from('PaxHeaders/'),
+        path.subarray(Math.max(0, path.length - 80)),
+      ]);
       const { block: ph } = encodeHeader({
         ...header,
         name: paxName.subarray(0, 100),
@@ -105,7 +111,10 @@ export class TarWriter {
         await this.#write(chunk);
       }
       if (n !== header.size) {
-        throw new NydusError('ERR_IO', `Tar entry "${path.toString()}" produced ${n} bytes, expected ${header.size}`);
+        throw new NydusError(
+          'ERR_IO',
+          `Tar entry "${path.toString()}" produced ${n} bytes, expected ${header.size}`,
+        );
       }
       await this.#pad(header.size);
     }

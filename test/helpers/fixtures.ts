@@ -19,7 +19,8 @@ export const PROJECT_ROOT = (() => {
  * beside the project. They are never copied into the project.
  */
 export const UPSTREAM_FIXTURES =
-  process.env['NYDUS_UPSTREAM_FIXTURES'] ?? resolve(PROJECT_ROOT, '..', 'shared', 'fixtures', 'nydus-upstream');
+  process.env['NYDUS_UPSTREAM_FIXTURES'] ??
+  resolve(PROJECT_ROOT, '..', 'shared', 'fixtures', 'nydus-upstream');
 
 export const IN_CI = process.env['CI'] === 'true';
 

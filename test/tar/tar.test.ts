@@ -28,7 +28,14 @@ const hdr = (name: string) => ({
 test('ustar header golden bytes', () => {
   const { block, overflow } = encodeHeader(hdr('a.txt'));
   assert.equal(block.length, BLOCK);
-  assert.deepEqual(overflow, { path: false, linkpath: false, size: false, uid: false, gid: false, mtime: false });
+  assert.deepEqual(overflow, {
+    path: false,
+    linkpath: false,
+    size: false,
+    uid: false,
+    gid: false,
+    mtime: false,
+  });
   assert.equal(block.toString('latin1', 0, 6), 'a.txt\0');
   assert.equal(block.toString('latin1', 100, 108), '0000644\0');
   assert.equal(block.toString('latin1', 108, 116), '0001750\0');
@@ -95,23 +102,56 @@ test('GNU tar reads what TarWriter writes', async () => {
   const longName = Buffer.from(`deep/${'n'.repeat(250)}`);
   const tarBytes = await archive(async (w) => {
     await w.add({ ...base, path: Buffer.from('deep'), type: TarType.DIR, mode: 0o40755 });
-    await w.add({ ...base, path: Buffer.from('deep/file'), type: TarType.FILE, mode: 0o100600, size: 11, mtimeNsec: 123456789, uid: 70000, gid: 5 }, [
-      Buffer.from('hello '),
-      Buffer.from('world'),
-    ]);
-    await w.add({ ...base, path: Buffer.from('deep/link'), type: TarType.HARDLINK, mode: 0o100600, linkname: Buffer.from('deep/file') });
-    await w.add({ ...base, path: Buffer.from('deep/sym'), type: TarType.SYMLINK, mode: 0o120777, linkname: Buffer.from('../x'.repeat(40)) });
-    await w.add({ ...base, path: Buffer.from('deep/null'), type: TarType.CHAR, mode: 0o20666, devmajor: 1, devminor: 3 });
-    await w.add({ ...base, path: Buffer.from('deep/fifo'), type: TarType.FIFO, mode: 0o10644 });
-    await w.add({ ...base, path: weird, type: TarType.FILE, mode: 0o100644, size: 0 });
+    await w.add(
+      {
+        ...base,
+        path: Buffer.from('deep/file'),
+        type: TarType.FILE,
+        mode: 0o100600,
+        size: 11,
+        mtimeNsec: 123456789,
+        uid: 70000,
+        gid: 5,
+      },
+      [Buffer.from('hello '), Buffer.from('world')],
+    );
     await w.add({
       ...base,
-      path: longName,
-      type: TarType.FILE,
-      mode: 0o104755,
-      size: 1,
-      xattrs: [{ name: Buffer.from('security.capability'), value: Buffer.from([1, 0, 0, 2, 0, 0x20, 0, 0]) }],
-    }, [Buffer.from('z')]);
+      path: Buffer.from('deep/link'),
+      type: TarType.HARDLINK,
+      mode: 0o100600,
+      linkname: Buffer.from('deep/file'),
+    });
+    await w.add({
+      ...base,
+      path: Buffer.from('deep/sym'),
+      type: TarType.SYMLINK,
+      mode: 0o120777,
+      linkname: Buffer.from('../x'.repeat(40)),
+    });
+    await w.add({
+      ...base,
+      path: Buffer.from('deep/null'),
+      type: TarType.CHAR,
+      mode: 0o20666,
+      devmajor: 1,
+      devminor: 3,
+    });
+    await w.add({ ...base, path: Buffer.from('deep/fifo'), type: TarType.FIFO, mode: 0o10644 });
+    await w.add({ ...base, path: weird, type: TarType.FILE, mode: 0o100644, size: 0 });
+    await w.add(
+      {
+        ...base,
+        path: longName,
+        type: TarType.FILE,
+        mode: 0o104755,
+        size: 1,
+        xattrs: [
+          { name: Buffer.from('security.capability'), value: Buffer.from([1, 0, 0, 2, 0, 0x20, 0, 0]) },
+        ],
+      },
+      [Buffer.from('z')],
+    );
     await w.finish();
   });
   assert.equal(tarBytes.length % BLOCK, 0);
@@ -119,7 +159,9 @@ test('GNU tar reads what TarWriter writes', async () => {
   try {
     const f = join(dir, 'a.tar');
     writeFileSync(f, tarBytes);
-    const list = execFileSync('tar', ['--numeric-owner', '--quoting-style=literal', '-tvf', f], { encoding: 'latin1' });
+    const list = execFileSync('tar', ['--numeric-owner', '--quoting-style=literal', '-tvf', f], {
+      encoding: 'latin1',
+    });
     assert.match(list, /-rw------- 70000\/5\s+11 .* deep\/file/);
     assert.match(list, /hrw------- .* deep\/link link to deep\/file/);
     assert.match(list, /crw-rw-rw- .* 1,\s*3 .* deep\/null/);
@@ -133,7 +175,9 @@ test('GNU tar reads what TarWriter writes', async () => {
     assert.equal(execFileSync('cat', [join(out, 'deep/file')], { encoding: 'utf8' }), 'hello world');
     const full = execFileSync('tar', ['--full-time', '-tvf', f, 'deep/file'], { encoding: 'utf8' });
     assert.match(full, /\.123456789/, 'nanosecond mtime via PAX');
-    const xl = execFileSync('tar', ['--xattrs', '--xattrs-include=*', '-tvvf', f, longName.toString()], { encoding: 'latin1' });
+    const xl = execFileSync('tar', ['--xattrs', '--xattrs-include=*', '-tvvf', f, longName.toString()], {
+      encoding: 'latin1',
+    });
     assert.match(xl, /security\.capability/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -143,7 +187,9 @@ test('GNU tar reads what TarWriter writes', async () => {
 test('TarWriter refuses data of the wrong length', async () => {
   await assert.rejects(
     archive(async (w) => {
-      await w.add({ ...base, path: Buffer.from('f'), type: TarType.FILE, mode: 0o644, size: 4 }, [Buffer.from('ab')]);
+      await w.add({ ...base, path: Buffer.from('f'), type: TarType.FILE, mode: 0o644, size: 4 }, [
+        Buffer.from('ab'),
+      ]);
     }),
     /produced 2 bytes, expected 4/,
   );

@@ -2,7 +2,7 @@ import { Command } from 'commander';
 import { errorText, NydusError } from '../../errors/errors.js';
 import { blobFeatureNames, isReg, superFlagNames } from '../../format/flags.js';
 import type { ChunkInfo } from '../../format/model.js';
-import { readBlobMeta } from '../../format/blob/blob-layout.js';
+import { loadBlobChunks } from '../../rafs/blob-chunks.js';
 import { loggerFrom, packageVersion, writeJsonFile } from '../common.js';
 import { bootstrapArg, openImage, type OpenedImage } from './source.js';
 
@@ -49,10 +49,7 @@ async function checkBlobMeta(o: OpenedImage): Promise<void> {
   for (const blob of b.blobs) {
     if (blob.ciCompressedSize === 0) continue;
     const reader = await o.image.blobReader(blob.index);
-    const ci = await readBlobMeta((off, len) => reader.read(off, len), blob);
-    if (ci.length !== blob.chunkCount) {
-      throw new NydusError('ERR_FORMAT', `Blob ${blob.blobId}: ci table has ${ci.length} entries, blob table says ${blob.chunkCount}`);
-    }
+    const ci = await loadBlobChunks(reader, blob);
     for (const c of byBlob.get(blob.index) ?? []) {
       const e = ci[c.index];
       if (
@@ -60,9 +57,13 @@ async function checkBlobMeta(o: OpenedImage): Promise<void> {
         e.compressedOffset !== c.compressedOffset ||
         e.compressedSize !== c.compressedSize ||
         e.uncompressedOffset !== c.uncompressedOffset ||
-        e.uncompressedSize !== c.uncompressedSize
+        e.uncompressedSize !== c.uncompressedSize ||
+        (!e.id.every((x) => x === 0) && !e.id.equals(c.id))
       ) {
-        throw new NydusError('ERR_FORMAT', `Blob ${blob.blobId}: chunk ${c.index} differs between the chunk table and the blob's ci table`);
+        throw new NydusError(
+          'ERR_FORMAT',
+          `Blob ${blob.blobId}: chunk ${c.index} differs between the chunk table and the blob's ci table`,
+        );
       }
     }
   }
@@ -90,7 +91,10 @@ async function checkData(o: OpenedImage): Promise<number[]> {
       perBlob[c.blobIndex] = (perBlob[c.blobIndex] ?? 0) + 1;
     }
     if (chunks.length > 0 && covered < e.attr.size && img.bootstrap.superblock.version === 6) {
-      throw new NydusError('ERR_FORMAT', `File "${e.path.toString()}": chunks cover ${covered} of ${e.attr.size} bytes`);
+      throw new NydusError(
+        'ERR_FORMAT',
+        `File "${e.path.toString()}": chunks cover ${covered} of ${e.attr.size} bytes`,
+      );
     }
   }
   await checkBlobMeta(o);
@@ -102,66 +106,82 @@ export function checkCommand(): Command {
     .description('Validate RAFS filesystem metadata, and the data when blobs are given')
     .argument('[BOOTSTRAP]', 'File path of RAFS metadata (or a data blob with inline metadata)')
     .option('-B, --bootstrap <file>', '[Deprecated] File path of RAFS meta blob/bootstrap')
-    .option('-D, --blob-dir <dir>', 'Directory for localfs storage backend, hosting data blobs and cache files')
+    .option(
+      '-D, --blob-dir <dir>',
+      'Directory for localfs storage backend, hosting data blobs and cache files',
+    )
     .option('-C, --config <file>', 'Configuration file for storage backend, cache and RAFS FUSE filesystem')
     .option('-v, --verbose', 'Output message in verbose mode', false)
     .option('-J, --output-json <file>', 'File path to save operation result in JSON format')
-    .action(async (positional: string | undefined, opts: Record<string, string | boolean | undefined>, cmd: Command) => {
-      const log = loggerFrom(cmd);
-      const path = bootstrapArg(positional, opts['bootstrap'] as string | undefined);
-      const blobArgs: { blobDir?: string; config?: string } = {};
-      if (typeof opts['blobDir'] === 'string') blobArgs.blobDir = opts['blobDir'];
-      if (typeof opts['config'] === 'string') blobArgs.config = opts['config'];
-      const o = await openImage(path, blobArgs);
-      try {
-        const b = o.image.bootstrap;
-        const sb = b.superblock;
+    .action(
+      async (
+        positional: string | undefined,
+        opts: Record<string, string | boolean | undefined>,
+        cmd: Command,
+      ) => {
+        const log = loggerFrom(cmd);
+        const path = bootstrapArg(positional, opts['bootstrap'] as string | undefined);
+        const blobArgs: { blobDir?: string; config?: string } = {};
+        if (typeof opts['blobDir'] === 'string') blobArgs.blobDir = opts['blobDir'];
+        if (typeof opts['config'] === 'string') blobArgs.config = opts['config'];
+        const o = await openImage(path, blobArgs);
         try {
-          b.validate();
-          if (opts['verbose'] === true) {
-            for (const e of o.image.walk()) {
-              const a = e.attr;
-              process.stdout.write(
-                `inode: ${e.path.toString()}, ino ${a.ino}, mode 0o${a.mode.toString(8)}, uid ${a.uid}, gid ${a.gid}, size ${a.size}, nlink ${a.nlink}, mtime ${a.mtime}.${a.mtimeNsec}\n`,
-              );
-              if (isReg(a.mode)) for (const c of await o.image.chunks(e.ino)) process.stdout.write(`${chunkLine(c)}\n`);
-            }
-          }
-        } catch (e) {
-          throw new NydusError('ERR_FORMAT', `Failed to check bootstrap "${path}": ${errorText(e)}`, { cause: e });
-        }
-        log.info(`RAFS features: ${superFlagNames(sb.flags).join(' | ')}`);
-        process.stdout.write('RAFS filesystem metadata is valid, referenced data blobs: \n');
-        for (const blob of b.blobs) {
-          process.stdout.write(
-            `\t ${blob.index}: ${blob.blobId}, compressed size ${blob.compressedSize}, uncompressed size ${blob.uncompressedSize}, ` +
-              `chunk size: ${blob.chunkSize}, chunk count: ${blob.chunkCount}, features: ${formatBlobFeatures(blob.features)}\n`,
-          );
-        }
-        if (o.hasData) {
-          let counts: number[];
+          const b = o.image.bootstrap;
+          const sb = b.superblock;
           try {
-            counts = await checkData(o);
+            b.validate();
+            if (opts['verbose'] === true) {
+              for (const e of o.image.walk()) {
+                const a = e.attr;
+                process.stdout.write(
+                  `inode: ${e.path.toString()}, ino ${a.ino}, mode 0o${a.mode.toString(8)}, uid ${a.uid}, gid ${a.gid}, size ${a.size}, nlink ${a.nlink}, mtime ${a.mtime}.${a.mtimeNsec}\n`,
+                );
+                if (isReg(a.mode))
+                  for (const c of await o.image.chunks(e.ino)) process.stdout.write(`${chunkLine(c)}\n`);
+              }
+            }
           } catch (e) {
-            throw new NydusError('ERR_FORMAT', `Failed to check data of "${path}": ${errorText(e)}`, { cause: e });
+            throw new NydusError('ERR_FORMAT', `Failed to check bootstrap "${path}": ${errorText(e)}`, {
+              cause: e,
+            });
           }
-          const total = counts.reduce((s, n) => s + n, 0);
-          process.stdout.write(`RAFS filesystem data is valid: ${total} chunks in ${b.blobs.length} blobs verified\n`);
+          log.info(`RAFS features: ${superFlagNames(sb.flags).join(' | ')}`);
+          process.stdout.write('RAFS filesystem metadata is valid, referenced data blobs: \n');
+          for (const blob of b.blobs) {
+            process.stdout.write(
+              `\t ${blob.index}: ${blob.blobId}, compressed size ${blob.compressedSize}, uncompressed size ${blob.uncompressedSize}, ` +
+                `chunk size: ${blob.chunkSize}, chunk count: ${blob.chunkCount}, features: ${formatBlobFeatures(blob.features)}\n`,
+            );
+          }
+          if (o.hasData) {
+            let counts: number[];
+            try {
+              counts = await checkData(o);
+            } catch (e) {
+              throw new NydusError('ERR_FORMAT', `Failed to check data of "${path}": ${errorText(e)}`, {
+                cause: e,
+              });
+            }
+            const total = counts.reduce((s, n) => s + n, 0);
+            process.stdout.write(
+              `RAFS filesystem data is valid: ${total} chunks in ${b.blobs.length} blobs verified\n`,
+            );
+          }
+          if (typeof opts['outputJson'] === 'string') {
+            await writeJsonFile(opts['outputJson'], {
+              version: packageVersion(),
+              bootstrap: path,
+              blobs: b.blobs.map((x) => x.blobId),
+              external_bootstrap: '',
+              external_blobs: [],
+              trace: {},
+              fs_version: String(sb.version),
+              compressor: sb.compressor,
+            });
+          }
+        } finally {
+          await o.image.close();
         }
-        if (typeof opts['outputJson'] === 'string') {
-          await writeJsonFile(opts['outputJson'], {
-            version: packageVersion(),
-            bootstrap: path,
-            blobs: b.blobs.map((x) => x.blobId),
-            external_bootstrap: '',
-            external_blobs: [],
-            trace: {},
-            fs_version: String(sb.version),
-            compressor: sb.compressor,
-          });
-        }
-      } finally {
-        await o.image.close();
-      }
-    });
+      },
+    );
 }

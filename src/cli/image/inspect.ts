@@ -106,25 +106,42 @@ Blocks:             ${a.blocks}
     const b = this.#img.bootstrap;
     const sb = b.superblock;
     if (cmd === undefined || cmd === '') return {};
-    if (extra !== undefined) throw new NydusError('ERR_INVALID_ARG', `Invalid arguments in inspect request "${line.trim()}"`);
+    if (extra !== undefined)
+      throw new NydusError('ERR_INVALID_ARG', `Invalid arguments in inspect request "${line.trim()}"`);
     const needArg = (what: string): string => {
-      if (arg === undefined) throw new NydusError('ERR_INVALID_ARG', `Invalid arguments in inspect request "${line.trim()}": ${cmd} needs ${what}`);
+      if (arg === undefined)
+        throw new NydusError(
+          'ERR_INVALID_ARG',
+          `Invalid arguments in inspect request "${line.trim()}": ${cmd} needs ${what}`,
+        );
       return arg;
     };
     const noArg = (): void => {
-      if (arg !== undefined) throw new NydusError('ERR_INVALID_ARG', `Invalid arguments in inspect request "${line.trim()}": ${cmd} takes no argument`);
+      if (arg !== undefined)
+        throw new NydusError(
+          'ERR_INVALID_ARG',
+          `Invalid arguments in inspect request "${line.trim()}": ${cmd} takes no argument`,
+        );
     };
     switch (cmd) {
       case 'exit':
       case 'q':
         return { exit: true };
       case 'help':
-        if (this.#json) throw new NydusError('ERR_INVALID_ARG', 'help is not supported in inspect request mode');
+        if (this.#json)
+          throw new NydusError('ERR_INVALID_ARG', 'help is not supported in inspect request mode');
         return { text: Inspector.USAGE };
       case 'stats': {
         noArg();
         const f = sb.fields;
-        const value = { inodes_count: sb.inodesCount, version: sb.version, chunk_size: sb.chunkSize, flags: sb.flags, root_inode: b.rootIno, ...f };
+        const value = {
+          inodes_count: sb.inodesCount,
+          version: sb.version,
+          chunk_size: sb.chunkSize,
+          flags: sb.flags,
+          root_inode: b.rootIno,
+          ...f,
+        };
         const text = `
     Version:                ${sb.version}
     Inodes Count:           ${sb.inodesCount}
@@ -145,7 +162,7 @@ Blocks:             ${a.blocks}
         const value: unknown[] = [];
         let text = '';
         const n = b.childCount(this.#cwd);
-        for (let pos = 0; pos < n; ) {
+        for (let pos = 0; pos < n;) {
           const batch = b.readdir(this.#cwd, pos, 1024);
           if (batch.length === 0) break;
           pos += batch.length;
@@ -175,7 +192,10 @@ Blocks:             ${a.blocks}
       case 'stat': {
         const name = needArg('FILE_NAME');
         const parent = this.#parents[this.#parents.length - 1] ?? b.rootIno;
-        const e = name === '.' ? { ino: this.#cwd, name: Buffer.from('.'), type: 0o040000 } : b.lookup(this.#cwd, Buffer.from(name));
+        const e =
+          name === '.'
+            ? { ino: this.#cwd, name: Buffer.from('.'), type: 0o040000 }
+            : b.lookup(this.#cwd, Buffer.from(name));
         if (e === undefined) throw new NydusError('ERR_NOT_FOUND', `${name} is not found`);
         const a = b.getAttr(e.ino);
         const parentIno = name === '.' ? parent : this.#cwd;
@@ -241,12 +261,18 @@ RAFS Blob Size:         ${x.metaSize}
         const value = inos.map((ino) => ({ inode: ino, path: this.#pathsOf(ino) }));
         const text =
           `Total Prefetching Files: ${inos.length}\n` +
-          inos.map((ino) => `Inode Number:${String(ino).padStart(10)} | Path: ${JSON.stringify(this.#pathsOf(ino).join(' '))} \n`).join('');
+          inos
+            .map(
+              (ino) =>
+                `Inode Number:${String(ino).padStart(10)} | Path: ${JSON.stringify(this.#pathsOf(ino).join(' '))} \n`,
+            )
+            .join('');
         return { value, text };
       }
       case 'chunk': {
         const s = needArg('OFFSET');
-        if (!/^\d+$/.test(s)) throw new NydusError('ERR_INVALID_ARG', `Wrong OFFSET "${s}" is specified: not a valid u64 value`);
+        if (!/^\d+$/.test(s))
+          throw new NydusError('ERR_INVALID_ARG', `Wrong OFFSET "${s}" is specified: not a valid u64 value`);
         const offset = Number(s);
         const value: unknown[] = [];
         let text = '';
@@ -269,7 +295,8 @@ Blob ID: ${blob?.blobId ?? '?'}
       }
       case 'icheck': {
         const s = needArg('INODE');
-        if (!/^\d+$/.test(s)) throw new NydusError('ERR_INVALID_ARG', `Wrong INODE "${s}" is specified: not an inode number`);
+        if (!/^\d+$/.test(s))
+          throw new NydusError('ERR_INVALID_ARG', `Wrong INODE "${s}" is specified: not an inode number`);
         const ino = Number(s);
         const a = b.getAttr(ino);
         const paths = this.#pathsOf(ino);
@@ -288,9 +315,15 @@ export function inspectCommand(): Command {
     .description('Inspect RAFS filesystem metadata in interactive or request mode')
     .argument('[BOOTSTRAP]', 'File path of RAFS metadata (or a data blob with inline metadata)')
     .option('-B, --bootstrap <file>', '[Deprecated] File path of RAFS meta blob/bootstrap')
-    .option('-D, --blob-dir <dir>', 'Directory for localfs storage backend, hosting data blobs and cache files')
+    .option(
+      '-D, --blob-dir <dir>',
+      'Directory for localfs storage backend, hosting data blobs and cache files',
+    )
     .option('-C, --config <file>', 'Configuration file for storage backend, cache and RAFS FUSE filesystem')
-    .option('-R, --request <cmd>', 'Inspect RAFS filesystem metadata in request mode: stats, ls, cd DIR, stat FILE, blobs, prefetch, chunk OFFSET, icheck INODE')
+    .option(
+      '-R, --request <cmd>',
+      'Inspect RAFS filesystem metadata in request mode: stats, ls, cd DIR, stat FILE, blobs, prefetch, chunk OFFSET, icheck INODE',
+    )
     .action(async (positional: string | undefined, opts: Record<string, string | undefined>) => {
       const path = bootstrapArg(positional, opts['bootstrap']);
       const args: { blobDir?: string; config?: string } = {};
@@ -322,7 +355,8 @@ async function interactive(insp: Inspector): Promise<void> {
       if (r.text !== undefined) process.stdout.write(r.text);
     } catch (e) {
       process.stdout.write(`Failed to execute command, ${errorText(e)}\n`);
-      if (e instanceof NydusError && e.code === 'ERR_INVALID_ARG' && /Unsupported/.test(e.message)) process.stdout.write(Inspector.USAGE);
+      if (e instanceof NydusError && e.code === 'ERR_INVALID_ARG' && /Unsupported/.test(e.message))
+        process.stdout.write(Inspector.USAGE);
     }
     rl.prompt();
   }

@@ -3,13 +3,14 @@ import { errorText, NydusError } from '../../errors/errors.js';
 import { loadBootstrapFile, type LoadedBootstrap } from '../../rafs/open.js';
 import { RafsImage } from '../../rafs/image.js';
 import { LocalFsBlobSource, type LocalFsOptions } from '../../storage/localfs.js';
-import { readBlobMeta } from '../../format/blob/blob-layout.js';
-import type { ChunkInfo } from '../../format/model.js';
 
 /** The bootstrap argument: positional BOOTSTRAP or the deprecated -B/--bootstrap. */
 export function bootstrapArg(positional: string | undefined, flag: string | undefined): string {
   if (positional !== undefined && flag !== undefined) {
-    throw new NydusError('ERR_INVALID_ARG', 'Give the bootstrap either as BOOTSTRAP or with -B/--bootstrap, not both');
+    throw new NydusError(
+      'ERR_INVALID_ARG',
+      'Give the bootstrap either as BOOTSTRAP or with -B/--bootstrap, not both',
+    );
   }
   const p = positional ?? flag;
   if (p === undefined) throw new NydusError('ERR_INVALID_ARG', 'Missing BOOTSTRAP (the RAFS metadata file)');
@@ -42,15 +43,20 @@ async function localfsFromConfig(path: string): Promise<LocalFsOptions> {
   const v1 = obj(obj(root?.['device'])?.['backend']);
   const backend = v2 ?? v1;
   const type = backend?.['type'];
-  if (typeof type !== 'string') throw new NydusError('ERR_INVALID_ARG', `Config "${path}" has no backend type`);
+  if (typeof type !== 'string')
+    throw new NydusError('ERR_INVALID_ARG', `Config "${path}" has no backend type`);
   if (type !== 'localfs') {
-    throw new NydusError('ERR_UNSUPPORTED', `Config "${path}": backend "${type}" is not supported by this command yet (use localfs or -D)`);
+    throw new NydusError(
+      'ERR_UNSUPPORTED',
+      `Config "${path}": backend "${type}" is not supported by this command yet (use localfs or -D)`,
+    );
   }
   const lc = obj(v2 !== undefined ? v2['localfs'] : backend?.['config']) ?? {};
   const opts: LocalFsOptions = {};
   if (typeof lc['dir'] === 'string') opts.dir = lc['dir'];
   if (typeof lc['blob_file'] === 'string' && lc['blob_file'] !== '') opts.blobFile = lc['blob_file'];
-  if (Array.isArray(lc['alt_dirs'])) opts.altDirs = lc['alt_dirs'].filter((d): d is string => typeof d === 'string');
+  if (Array.isArray(lc['alt_dirs']))
+    opts.altDirs = lc['alt_dirs'].filter((d): d is string => typeof d === 'string');
   return opts;
 }
 
@@ -76,20 +82,5 @@ export async function openImage(bootstrapPath: string, args: BlobArgs): Promise<
   opts.files = files;
   const hasData = opts.dir !== undefined || opts.blobFile !== undefined || files.size > 0;
   const image = new RafsImage(loaded.bootstrap, new LocalFsBlobSource(opts));
-  // v6 chunks missing from the bootstrap's chunk table come from the blob's own ci table.
-  const metas = new Map<number, Promise<ChunkInfo[]>>();
-  image.setChunkResolver(async (blobIndex, ciIndex) => {
-    let m = metas.get(blobIndex);
-    if (m === undefined) {
-      const blob = loaded.bootstrap.blobs[blobIndex];
-      if (blob === undefined) throw new NydusError('ERR_FORMAT', `Blob index ${blobIndex} does not exist`);
-      m = image.blobReader(blobIndex).then((r) => readBlobMeta((o, l) => r.read(o, l), blob));
-      metas.set(blobIndex, m);
-    }
-    const table = await m;
-    const c = table[ciIndex];
-    if (c === undefined) throw new NydusError('ERR_FORMAT', `Chunk ${ciIndex} is not in the ci table of blob ${blobIndex}`);
-    return c;
-  });
   return { loaded, image, hasData };
 }

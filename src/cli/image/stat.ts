@@ -170,7 +170,12 @@ export class ImageStat {
   }
 
   toJSON(): unknown {
-    return { dedup_enabled: this.dedupEnabled, target_enabled: this.targetEnabled, base_image: this.base, target_image: this.target };
+    return {
+      dedup_enabled: this.dedupEnabled,
+      target_enabled: this.targetEnabled,
+      base_image: this.base,
+      target_image: this.target,
+    };
   }
 
   dump(): string {
@@ -247,8 +252,14 @@ export function statCommand(): Command {
   return new Command('stat')
     .description('Generate statistics information for RAFS filesystems')
     .option('-B, --bootstrap <file>', 'Generate statistics information for the RAFS filesystem')
-    .option('-D, --blob-dir <dir>', 'Generate statistics information for all RAFS filesystems in the directory')
-    .option('-T, --target <file>', 'Generate statistics information for the RAFS filesystem after applying chunk deduplication')
+    .option(
+      '-D, --blob-dir <dir>',
+      'Generate statistics information for all RAFS filesystems in the directory',
+    )
+    .option(
+      '-T, --target <file>',
+      'Generate statistics information for the RAFS filesystem after applying chunk deduplication',
+    )
     .option('-C, --config <file>', 'Configuration file for storage backend, cache and RAFS FUSE filesystem')
     .option('--digester <algo>', 'Algorithm to digest data chunks: blake3 or sha256', 'blake3')
     .option('-J, --output-json <file>', 'File path to save operation result in JSON format')

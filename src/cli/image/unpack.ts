@@ -2,7 +2,16 @@ import { createWriteStream } from 'node:fs';
 import { finished } from 'node:stream/promises';
 import { Command } from 'commander';
 import { NydusError } from '../../errors/errors.js';
-import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK } from '../../format/flags.js';
+import {
+  S_IFBLK,
+  S_IFCHR,
+  S_IFDIR,
+  S_IFIFO,
+  S_IFLNK,
+  S_IFMT,
+  S_IFREG,
+  S_IFSOCK,
+} from '../../format/flags.js';
 import type { RafsImage } from '../../rafs/image.js';
 import { TarType } from '../../tar/header.js';
 import { TarWriter } from '../../tar/writer.js';
@@ -32,7 +41,11 @@ const TYPE_OF: ReadonlyMap<number, number> = new Map([
  * paths relative to the root; hardlinks as tar links to their first occurrence; xattrs and
  * sub-second mtimes in PAX records. Sockets cannot live in a tar and are skipped with a warning.
  */
-export async function unpackToTar(image: RafsImage, out: NodeJS.WritableStream, log: Logger): Promise<number> {
+export async function unpackToTar(
+  image: RafsImage,
+  out: NodeJS.WritableStream,
+  log: Logger,
+): Promise<number> {
   const tar = new TarWriter(out as import('node:stream').Writable);
   const firstPath = new Map<number, Buffer>();
   let count = 0;
@@ -46,7 +59,8 @@ export async function unpackToTar(image: RafsImage, out: NodeJS.WritableStream, 
       continue;
     }
     const type = TYPE_OF.get(fmt);
-    if (type === undefined) throw new NydusError('ERR_FORMAT', `Inode ${a.ino} has an invalid file type 0o${a.mode.toString(8)}`);
+    if (type === undefined)
+      throw new NydusError('ERR_FORMAT', `Inode ${a.ino} has an invalid file type 0o${a.mode.toString(8)}`);
     const base = {
       path,
       mode: a.mode,
@@ -85,50 +99,69 @@ export function unpackCommand(): Command {
     .argument('[BOOTSTRAP]', 'File path of RAFS metadata (or a data blob with inline metadata)')
     .option('-B, --bootstrap <file>', '[Deprecated] File path of RAFS meta blob/bootstrap')
     .option('-b, --blob <file>', 'Path to RAFS data blob file')
-    .option('-D, --blob-dir <dir>', 'Directory for localfs storage backend, hosting data blobs and cache files')
+    .option(
+      '-D, --blob-dir <dir>',
+      'Directory for localfs storage backend, hosting data blobs and cache files',
+    )
     .option('-C, --config <file>', 'Configuration file for storage backend (localfs)')
     .option('--backend-type <type>', 'Type of backend (only localfs through -b/-D is available yet)')
     .option('--backend-config <json>', 'Config string of backend')
     .option('--backend-config-file <file>', 'Config file of backend')
     .requiredOption('--output <file>', 'Path for output tar file')
-    .action(async (positional: string | undefined, opts: Record<string, string | undefined>, cmd: Command) => {
-      const log = loggerFrom(cmd);
-      const path = bootstrapArg(positional, opts['bootstrap']);
-      const output = opts['output'] ?? '';
-      if (output === '') throw new NydusError('ERR_INVALID_ARG', 'Invalid empty --output option');
-      const sources = ['blob', 'blobDir', 'backendType'].filter((k) => opts[k] !== undefined);
-      if (sources.length > 1) throw new NydusError('ERR_INVALID_ARG', '--blob, --blob-dir and --backend-type cannot be used together');
-      if (opts['backendType'] !== undefined) {
-        if (opts['backendType'] === 'localfs') throw new NydusError('ERR_INVALID_ARG', 'Backend type localfs is not accepted here, use --blob-dir');
-        throw new NydusError('ERR_UNSUPPORTED', `Backend type "${opts['backendType']}" is not supported by unpack yet; use --blob or --blob-dir`);
-      }
-      const args: { blob?: string; blobDir?: string; config?: string } = {};
-      if (opts['blob'] !== undefined) args.blob = opts['blob'];
-      if (opts['blobDir'] !== undefined) args.blobDir = opts['blobDir'];
-      if (opts['config'] !== undefined) args.config = opts['config'];
-      const o = await openImage(path, args);
-      try {
-        const b = o.image.bootstrap;
-        const hasChunks = b.blobs.some((x) => x.chunkCount > 0) || b.allChunks().length > 0;
-        if (!o.hasData && hasChunks) {
-          throw new NydusError('ERR_INVALID_ARG', 'No data source: --blob, --blob-dir or --backend-type must be specified');
+    .action(
+      async (positional: string | undefined, opts: Record<string, string | undefined>, cmd: Command) => {
+        const log = loggerFrom(cmd);
+        const path = bootstrapArg(positional, opts['bootstrap']);
+        const output = opts['output'] ?? '';
+        if (output === '') throw new NydusError('ERR_INVALID_ARG', 'Invalid empty --output option');
+        const sources = ['blob', 'blobDir', 'backendType'].filter((k) => opts[k] !== undefined);
+        if (sources.length > 1)
+          throw new NydusError(
+            'ERR_INVALID_ARG',
+            '--blob, --blob-dir and --backend-type cannot be used together',
+          );
+        if (opts['backendType'] !== undefined) {
+          if (opts['backendType'] === 'localfs')
+            throw new NydusError(
+              'ERR_INVALID_ARG',
+              'Backend type localfs is not accepted here, use --blob-dir',
+            );
+          throw new NydusError(
+            'ERR_UNSUPPORTED',
+            `Backend type "${opts['backendType']}" is not supported by unpack yet; use --blob or --blob-dir`,
+          );
         }
-        await writeAtomically(output, async (tmp) => {
-          const out = createWriteStream(tmp);
-          const done = finished(out);
-          try {
-            const n = await unpackToTar(o.image, out, log);
-            out.end();
-            await done;
-            log.info(`Unpacked ${n} entries to ${output}`);
-          } catch (e) {
-            out.destroy();
-            await done.catch(() => undefined);
-            throw e;
+        const args: { blob?: string; blobDir?: string; config?: string } = {};
+        if (opts['blob'] !== undefined) args.blob = opts['blob'];
+        if (opts['blobDir'] !== undefined) args.blobDir = opts['blobDir'];
+        if (opts['config'] !== undefined) args.config = opts['config'];
+        const o = await openImage(path, args);
+        try {
+          const b = o.image.bootstrap;
+          const hasChunks = b.blobs.some((x) => x.chunkCount > 0) || b.allChunks().length > 0;
+          if (!o.hasData && hasChunks) {
+            throw new NydusError(
+              'ERR_INVALID_ARG',
+              'No data source: --blob, --blob-dir or --backend-type must be specified',
+            );
           }
-        });
-      } finally {
-        await o.image.close();
-      }
-    });
+          await writeAtomically(output, async (tmp) => {
+            const out = createWriteStream(tmp);
+            const done = finished(out);
+            try {
+              const n = await unpackToTar(o.image, out, log);
+              out.end();
+              await done;
+              log.info(`Unpacked ${n} entries to ${output}`);
+            } catch (e) {
+              out.destroy();
+              await done.catch(() => undefined);
+              throw e;
+            }
+          });
+        } finally {
+          await o.image.close();
+        }
+      },
+    );
 }
