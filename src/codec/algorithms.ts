@@ -32,7 +32,10 @@ export function digesterToEnum(d: Digester): number {
 
 export function parseCompressor(s: string): Compressor {
   if ((COMPRESSORS as readonly string[]).includes(s)) return s as Compressor;
-  throw new NydusError('ERR_INVALID_ARG', `Unknown compressor "${s}", expected one of ${COMPRESSORS.join(', ')}`);
+  throw new NydusError(
+    'ERR_INVALID_ARG',
+    `Unknown compressor "${s}", expected one of ${COMPRESSORS.join(', ')}`,
+  );
 }
 
 export function parseDigester(s: string): Digester {

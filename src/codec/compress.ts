@@ -45,12 +45,19 @@ export function decompress(algo: Compressor, src: Buffer, size: number): Buffer 
     }
   } catch (e) {
     if (e instanceof NydusError) throw e;
-    throw new NydusError('ERR_DECOMPRESS', `Cannot decompress ${algo} data of ${src.length} bytes: ${errorText(e)}`, {
-      cause: e,
-    });
+    throw new NydusError(
+      'ERR_DECOMPRESS',
+      `Cannot decompress ${algo} data of ${src.length} bytes: ${errorText(e)}`,
+      {
+        cause: e,
+      },
+    );
   }
   if (out.length !== size) {
-    throw new NydusError('ERR_DECOMPRESS', `${algo} data decompressed to ${out.length} bytes, expected ${size}`);
+    throw new NydusError(
+      'ERR_DECOMPRESS',
+      `${algo} data decompressed to ${out.length} bytes, expected ${size}`,
+    );
   }
   return out;
 }

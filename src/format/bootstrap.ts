@@ -18,6 +18,8 @@ export function parseBootstrap(buf: Buffer): Bootstrap {
     case 6:
       return RafsV6Bootstrap.parse(buf);
     default:
-      throw new FormatError(`Not a RAFS bootstrap: no RAFS v5 magic at offset 0 nor EROFS magic at offset ${EROFS_SUPER_OFFSET}`);
+      throw new FormatError(
+        `Not a RAFS bootstrap: no RAFS v5 magic at offset 0 nor EROFS magic at offset ${EROFS_SUPER_OFFSET}`,
+      );
   }
 }
