@@ -17,7 +17,7 @@ export const SuperFlag = {
 } as const;
 
 /** Every bit a reader accepts; the reserved-compat bits 0x0400_0000..0x8000_0000 included. */
-export const SUPER_FLAGS_KNOWN = 0x3ff | 0x0300_0000 | 0xfc00_0000;
+export const SUPER_FLAGS_KNOWN = 0xff00_03ff;
 
 const SUPER_FLAG_NAMES: readonly [number, string][] = Object.entries(SuperFlag).map(([k, v]) => [v, k]);
 

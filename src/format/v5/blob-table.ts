@@ -58,14 +58,20 @@ export function decodeV5BlobTable(buf: Buffer, off: number, size: number): V5Blo
     const idStart = pos + BLOB_ENTRY_HEADER;
     const nul = buf.subarray(idStart, end).indexOf(0);
     const idEnd = nul < 0 ? end : idStart + nul;
-    if (idEnd === idStart) throw new FormatError(`Blob table entry ${entries.length}: empty blob id`, idStart);
+    if (idEnd === idStart) {
+      throw new FormatError(`Blob table entry ${entries.length}: empty blob id`, idStart);
+    }
     let blobId: string;
     try {
       blobId = utf8.decode(buf.subarray(idStart, idEnd));
     } catch {
       throw new FormatError(`Blob table entry ${entries.length}: blob id is not valid UTF-8`, idStart);
     }
-    entries.push({ readaheadOffset: buf.readUInt32LE(pos), readaheadSize: buf.readUInt32LE(pos + 4), blobId });
+    entries.push({
+      readaheadOffset: buf.readUInt32LE(pos),
+      readaheadSize: buf.readUInt32LE(pos + 4),
+      blobId,
+    });
     // Skip the separator (or the first padding byte after the last entry).
     pos = idEnd + 1;
   }
@@ -121,8 +127,14 @@ export function decodeV5ExtBlobTable(buf: Buffer, off: number, count: number): V
   for (let i = 0; i < count; i++) {
     const at = off + i * V5_EXT_BLOB_ENTRY_SIZE;
     const features = buf.readUInt32LE(at + 4);
-    if ((features & BLOB_FEATURES_INCOMPAT_UNKNOWN) !== 0 || (features & BlobFeature.V5_NO_EXT_BLOB_TABLE) !== 0) {
-      throw new FormatError(`Extended blob table entry ${i}: unsupported features 0x${features.toString(16)}`, at + 4);
+    if (
+      (features & BLOB_FEATURES_INCOMPAT_UNKNOWN) !== 0 ||
+      (features & BlobFeature.V5_NO_EXT_BLOB_TABLE) !== 0
+    ) {
+      throw new FormatError(
+        `Extended blob table entry ${i}: unsupported features 0x${features.toString(16)}`,
+        at + 4,
+      );
     }
     entries.push({
       chunkCount: buf.readUInt32LE(at),

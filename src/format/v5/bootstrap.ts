@@ -39,7 +39,10 @@ export { RAFS_V5_MAGIC } from './superblock.js';
 /** Inode table slot values (record offset / 8) must point past the superblock. */
 const MIN_SLOT_VALUE = RAFS_V5_SUPERBLOCK_SIZE / 8;
 const ROOT_INDEX = 1;
-const ZERO_DIGEST = Buffer.alloc(32);
+/** Inode flags of rafs-format.md 1.3; any other bit is rejected. */
+const INODE_FLAGS_KNOWN = InodeFlag.SYMLINK | InodeFlag.HARDLINK | InodeFlag.XATTR | InodeFlag.HAS_HOLE;
+/** Chunk flags of rafs-format.md 1.4 that a v5 image may carry (no encryption or batches in v5). */
+const V5_CHUNK_FLAGS = ChunkFlag.COMPRESSED | ChunkFlag.HOLECHUNK | ChunkFlag.HAS_CRC32;
 const SLASH = 0x2f;
 
 /**
@@ -118,8 +121,8 @@ export class RafsV5Bootstrap implements Bootstrap {
         ciCompressedSize: 0,
         ciUncompressedSize: 0,
         tocSize: 0,
-        tocDigest: ZERO_DIGEST,
-        metaDigest: ZERO_DIGEST,
+        tocDigest: Buffer.alloc(32),
+        metaDigest: Buffer.alloc(32),
         metaSize: 0,
         cipher: 0,
         deviceBlocks: 0,
@@ -146,7 +149,10 @@ export class RafsV5Bootstrap implements Bootstrap {
   /** Offset of the record at `index` from the inode table (ERR_NOT_FOUND outside 1..N). */
   recordOffset(index: number): number {
     if (!Number.isInteger(index) || index < 1 || index > this.#sb.inodeTableEntries) {
-      throw new NydusError('ERR_NOT_FOUND', `Inode index ${index} is outside the inode table 1..${this.#sb.inodeTableEntries}`);
+      throw new NydusError(
+        'ERR_NOT_FOUND',
+        `Inode index ${index} is outside the inode table 1..${this.#sb.inodeTableEntries}`,
+      );
     }
     const slotAt = this.#sb.inodeTableOffset + (index - 1) * 4;
     const slot = this.#buf.readUInt32LE(slotAt);
@@ -164,6 +170,10 @@ export class RafsV5Bootstrap implements Bootstrap {
     return rec;
   }
 
+  /**
+   * Attributes as stored. uid/gid are 0 in images without EXPLICIT_UID_GID; substituting the
+   * daemon's own ids then is the caller's business (SuperblockInfo.explicitUidGid).
+   */
   getAttr(ino: number): InodeAttr {
     const i = this.#inode(ino).inode;
     return {
@@ -200,7 +210,12 @@ export class RafsV5Bootstrap implements Bootstrap {
   }
 
   readdir(dir: number, start = 0, limit = Infinity): DirEntry[] {
-    if (!Number.isInteger(start) || start < 0 || !(limit >= 0) || (!Number.isInteger(limit) && limit !== Infinity)) {
+    if (
+      !Number.isInteger(start) ||
+      start < 0 ||
+      !(limit >= 0) ||
+      (!Number.isInteger(limit) && limit !== Infinity)
+    ) {
       throw new NydusError('ERR_INVALID_ARG', `Bad readdir range: start ${start}, limit ${limit}`);
     }
     const d = this.#dir(dir).inode;
@@ -236,12 +251,21 @@ export class RafsV5Bootstrap implements Bootstrap {
     return out;
   }
 
-  /** Chunk records of every regular-file record in index order (hardlink copies included). */
+  /**
+   * Chunk records of every regular-file record in index order (hardlink occurrences have their
+   * own records, so their chunks appear once per occurrence). Inode table slots that point at a
+   * record already walked are skipped: upstream images never share a record between indexes,
+   * and a crafted table doing so would otherwise cost time quadratic in the file size.
+   */
   allChunks(): ChunkInfo[] {
     const out: ChunkInfo[] = [];
+    const seen = new Set<number>();
     for (let index = 1; index <= this.#sb.inodeTableEntries; index++) {
+      const offset = this.recordOffset(index);
+      if (seen.has(offset)) continue;
+      seen.add(offset);
       const rec = this.record(index);
-      if (rec.chunkCount > 0) out.push(...this.#chunksOf(index, rec));
+      for (const c of this.#chunksOf(index, rec)) out.push(c);
     }
     return out;
   }
@@ -249,7 +273,10 @@ export class RafsV5Bootstrap implements Bootstrap {
   setBlobId(index: number, blobId: string): void {
     const old = this.#blobs[index];
     if (!Number.isInteger(index) || old === undefined) {
-      throw new NydusError('ERR_NOT_FOUND', `Blob index ${index} is outside the blob table of ${this.#blobs.length} blobs`);
+      throw new NydusError(
+        'ERR_NOT_FOUND',
+        `Blob index ${index} is outside the blob table of ${this.#blobs.length} blobs`,
+      );
     }
     if (blobId.length === 0 || blobId.includes('\0')) {
       throw new NydusError('ERR_INVALID_ARG', 'A blob id must be non-empty and free of NUL characters');
@@ -272,7 +299,12 @@ export class RafsV5Bootstrap implements Bootstrap {
     }
   }
 
-  #validateRecord(index: number, rec: V5InodeRecord, visited: Uint8Array, stack: [number, V5InodeRecord][]): void {
+  #validateRecord(
+    index: number,
+    rec: V5InodeRecord,
+    visited: Uint8Array,
+    stack: [number, V5InodeRecord][],
+  ): void {
     const i = rec.inode;
     const fail = (msg: string): never => {
       throw new FormatError(`Inode ${index}: ${msg}`, rec.offset);
@@ -291,7 +323,9 @@ export class RafsV5Bootstrap implements Bootstrap {
         }
         checkEntryName(child.name, () => fail(`child ${ci} has an invalid name ${shown}`));
         if (prev !== undefined && Buffer.compare(prev, child.name) >= 0) {
-          fail(`child names are not strictly ascending: ${JSON.stringify(prev.toString('latin1'))} before ${shown}`);
+          fail(
+            `child names are not strictly ascending: ${JSON.stringify(prev.toString('latin1'))} before ${shown}`,
+          );
         }
         prev = child.name;
         parts.push(child.inode.digest);
@@ -300,9 +334,18 @@ export class RafsV5Bootstrap implements Bootstrap {
     } else if (isReg(i.mode)) {
       parts = this.#chunksOf(index, rec).map((c) => c.id);
       if (i.ino !== index) {
+        // A later occurrence of a hardlinked file: the same inode as the first occurrence.
         const first = this.record(i.ino).inode;
         if (first.ino !== i.ino || !isReg(first.mode)) {
           fail(`hardlink of inode ${i.ino}, but the record at index ${i.ino} is not that regular file`);
+        }
+        if (
+          !first.digest.equals(i.digest) ||
+          first.size !== i.size ||
+          first.nlink !== i.nlink ||
+          i.nlink < 2
+        ) {
+          fail(`hardlink of inode ${i.ino} differs from it in digest, size or nlink`);
         }
       }
     } else if (rec.symlink !== undefined) {
@@ -319,7 +362,10 @@ export class RafsV5Bootstrap implements Bootstrap {
   #inode(ino: number): V5InodeRecord {
     const rec = this.record(ino);
     if (rec.inode.ino !== ino) {
-      throw new NydusError('ERR_NOT_FOUND', `Inode ${ino} not found: index ${ino} is a hardlink of inode ${rec.inode.ino}`);
+      throw new NydusError(
+        'ERR_NOT_FOUND',
+        `Inode ${ino} not found: index ${ino} is a hardlink of inode ${rec.inode.ino}`,
+      );
     }
     return rec;
   }
@@ -349,6 +395,12 @@ export class RafsV5Bootstrap implements Bootstrap {
       };
       const blob = this.#blobs[c.blobIndex];
       if (blob === undefined) fail(`blob_index ${c.blobIndex} is out of range (${this.#blobs.length} blobs)`);
+      if ((c.flags & ~V5_CHUNK_FLAGS) !== 0) {
+        fail(`flags 0x${c.flags.toString(16)} are not valid in a RAFS v5 chunk`);
+      }
+      if ((c.flags & ChunkFlag.COMPRESSED) !== 0 && this.superblock.compressor === 'none') {
+        fail('chunk is marked compressed but the image compressor is none');
+      }
       if (hasHole) {
         if (c.fileOffset % chunkSize !== 0 || c.fileOffset >= i.size) {
           fail(`file_offset ${c.fileOffset} is not a chunk boundary inside the file of ${i.size} bytes`);
@@ -359,14 +411,20 @@ export class RafsV5Bootstrap implements Bootstrap {
       const expected = Math.min(chunkSize, i.size - c.fileOffset);
       if (c.uncompressedSize !== expected) fail(`uncompressed_size ${c.uncompressedSize} is not ${expected}`);
       if ((c.flags & ChunkFlag.COMPRESSED) === 0 && c.compressedSize !== c.uncompressedSize) {
-        fail(`uncompressed chunk has compressed_size ${c.compressedSize} and uncompressed_size ${c.uncompressedSize}`);
+        fail(
+          `uncompressed chunk has compressed_size ${c.compressedSize} and uncompressed_size ${c.uncompressedSize}`,
+        );
       }
       if (c.compressedSize === 0) fail('compressed_size is 0');
       const x = this.#ext[c.blobIndex];
       if (x !== undefined) {
-        if (c.index >= x.chunkCount) fail(`chunk index ${c.index} is not below the blob's chunk_count ${x.chunkCount}`);
+        if (c.index >= x.chunkCount) {
+          fail(`chunk index ${c.index} is not below the blob's chunk_count ${x.chunkCount}`);
+        }
         if (c.compressedOffset + c.compressedSize > x.compressedSize) {
-          fail(`compressed range ends at ${c.compressedOffset + c.compressedSize}, past the blob's ${x.compressedSize}`);
+          fail(
+            `compressed range ends at ${c.compressedOffset + c.compressedSize}, past the blob's ${x.compressedSize}`,
+          );
         }
         if (c.uncompressedOffset + c.uncompressedSize > x.uncompressedSize) {
           fail(
@@ -380,7 +438,10 @@ export class RafsV5Bootstrap implements Bootstrap {
       out.sort((a, b) => a.fileOffset - b.fileOffset);
       for (let k = 1; k < out.length; k++) {
         if (out[k]!.fileOffset === out[k - 1]!.fileOffset) {
-          throw new FormatError(`Inode ${index}: two chunks at file_offset ${out[k]!.fileOffset}`, rec.chunksOffset);
+          throw new FormatError(
+            `Inode ${index}: two chunks at file_offset ${out[k]!.fileOffset}`,
+            rec.chunksOffset,
+          );
         }
       }
     }
@@ -397,6 +458,8 @@ export class RafsV5Bootstrap implements Bootstrap {
     if (i.ino === 0) fail('ino is 0');
     if (i.ino > n) fail(`ino ${i.ino} is outside the inode table 1..${n}`);
     if (!isValidFileType(i.mode)) fail(`mode 0o${i.mode.toString(8)} is not a file type`);
+    // Compared whole: flags is a u64 and JS bitwise operators only see its low 32 bits.
+    if ((i.flags & INODE_FLAGS_KNOWN) !== i.flags) fail(`flags 0x${i.flags.toString(16)} have unknown bits`);
     if (i.nlink === 0) fail('nlink is 0');
     if (i.nameSize === 0 || i.nameSize > Limits.MAX_NAME) {
       fail(`name_size ${i.nameSize} is out of range 1..${Limits.MAX_NAME}`);
@@ -419,6 +482,9 @@ export class RafsV5Bootstrap implements Bootstrap {
       if (i.symlinkSize === 0 || i.symlinkSize > Limits.MAX_SYMLINK) {
         fail(`symlink_size ${i.symlinkSize} is out of range 1..${Limits.MAX_SYMLINK}`);
       }
+      if (i.size !== i.symlinkSize) {
+        fail(`size ${i.size} of a symlink differs from its symlink_size ${i.symlinkSize}`);
+      }
     } else if (i.symlinkSize !== 0) {
       fail(`symlink_size ${i.symlinkSize} on an inode that is not a symlink`);
     }
@@ -428,7 +494,9 @@ export class RafsV5Bootstrap implements Bootstrap {
         fail(`directory lists itself as a child (children are indexes ${i.childIndex}..${last})`);
       }
       if (i.childIndex <= index) {
-        fail(`child_index ${i.childIndex} is not greater than its index ${index}, so it would list an ancestor or an earlier entry`);
+        fail(
+          `child_index ${i.childIndex} is not greater than its index ${index}, so it would list an ancestor or an earlier entry`,
+        );
       }
       if (last > n) fail(`children ${i.childIndex}..${last} run past the inode table 1..${n}`);
     }
@@ -436,7 +504,9 @@ export class RafsV5Bootstrap implements Bootstrap {
       const expected = Math.ceil(i.size / this.#sb.blockSize);
       const hasHole = (i.flags & InodeFlag.HAS_HOLE) !== 0;
       if (hasHole ? i.childCount > expected : i.childCount !== expected) {
-        fail(`child_count ${i.childCount} does not fit ${expected} chunks of a ${i.size}-byte file with chunk size ${this.#sb.blockSize}`);
+        fail(
+          `child_count ${i.childCount} does not fit ${expected} chunks of a ${i.size}-byte file with chunk size ${this.#sb.blockSize}`,
+        );
       }
     }
   }

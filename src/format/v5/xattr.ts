@@ -40,13 +40,22 @@ export interface V5XattrTable {
 /** Check an xattr name and value against the namespace and size limits; `what` prefixes errors. */
 export function checkXattrPair(name: Buffer, value: Buffer, what: string, offset?: number): void {
   if (name.length === 0 || name.length > Limits.MAX_XATTR_NAME) {
-    throw new FormatError(`${what}: xattr name size ${name.length} is out of range 1..${Limits.MAX_XATTR_NAME}`, offset);
+    throw new FormatError(
+      `${what}: xattr name size ${name.length} is out of range 1..${Limits.MAX_XATTR_NAME}`,
+      offset,
+    );
   }
   if (!XATTR_ALLOWED_PREFIXES.some((p) => name.length >= p.length && name.subarray(0, p.length).equals(p))) {
-    throw new FormatError(`${what}: xattr name ${JSON.stringify(name.toString('latin1'))} is not in an allowed namespace`, offset);
+    throw new FormatError(
+      `${what}: xattr name ${JSON.stringify(name.toString('latin1'))} is not in an allowed namespace`,
+      offset,
+    );
   }
   if (value.length > Limits.MAX_XATTR_VALUE) {
-    throw new FormatError(`${what}: xattr value of ${value.length} bytes exceeds ${Limits.MAX_XATTR_VALUE}`, offset);
+    throw new FormatError(
+      `${what}: xattr value of ${value.length} bytes exceeds ${Limits.MAX_XATTR_VALUE}`,
+      offset,
+    );
   }
 }
 
@@ -59,7 +68,10 @@ export function v5XattrTableEnd(buf: Buffer, off: number, limit = buf.length, wh
   const payloadSize = readU64(buf, off, 'xattr payload_size');
   const end = off + V5_XATTR_HEADER_SIZE + align(payloadSize, 8);
   if (end > limit) {
-    throw new FormatError(`${what}: xattr payload of ${payloadSize} bytes runs past the end of the bootstrap`, off);
+    throw new FormatError(
+      `${what}: xattr payload of ${payloadSize} bytes runs past the end of the bootstrap`,
+      off,
+    );
   }
   return end;
 }
@@ -68,7 +80,12 @@ export function v5XattrTableEnd(buf: Buffer, off: number, limit = buf.length, wh
  * Decode the xattr table at `off`. Pairs must exactly fill payload_size, each name must end in a
  * NUL inside its pair and pass `checkXattrPair`. Returned buffers are views of `buf`.
  */
-export function decodeV5Xattrs(buf: Buffer, off: number, limit = buf.length, what = 'Xattr table'): V5XattrTable {
+export function decodeV5Xattrs(
+  buf: Buffer,
+  off: number,
+  limit = buf.length,
+  what = 'Xattr table',
+): V5XattrTable {
   const end = v5XattrTableEnd(buf, off, limit, what);
   const payloadSize = readU64(buf, off, 'xattr payload_size');
   const payloadEnd = off + V5_XATTR_HEADER_SIZE + payloadSize;
