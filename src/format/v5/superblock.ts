@@ -80,8 +80,8 @@ export function decodeV5Superblock(buf: Buffer): V5Superblock {
     throw new FormatError(`Bad RAFS v5 sb_size ${sbSize}, expected ${RAFS_V5_SUPERBLOCK_SIZE}`, 8);
   }
   const flags = buf.readBigUInt64LE(16);
-  // SUPER_FLAGS_KNOWN is built with `|`, so it is a signed 32-bit value: widen it unsigned.
-  if ((flags & ~BigInt(SUPER_FLAGS_KNOWN >>> 0)) !== 0n) {
+  // The field is u64; every bit above the known 32-bit mask is unknown.
+  if ((flags & ~BigInt(SUPER_FLAGS_KNOWN)) !== 0n) {
     throw new FormatError(`Superblock flags 0x${flags.toString(16)} have unknown bits`, 16);
   }
   return {
