@@ -1,0 +1,268 @@
+import { errorText, FormatError, NydusError } from '../errors/errors.js';
+import { BLOCK, decodeHeader, isZeroBlock, TarType, type TarHeader } from './header.js';
+import { decodePaxRecords, MAX_PAX_SIZE, PAX_XATTR_PREFIX } from './pax.js';
+
+/** A tar entry with its extended headers (PAX, GNU long names) already applied. */
+export interface TarReadEntry {
+  path: Buffer;
+  type: number;
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  mtime: number;
+  mtimeNsec: number;
+  linkname: Buffer;
+  devmajor: number;
+  devminor: number;
+  xattrs: { name: Buffer; value: Buffer }[];
+  /** Offset of the entry's header in the stream, for error messages. */
+  offset: number;
+}
+
+/** Longest GNU long name / link we accept. */
+export const MAX_LONG_NAME = 64 * 1024;
+
+/**
+ * Pull-based byte reader over an async iterable of buffers: the tar reader asks for exact
+ * amounts, so memory stays bounded by one source chunk plus what the caller asks for.
+ */
+class ByteSource {
+  readonly #it: AsyncIterator<Buffer | Uint8Array | string>;
+  #buf: Buffer = Buffer.alloc(0);
+  #pos = 0;
+  #done = false;
+  /** Bytes consumed so far. */
+  offset = 0;
+
+  constructor(src: AsyncIterable<Buffer | Uint8Array | string>) {
+    this.#it = src[Symbol.asyncIterator]();
+  }
+
+  async #fill(): Promise<boolean> {
+    if (this.#done) return false;
+    let r: IteratorResult<Buffer | Uint8Array | string>;
+    try {
+      r = await this.#it.next();
+    } catch (e) {
+      if (e instanceof NydusError) throw e;
+      throw new FormatError(`Cannot read the tar stream: ${errorText(e)}`, this.offset, { cause: e });
+    }
+    if (r.done === true) {
+      this.#done = true;
+      return false;
+    }
+    const chunk =
+      typeof r.value === 'string'
+        ? Buffer.from(r.value)
+        : Buffer.from(r.value.buffer, r.value.byteOffset, r.value.byteLength);
+    this.#buf = this.#pos < this.#buf.length ? Buffer.concat([this.#buf.subarray(this.#pos), chunk]) : chunk;
+    this.#pos = 0;
+    return true;
+  }
+
+  /** Up to `max` bytes (at least 1) or an empty buffer at the end of the stream. */
+  async some(max: number): Promise<Buffer> {
+    while (this.#pos >= this.#buf.length) if (!(await this.#fill())) return Buffer.alloc(0);
+    const n = Math.min(max, this.#buf.length - this.#pos);
+    const out = this.#buf.subarray(this.#pos, this.#pos + n);
+    this.#pos += n;
+    this.offset += n;
+    return out;
+  }
+
+  /** Exactly `n` bytes, or fewer only at the end of the stream. */
+  async exact(n: number): Promise<Buffer> {
+    const first = await this.some(n);
+    if (first.length === n || first.length === 0) return Buffer.from(first);
+    const parts = [Buffer.from(first)];
+    let got = first.length;
+    while (got < n) {
+      const p = await this.some(n - got);
+      if (p.length === 0) break;
+      parts.push(Buffer.from(p));
+      got += p.length;
+    }
+    return Buffer.concat(parts);
+  }
+
+  async skip(n: number): Promise<number> {
+    let left = n;
+    while (left > 0) {
+      const p = await this.some(left);
+      if (p.length === 0) break;
+      left -= p.length;
+    }
+    return n - left;
+  }
+}
+
+function parseTime(v: Buffer, at: number): { sec: number; nsec: number } {
+  const m = /^(-?\d+)(?:\.(\d+))?$/.exec(v.toString('ascii'));
+  if (m === null) throw new FormatError(`Bad PAX mtime "${v.toString('ascii')}"`, at);
+  const sec = Number(m[1]);
+  const nsec = m[2] === undefined ? 0 : Number(m[2].slice(0, 9).padEnd(9, '0'));
+  return { sec: sec < 0 ? 0 : sec, nsec };
+}
+
+function parseNum(v: Buffer, what: string, at: number): number {
+  const s = v.toString('ascii');
+  if (!/^\d+$/.test(s) || Number(s) > Number.MAX_SAFE_INTEGER)
+    throw new FormatError(`Bad PAX ${what} "${s}"`, at);
+  return Number(s);
+}
+
+/**
+ * Read a tar stream entry by entry. The caller must consume each entry's data (through
+ * `data()`) before asking for the next entry; unconsumed data is skipped.
+ */
+export class TarReader {
+  readonly #src: ByteSource;
+  #pending = 0;
+  #padding = 0;
+
+  constructor(src: AsyncIterable<Buffer | Uint8Array | string>) {
+    this.#src = new ByteSource(src);
+  }
+
+  get offset(): number {
+    return this.#src.offset;
+  }
+
+  async #block(what: string): Promise<Buffer | undefined> {
+    const b = await this.#src.exact(BLOCK);
+    if (b.length === 0) return undefined;
+    if (b.length < BLOCK)
+      throw new FormatError(
+        `Truncated tar: ${what} ends after ${b.length} of 512 bytes`,
+        this.#src.offset - b.length,
+      );
+    return b;
+  }
+
+  async #body(size: number, max: number, what: string, at: number): Promise<Buffer> {
+    if (size > max) throw new FormatError(`Tar ${what} of ${size} bytes is larger than ${max}`, at);
+    const b = await this.#src.exact(size);
+    if (b.length < size) throw new FormatError(`Truncated tar: ${what} needs ${size} bytes`, at);
+    const pad = (BLOCK - (size % BLOCK)) % BLOCK;
+    if ((await this.#src.skip(pad)) < pad) throw new FormatError(`Truncated tar: ${what} padding`, at);
+    return b;
+  }
+
+  /** The next entry, or undefined at the end of the archive. */
+  async next(): Promise<TarReadEntry | undefined> {
+    await this.#finishData();
+    let pax: Map<string, Buffer> | undefined;
+    const globals = new Map<string, Buffer>();
+    let longName: Buffer | undefined;
+    let longLink: Buffer | undefined;
+    for (;;) {
+      const at = this.#src.offset;
+      const block = await this.#block('header');
+      if (block === undefined) {
+        if (pax !== undefined || longName !== undefined || longLink !== undefined) {
+          throw new FormatError('Truncated tar: extended header without its entry', at);
+        }
+        return undefined;
+      }
+      if (isZeroBlock(block)) {
+        // End of archive: a second zero block normally follows; whatever comes after is ignored.
+        return undefined;
+      }
+      const h: TarHeader = decodeHeader(block, at);
+      switch (h.type) {
+        case TarType.PAX:
+        case TarType.PAX_GLOBAL: {
+          const body = await this.#body(h.size, MAX_PAX_SIZE, 'PAX header', at);
+          const target = h.type === TarType.PAX ? (pax ??= new Map()) : globals;
+          for (const r of decodePaxRecords(body, at + BLOCK)) target.set(r.key, r.value);
+          continue;
+        }
+        case TarType.GNU_LONGNAME:
+          longName = cut(await this.#body(h.size, MAX_LONG_NAME, 'GNU long name', at));
+          continue;
+        case TarType.GNU_LONGLINK:
+          longLink = cut(await this.#body(h.size, MAX_LONG_NAME, 'GNU long link', at));
+          continue;
+        case TarType.GNU_SPARSE:
+          throw new NydusError(
+            'ERR_UNSUPPORTED',
+            `Tar entry "${(longName ?? h.name).toString()}" is a GNU sparse file, which is not supported`,
+          );
+        default:
+          break;
+      }
+      const merged = new Map([...globals, ...(pax ?? [])]);
+      const entry: TarReadEntry = {
+        path: merged.get('path') ?? longName ?? h.name,
+        type: h.type === TarType.OLD_FILE || h.type === TarType.CONTIGUOUS ? TarType.FILE : h.type,
+        mode: h.mode,
+        uid: h.uid,
+        gid: h.gid,
+        size: h.size,
+        mtime: h.mtime,
+        mtimeNsec: 0,
+        linkname: merged.get('linkpath') ?? longLink ?? h.linkname,
+        devmajor: h.devmajor,
+        devminor: h.devminor,
+        xattrs: [],
+        offset: at,
+      };
+      // Old-style archives mark directories only by a trailing slash.
+      if (h.type === TarType.OLD_FILE && entry.path[entry.path.length - 1] === 0x2f) entry.type = TarType.DIR;
+      for (const [k, v] of merged) {
+        if (k === 'size') entry.size = parseNum(v, 'size', at);
+        else if (k === 'uid') entry.uid = parseNum(v, 'uid', at);
+        else if (k === 'gid') entry.gid = parseNum(v, 'gid', at);
+        else if (k === 'mtime') {
+          const t = parseTime(v, at);
+          entry.mtime = t.sec;
+          entry.mtimeNsec = t.nsec;
+        } else if (k.startsWith(PAX_XATTR_PREFIX)) {
+          entry.xattrs.push({ name: Buffer.from(k.slice(PAX_XATTR_PREFIX.length), 'latin1'), value: v });
+        } else if (k.startsWith('GNU.sparse')) {
+          throw new NydusError(
+            'ERR_UNSUPPORTED',
+            `Tar entry "${entry.path.toString()}" is a sparse file, which is not supported`,
+          );
+        }
+      }
+      // The header's size says how many data bytes follow, whatever the type; only regular
+      // files expose them as content.
+      this.#pending = entry.size;
+      this.#padding = (BLOCK - (this.#pending % BLOCK)) % BLOCK;
+      if (entry.type !== TarType.FILE) entry.size = 0;
+      return entry;
+    }
+  }
+
+  /** The current entry's data, in pieces of at most `max` bytes. */
+  async *data(max = 1 << 20): AsyncGenerator<Buffer> {
+    while (this.#pending > 0) {
+      const p = await this.#src.some(Math.min(max, this.#pending));
+      if (p.length === 0)
+        throw new FormatError(
+          `Truncated tar: entry data ends ${this.#pending} bytes early`,
+          this.#src.offset,
+        );
+      this.#pending -= p.length;
+      yield p;
+    }
+    await this.#finishData();
+  }
+
+  async #finishData(): Promise<void> {
+    const n = this.#pending + this.#padding;
+    if (n === 0) return;
+    const skipped = await this.#src.skip(n);
+    this.#pending = 0;
+    this.#padding = 0;
+    if (skipped < n) throw new FormatError('Truncated tar: entry data ends early', this.#src.offset);
+  }
+}
+
+/** GNU long names are NUL terminated inside their data. */
+function cut(b: Buffer): Buffer {
+  const z = b.indexOf(0);
+  return z < 0 ? b : b.subarray(0, z);
+}

@@ -1,0 +1,110 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import {
+  createReadStream,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+  linkSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { NydusError } from '../../src/errors/errors.js';
+import { TarType } from '../../src/tar/header.js';
+import { TarReader, type TarReadEntry } from '../../src/tar/reader.js';
+import { FIXTURE, upstreamFixture } from '../helpers/fixtures.js';
+
+async function readAll(src: AsyncIterable<Buffer>): Promise<{ e: TarReadEntry; data: Buffer }[]> {
+  const r = new TarReader(src);
+  const out: { e: TarReadEntry; data: Buffer }[] = [];
+  for (let e = await r.next(); e !== undefined; e = await r.next()) {
+    const parts: Buffer[] = [];
+    if (e.type === TarType.FILE) for await (const p of r.data(1000)) parts.push(Buffer.from(p));
+    out.push({ e, data: Buffer.concat(parts) });
+  }
+  return out;
+}
+
+function* pieces(b: Buffer, size: number): Generator<Buffer> {
+  for (let i = 0; i < b.length; i += size) yield b.subarray(i, i + size);
+}
+
+async function* asAsync(it: Iterable<Buffer>): AsyncGenerator<Buffer> {
+  for (const x of it) yield x;
+}
+
+test('reads the upstream all-entry-type tar', async (t) => {
+  const p = upstreamFixture(t, FIXTURE.allEntryTar);
+  if (p === undefined) return;
+  const all = await readAll(createReadStream(p));
+  const names = all.map(
+    ({ e }) =>
+      `${String.fromCharCode(e.type)} ${e.path.toString()}${e.linkname.length ? ` -> ${e.linkname.toString()}` : ''}`,
+  );
+  assert.ok(names.includes('5 tar/dir1/dir3/'));
+  assert.ok(names.includes('1 tar/dir2/hardlink3.txt -> tar/dir1/dir3/hardlink1.txt'));
+  assert.ok(names.includes('2 tar/dir2/symlink1.txt -> ../dir1/dir3/file1.txt'));
+  const f = all.find(({ e }) => e.path.toString() === 'tar/dir1/dir3/hardlink1.txt');
+  assert.equal(f?.data.length, 15);
+});
+
+test('empty.tar (0 bytes) has no entries', async (t) => {
+  const p = upstreamFixture(t, FIXTURE.emptyTar);
+  if (p === undefined) return;
+  assert.deepEqual(await readAll(createReadStream(p)), []);
+});
+
+test('reads what GNU tar writes (gnu and posix formats), in any chunking', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'nydus-tarr-'));
+  try {
+    const src = join(dir, 'src');
+    mkdirSync(join(src, 'd'), { recursive: true });
+    const long = 'x'.repeat(180);
+    writeFileSync(join(src, 'd', long), Buffer.alloc(70000, 3));
+    writeFileSync(join(src, 'small'), 'hello');
+    linkSync(join(src, 'small'), join(src, 'd', 'hl'));
+    symlinkSync(`../${'t'.repeat(150)}`, join(src, 'sym'));
+    for (const format of ['gnu', 'posix']) {
+      const tarFile = join(dir, `${format}.tar`);
+      execFileSync('tar', [`--format=${format}`, '-C', src, '-cf', tarFile, '.']);
+      const bytes = readFileSync(tarFile);
+      for (const size of [1, 511, 512, 4096, 1 << 20]) {
+        const all = await readAll(asAsync(pieces(bytes, size)));
+        const byName = new Map(all.map((x) => [x.e.path.toString(), x]));
+        assert.equal(byName.get(`./d/${long}`)?.data.length, 70000, `${format}/${size}`);
+        assert.equal(byName.get('./small')?.data.toString(), 'hello');
+        assert.equal(byName.get('./d/hl')?.e.type, TarType.HARDLINK);
+        assert.equal(byName.get('./sym')?.e.linkname.toString(), `../${'t'.repeat(150)}`);
+      }
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('truncated and corrupt tars fail with a FormatError', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'nydus-tarr-'));
+  try {
+    writeFileSync(join(dir, 'f'), Buffer.alloc(3000, 1));
+    const tarFile = join(dir, 'a.tar');
+    execFileSync('tar', ['-C', dir, '-cf', tarFile, 'f']);
+    const bytes = readFileSync(tarFile);
+    for (const len of [100, 512, 700, 2000, 3500]) {
+      await assert.rejects(
+        readAll(asAsync([bytes.subarray(0, len)])),
+        (e: unknown) => e instanceof NydusError && /Truncated tar/.test(e.message),
+      );
+    }
+    const bad = Buffer.from(bytes);
+    bad[10] = 0x41;
+    await assert.rejects(readAll(asAsync([bad])), /checksum mismatch/);
+    // A tar cut exactly at an entry boundary without end blocks is accepted (GNU tar does too).
+    assert.equal((await readAll(asAsync([bytes.subarray(0, 512 + 3072)]))).length, 1);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
