@@ -43,7 +43,8 @@ export class FileBlobReader implements BlobReader {
     let done = 0;
     while (done < length) {
       const { bytesRead } = await this.#fh.read(buf, done, length - done, offset + done);
-      if (bytesRead === 0) throw new NydusError('ERR_IO', `Blob "${this.path}" shrank while reading at ${offset + done}`);
+      if (bytesRead === 0)
+        throw new NydusError('ERR_IO', `Blob "${this.path}" shrank while reading at ${offset + done}`);
       done += bytesRead;
     }
     return buf;
@@ -88,7 +89,11 @@ export class LocalFsBlobSource implements BlobSource {
         if (!(e instanceof NydusError && e.code === 'ERR_NOT_FOUND')) throw e;
       }
     }
-    if (dirs.length === 0) throw new NydusError('ERR_INVALID_ARG', `No blob directory or blob file to find blob ${blob.blobId}`);
-    throw new NydusError('ERR_NOT_FOUND', `Blob ${blob.blobId} not found in ${dirs.map((d) => `"${d}"`).join(', ')}`);
+    if (dirs.length === 0)
+      throw new NydusError('ERR_INVALID_ARG', `No blob directory or blob file to find blob ${blob.blobId}`);
+    throw new NydusError(
+      'ERR_NOT_FOUND',
+      `Blob ${blob.blobId} not found in ${dirs.map((d) => `"${d}"`).join(', ')}`,
+    );
   }
 }

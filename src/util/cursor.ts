@@ -26,7 +26,8 @@ export class Cursor {
   }
 
   seek(pos: number): this {
-    if (pos < 0 || pos > this.buf.length) throw new FormatError(`Cannot seek to ${pos}: out of range`, this.base + pos);
+    if (pos < 0 || pos > this.buf.length)
+      throw new FormatError(`Cannot seek to ${pos}: out of range`, this.base + pos);
     this.#pos = pos;
     return this;
   }
@@ -38,7 +39,10 @@ export class Cursor {
   #need(n: number, what: string): number {
     const at = this.#pos;
     if (n < 0 || at + n > this.buf.length) {
-      throw new FormatError(`Truncated data: ${what} needs ${n} bytes, ${this.buf.length - at} left`, this.base + at);
+      throw new FormatError(
+        `Truncated data: ${what} needs ${n} bytes, ${this.buf.length - at} left`,
+        this.base + at,
+      );
     }
     this.#pos = at + n;
     return at;
@@ -74,7 +78,8 @@ export class Cursor {
 
 /** Convert a u64 field to a number, failing on values above 2^53. */
 export function toSafe(v: bigint, what: string, offset?: number): number {
-  if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new FormatError(`Value of ${what} is too large: ${v}`, offset);
+  if (v > BigInt(Number.MAX_SAFE_INTEGER))
+    throw new FormatError(`Value of ${what} is too large: ${v}`, offset);
   return Number(v);
 }
 

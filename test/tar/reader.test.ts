@@ -13,6 +13,7 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { NydusError } from '../../src/errors/errors.js';
 import { TarType } from '../../src/tar/header.js';
 import { TarReader, type TarReadEntry } from '../../src/tar/reader.js';
@@ -33,8 +34,8 @@ function* pieces(b: Buffer, size: number): Generator<Buffer> {
   for (let i = 0; i < b.length; i += size) yield b.subarray(i, i + size);
 }
 
-async function* asAsync(it: Iterable<Buffer>): AsyncGenerator<Buffer> {
-  for (const x of it) yield x;
+function asAsync(it: Iterable<Buffer>): AsyncIterable<Buffer> {
+  return Readable.from(it);
 }
 
 test('reads the upstream all-entry-type tar', async (t) => {
