@@ -48,7 +48,18 @@ export interface BuildTree {
 }
 
 export function newDir(attrs: Partial<BuildInode> = {}): BuildInode {
-  return { mode: S_IFDIR | 0o755, uid: 0, gid: 0, mtime: 0, mtimeNsec: 0, rdev: 0, size: 0, xattrs: [], children: [], ...attrs };
+  return {
+    mode: S_IFDIR | 0o755,
+    uid: 0,
+    gid: 0,
+    mtime: 0,
+    mtimeNsec: 0,
+    rdev: 0,
+    size: 0,
+    xattrs: [],
+    children: [],
+    ...attrs,
+  };
 }
 
 export function compareNames(a: Buffer, b: Buffer): number {
@@ -134,9 +145,10 @@ export function treeFromBootstrap(b: Bootstrap, layer = 0): BuildTree {
     const [ino, dir] = stack.pop()!;
     const n = b.childCount(ino);
     const entries: BuildEntry[] = [];
-    for (let pos = 0; pos < n; ) {
+    for (let pos = 0; pos < n;) {
       const batch = b.readdir(ino, pos, 1024);
-      if (batch.length === 0) throw new FormatError(`Directory inode ${ino} returned no entries at ${pos} of ${n}`);
+      if (batch.length === 0)
+        throw new FormatError(`Directory inode ${ino} returned no entries at ${pos} of ${n}`);
       pos += batch.length;
       for (const e of batch) {
         let child = byIno.get(e.ino);

@@ -138,7 +138,10 @@ export function checkBlobEntry(e: BlobTableEntry, position: number, chunkSize: n
   };
   if (e.blobIndex !== position) fail(`blob_index ${e.blobIndex} does not match its position`, 64);
   if (e.chunkSize !== chunkSize) {
-    fail(`chunk_size 0x${e.chunkSize.toString(16)} differs from the filesystem's 0x${chunkSize.toString(16)}`, 68);
+    fail(
+      `chunk_size 0x${e.chunkSize.toString(16)} differs from the filesystem's 0x${chunkSize.toString(16)}`,
+      68,
+    );
   }
   if (e.chunkCount > Limits.MAX_CHUNKS_PER_BLOB) fail(`chunk_count ${e.chunkCount} exceeds 2^24`, 72);
   if ((e.features & BLOB_FEATURES_INCOMPAT_UNKNOWN) !== 0) {
@@ -152,10 +155,14 @@ export function checkBlobEntry(e: BlobTableEntry, position: number, chunkSize: n
     fail(`features 0x${hex(e.features)} lack ALIGNED, required for non-tarfs blobs`, 84);
   }
   if (e.cipher > MAX_CIPHER) fail(`unknown cipher_algo ${e.cipher}`, 216);
-  if (e.cipher === 0 && e.metaSize > BigInt(Number.MAX_SAFE_INTEGER)) fail(`blob_meta_size ${e.metaSize} is too large`, 200);
+  if (e.cipher === 0 && e.metaSize > BigInt(Number.MAX_SAFE_INTEGER))
+    fail(`blob_meta_size ${e.metaSize} is too large`, 200);
   if (tarfs) return; // tarfs blobs carry no blob meta
   if (e.ciCompressedSize > e.ciUncompressedSize) {
-    fail(`ci_compressed_size ${e.ciCompressedSize} exceeds ci_uncompressed_size ${e.ciUncompressedSize}`, 120);
+    fail(
+      `ci_compressed_size ${e.ciCompressedSize} exceeds ci_uncompressed_size ${e.ciUncompressedSize}`,
+      120,
+    );
   }
   const v2 = (e.features & BlobFeature.CHUNK_INFO_V2) !== 0;
   const needsV2 = (e.features & (BlobFeature.BATCH | BlobFeature.ZRAN | BlobFeature.ENCRYPTED)) !== 0;

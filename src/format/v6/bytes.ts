@@ -10,13 +10,19 @@ import { FormatError, NydusError } from '../../errors/errors.js';
 /** Throw unless `[off, off + size)` lies inside `buf` (the length check every decoder starts with). */
 export function need(buf: Buffer, off: number, size: number, what: string): void {
   if (!Number.isSafeInteger(off) || off < 0 || size < 0 || off + size > buf.length) {
-    throw new FormatError(`Truncated ${what}: needs ${size} bytes, ${Math.max(0, buf.length - off)} left`, off);
+    throw new FormatError(
+      `Truncated ${what}: needs ${size} bytes, ${Math.max(0, buf.length - off)} left`,
+      off,
+    );
   }
 }
 
 function room(buf: Buffer, off: number, size: number, what: string): void {
   if (!Number.isSafeInteger(off) || off < 0 || off + size > buf.length) {
-    throw new NydusError('ERR_INVALID_ARG', `Cannot encode ${what}: no room for ${size} bytes at offset ${off}`);
+    throw new NydusError(
+      'ERR_INVALID_ARG',
+      `Cannot encode ${what}: no room for ${size} bytes at offset ${off}`,
+    );
   }
 }
 
@@ -58,7 +64,10 @@ export function putU64(buf: Buffer, off: number, v: number | bigint, what: strin
 export function putBytes(buf: Buffer, off: number, src: Uint8Array, size: number, what: string): void {
   room(buf, off, size, what);
   if (src.length > size) {
-    throw new NydusError('ERR_INVALID_ARG', `Cannot encode ${what}: ${src.length} bytes do not fit in ${size}`);
+    throw new NydusError(
+      'ERR_INVALID_ARG',
+      `Cannot encode ${what}: ${src.length} bytes do not fit in ${size}`,
+    );
   }
   buf.set(src, off);
   buf.fill(0, off + src.length, off + size);
@@ -74,11 +83,4 @@ export function fieldString(buf: Buffer, off: number, size: number): string {
   const field = buf.subarray(off, off + size);
   const z = field.indexOf(0);
   return (z < 0 ? field : field.subarray(0, z)).toString('latin1');
-}
-
-/** `a + b` for offsets and sizes read from disk, failing instead of losing precision. */
-export function safeAdd(a: number, b: number, what: string): number {
-  const s = a + b;
-  if (!Number.isSafeInteger(s)) throw new FormatError(`Value of ${what} is too large: ${a} + ${b}`);
-  return s;
 }

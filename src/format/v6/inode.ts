@@ -101,13 +101,25 @@ export function decodeInode(buf: Buffer, off: number): V6Inode {
   }
   const layout = (format >> FORMAT_LAYOUT_SHIFT) & FORMAT_LAYOUT_MASK;
   if (layout === 1 || layout === 3) {
-    throw new NydusError('ERR_UNSUPPORTED', `Cannot decode inode at offset ${off}: compressed data layout ${layout}`);
+    throw new NydusError(
+      'ERR_UNSUPPORTED',
+      `Cannot decode inode at offset ${off}: compressed data layout ${layout}`,
+    );
   }
-  if (layout !== DataLayout.FLAT_PLAIN && layout !== DataLayout.FLAT_INLINE && layout !== DataLayout.CHUNK_BASED) {
+  if (
+    layout !== DataLayout.FLAT_PLAIN &&
+    layout !== DataLayout.FLAT_INLINE &&
+    layout !== DataLayout.CHUNK_BASED
+  ) {
     throw new FormatError(`Cannot decode inode: unknown data layout ${layout}`, off);
   }
   const extended = (format & FORMAT_EXTENDED) !== 0;
-  need(buf, off, extended ? EXTENDED_INODE_SIZE : COMPACT_INODE_SIZE, extended ? 'extended inode' : 'compact inode');
+  need(
+    buf,
+    off,
+    extended ? EXTENDED_INODE_SIZE : COMPACT_INODE_SIZE,
+    extended ? 'extended inode' : 'compact inode',
+  );
   const mode = buf.readUInt16LE(off + 4);
   if (!isValidFileType(mode)) {
     throw new FormatError(`Cannot decode inode: mode 0o${mode.toString(8)} is not a file type`, off + 4);

@@ -58,7 +58,8 @@ export const EROFS_FEATURE_COMPAT_RAFS_V6 = 0x4000_0000;
 export const EROFS_FEATURE_INCOMPAT_CHUNKED_FILE = 0x4;
 export const EROFS_FEATURE_INCOMPAT_DEVICE_TABLE = 0x8;
 /** The exact feature_incompat value of every RAFS v6 image. */
-export const RAFS_V6_FEATURE_INCOMPAT = EROFS_FEATURE_INCOMPAT_CHUNKED_FILE | EROFS_FEATURE_INCOMPAT_DEVICE_TABLE;
+export const RAFS_V6_FEATURE_INCOMPAT =
+  EROFS_FEATURE_INCOMPAT_CHUNKED_FILE | EROFS_FEATURE_INCOMPAT_DEVICE_TABLE;
 
 export const EROFS_BLKSZBITS = 12;
 export const EROFS_BLOCK_SIZE = 1 << EROFS_BLKSZBITS;
@@ -112,7 +113,10 @@ export function decodeErofsSuper(buf: Buffer, off = EROFS_SUPER_OFFSET): ErofsSu
   need(buf, off, EROFS_SUPER_SIZE, 'EROFS superblock');
   const magic = buf.readUInt32LE(off);
   if (magic !== EROFS_MAGIC) {
-    throw new FormatError(`Bad EROFS magic 0x${magic.toString(16)}, expected 0x${EROFS_MAGIC.toString(16)}`, off);
+    throw new FormatError(
+      `Bad EROFS magic 0x${magic.toString(16)}, expected 0x${EROFS_MAGIC.toString(16)}`,
+      off,
+    );
   }
   return {
     checksum: buf.readUInt32LE(off + 4),
@@ -217,18 +221,29 @@ interface Extent {
  * The reader checks of rafs-format.md 3.2, 3.3 and 3.16 over both superblocks, for a bootstrap of
  * `fileSize` bytes. Quotes the failing value; throws FormatError.
  */
-export function checkSuperblocks(sb: ErofsSuperblock, ext: RafsExtSuperblock, fileSize: number): SuperblockFacts {
+export function checkSuperblocks(
+  sb: ErofsSuperblock,
+  ext: RafsExtSuperblock,
+  fileSize: number,
+): SuperblockFacts {
   const at = EROFS_SUPER_OFFSET;
   if (fileSize % BOOTSTRAP_ALIGN !== 0) {
     throw new FormatError(`Bootstrap size ${fileSize} is not a multiple of ${BOOTSTRAP_ALIGN}`);
   }
-  if (sb.checksum !== 0) throw new FormatError(`Superblock checksum must be 0, got 0x${hex(sb.checksum)}`, at + 4);
+  if (sb.checksum !== 0)
+    throw new FormatError(`Superblock checksum must be 0, got 0x${hex(sb.checksum)}`, at + 4);
   if ((sb.featureCompat & EROFS_FEATURE_COMPAT_RAFS_V6) === 0) {
-    throw new FormatError(`Superblock feature_compat 0x${hex(sb.featureCompat)} lacks the RAFS v6 bit`, at + 8);
+    throw new FormatError(
+      `Superblock feature_compat 0x${hex(sb.featureCompat)} lacks the RAFS v6 bit`,
+      at + 8,
+    );
   }
   const tarfs = (ext.flags & SuperFlag.TARFS_MODE) !== 0;
   if (sb.blkszbits !== EROFS_BLKSZBITS && !(tarfs && sb.blkszbits === TARFS_BLKSZBITS)) {
-    throw new FormatError(`Superblock blkszbits ${sb.blkszbits} is not supported${tarfs ? ' in tarfs mode' : ''}`, at + 12);
+    throw new FormatError(
+      `Superblock blkszbits ${sb.blkszbits} is not supported${tarfs ? ' in tarfs mode' : ''}`,
+      at + 12,
+    );
   }
   if (sb.extslots !== 0) throw new FormatError(`Superblock extslots must be 0, got ${sb.extslots}`, at + 13);
   if (sb.inos === 0) throw new FormatError('Superblock inos is 0', at + 16);
@@ -246,16 +261,25 @@ export function checkSuperblocks(sb: ErofsSuperblock, ext: RafsExtSuperblock, fi
   const blockSize = 1 << sb.blkszbits;
   const metaBase = sb.metaBlkaddr * blockSize;
   if (metaBase >= fileSize) {
-    throw new FormatError(`Superblock meta_blkaddr ${sb.metaBlkaddr} is beyond the bootstrap end ${fileSize}`, at + 40);
+    throw new FormatError(
+      `Superblock meta_blkaddr ${sb.metaBlkaddr} is beyond the bootstrap end ${fileSize}`,
+      at + 40,
+    );
   }
   if (metaBase % BOOTSTRAP_ALIGN !== 0) {
     throw new FormatError(`Superblock meta_blkaddr ${sb.metaBlkaddr} is not 4 KiB aligned`, at + 40);
   }
   if (metaBase + sb.rootNid * 32 + 32 > fileSize) {
-    throw new FormatError(`Superblock root_nid ${sb.rootNid} is beyond the bootstrap end ${fileSize}`, at + 14);
+    throw new FormatError(
+      `Superblock root_nid ${sb.rootNid} is beyond the bootstrap end ${fileSize}`,
+      at + 14,
+    );
   }
   if (sb.xattrBlkaddr * blockSize >= fileSize) {
-    throw new FormatError(`Superblock xattr_blkaddr ${sb.xattrBlkaddr} is beyond the bootstrap end ${fileSize}`, at + 44);
+    throw new FormatError(
+      `Superblock xattr_blkaddr ${sb.xattrBlkaddr} is beyond the bootstrap end ${fileSize}`,
+      at + 44,
+    );
   }
 
   const xat = RAFS_EXT_SUPER_OFFSET;
@@ -269,26 +293,45 @@ export function checkSuperblocks(sb: ErofsSuperblock, ext: RafsExtSuperblock, fi
   if (bitCount(ext.flags, DIGEST_BITS) !== 1) {
     throw new FormatError(`Ext superblock flags 0x${hex(ext.flags)} must name exactly one digester`, xat);
   }
-  if (!isPowerOfTwo(ext.chunkSize) || ext.chunkSize < Limits.MIN_CHUNK_SIZE || ext.chunkSize > Limits.MAX_CHUNK_SIZE) {
-    throw new FormatError(`Ext superblock chunk_size 0x${hex(ext.chunkSize)} is not a power of two in 4 KiB..16 MiB`, xat + 20);
+  if (
+    !isPowerOfTwo(ext.chunkSize) ||
+    ext.chunkSize < Limits.MIN_CHUNK_SIZE ||
+    ext.chunkSize > Limits.MAX_CHUNK_SIZE
+  ) {
+    throw new FormatError(
+      `Ext superblock chunk_size 0x${hex(ext.chunkSize)} is not a power of two in 4 KiB..16 MiB`,
+      xat + 20,
+    );
   }
 
   if (ext.blobTableSize % BLOB_ENTRY_SIZE !== 0) {
-    throw new FormatError(`Blob table size ${ext.blobTableSize} is not a multiple of ${BLOB_ENTRY_SIZE}`, xat + 16);
+    throw new FormatError(
+      `Blob table size ${ext.blobTableSize} is not a multiple of ${BLOB_ENTRY_SIZE}`,
+      xat + 16,
+    );
   }
   const blobCount = ext.blobTableSize / BLOB_ENTRY_SIZE;
   if (blobCount > Limits.MAX_BLOBS) {
     throw new FormatError(`Blob table holds ${blobCount} blobs, more than ${Limits.MAX_BLOBS}`, xat + 16);
   }
   if (sb.extraDevices !== blobCount) {
-    throw new FormatError(`Superblock extra_devices ${sb.extraDevices} does not match ${blobCount} blob table entries`, at + 86);
+    throw new FormatError(
+      `Superblock extra_devices ${sb.extraDevices} does not match ${blobCount} blob table entries`,
+      at + 86,
+    );
   }
   const deviceTableEnd = DEVICE_TABLE_OFFSET + blobCount * DEVICE_SLOT_SIZE;
   if (deviceTableEnd > fileSize) {
-    throw new FormatError(`Device table of ${blobCount} slots is beyond the bootstrap end ${fileSize}`, DEVICE_TABLE_OFFSET);
+    throw new FormatError(
+      `Device table of ${blobCount} slots is beyond the bootstrap end ${fileSize}`,
+      DEVICE_TABLE_OFFSET,
+    );
   }
   if (ext.chunkTableSize % CHUNK_RECORD_SIZE !== 0) {
-    throw new FormatError(`Chunk table size ${ext.chunkTableSize} is not a multiple of ${CHUNK_RECORD_SIZE}`, xat + 32);
+    throw new FormatError(
+      `Chunk table size ${ext.chunkTableSize} is not a multiple of ${CHUNK_RECORD_SIZE}`,
+      xat + 32,
+    );
   }
 
   const tables: Extent[] = [];
@@ -298,11 +341,17 @@ export function checkSuperblocks(sb: ErofsSuperblock, ext: RafsExtSuperblock, fi
       throw new FormatError(`${name} offset ${off} is not 4 KiB aligned`, fieldAt);
     }
     if (off < deviceTableEnd || off + size > fileSize) {
-      throw new FormatError(`${name} [${off}, +${size}) is outside [${deviceTableEnd}, ${fileSize})`, fieldAt);
+      throw new FormatError(
+        `${name} [${off}, +${size}) is outside [${deviceTableEnd}, ${fileSize})`,
+        fieldAt,
+      );
     }
     for (const t of tables) {
       if (off < t.off + t.size && t.off < off + size) {
-        throw new FormatError(`${name} [${off}, +${size}) overlaps the ${t.name.toLowerCase()} [${t.off}, +${t.size})`, fieldAt);
+        throw new FormatError(
+          `${name} [${off}, +${size}) overlaps the ${t.name.toLowerCase()} [${t.off}, +${t.size})`,
+          fieldAt,
+        );
       }
     }
     tables.push({ name, off, size });

@@ -112,7 +112,8 @@ export function encodeXattrEntry(pair: XattrPair, buf: Buffer, off: number): num
 /** The whole ibody (header and inline entries, no shared ids) for `pairs`, in their order. */
 export function encodeXattrIbody(pairs: readonly XattrPair[]): Buffer {
   const out = Buffer.alloc(xattrIbodySizeOf(pairs));
-  let off = XATTR_IBODY_HEADER_SIZE;
+  if (pairs.length === 0) return out;
+  let off = encodeXattrIbodyHeader([], out, 0);
   for (const p of pairs) off += encodeXattrEntry(p, out, off);
   return out;
 }
