@@ -3,6 +3,7 @@ import lz4 from 'lz4-napi';
 import zstd from 'zstd-napi/binding.js';
 import { errorText, NydusError } from '../errors/errors.js';
 import type { Compressor } from './algorithms.js';
+import { nativeLz4, nativeZstd } from './native.js';
 
 /**
  * Chunk compression as upstream frames it (rafs-format.md 5): lz4_block is a raw LZ4 block with
@@ -65,14 +66,33 @@ export function decompress(algo: Compressor, src: Buffer, size: number): Buffer 
 const ZSTD_LEVEL = 3;
 let zstdCtx: InstanceType<typeof zstd.CCtx> | undefined;
 
-/** Compress one unit; returns the compressed bytes (which may be larger than the input). */
+/** Which encoder libraries are in use (system libraries reproduce upstream's bytes). */
+export function encoderInfo(): { zstd: string; lz4: string } {
+  const z = nativeZstd();
+  const l = nativeLz4();
+  return {
+    zstd: z === undefined ? 'bundled (zstd-napi)' : `system libzstd ${z.version}`,
+    lz4: l === undefined ? 'bundled (lz4-napi)' : `system liblz4 ${l.version}`,
+  };
+}
+
+/**
+ * Compress one unit; returns the compressed bytes, which may be as large as or larger than the
+ * input (then the caller stores the input raw). Uses the system libzstd/liblz4 when present,
+ * the bundled encoders otherwise.
+ */
 export function compress(algo: Compressor, src: Buffer): Buffer {
   switch (algo) {
     case 'none':
       return src;
-    case 'lz4_block':
+    case 'lz4_block': {
+      const native = nativeLz4();
+      if (native !== undefined) return native.compress(src) ?? src;
       return lz4.compressSync(src).subarray(4);
+    }
     case 'zstd': {
+      const native = nativeZstd();
+      if (native !== undefined) return native.compress(src);
       if (zstdCtx === undefined) {
         zstdCtx = new zstd.CCtx();
         zstdCtx.setParameter(zstd.CParameter.compressionLevel, ZSTD_LEVEL);

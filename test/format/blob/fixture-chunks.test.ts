@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { test } from 'node:test';
-import { compress, decompress } from '../../../src/codec/compress.js';
+import { compress, decompress, encoderInfo } from '../../../src/codec/compress.js';
 import { digest } from '../../../src/codec/digest.js';
 import { readBlobTrailerFromBuffer } from '../../../src/format/blob/blob-layout.js';
 import { decodeBlobMetaHeader, decodeCiTable } from '../../../src/format/blob/blob-meta.js';
@@ -61,25 +61,26 @@ void test('fixture: zstd chunks of blobs/be7d77ee… decode, match blob.digest a
   assert.equal(chunkBytes, trailer?.sections.get('image.blob')?.size);
 });
 
-// The fixture's chunks are exactly what libzstd 1.5.4 (`zstd -3 --no-check`) produces; the
-// libzstd 1.5.7 bundled with zstd-napi emits 4825 and 2976 bytes instead of 4828 and 2974.
-// Kept as a todo so the gap stays visible until the codec pins a matching libzstd.
-void test(
-  'fixture: compress("zstd") reproduces the zstd chunks of blobs/be7d77ee… byte for byte',
-  { todo: 'zstd-napi bundles libzstd 1.5.7; upstream chunks match libzstd 1.5.4 at level 3' },
-  (t) => {
-    const blob = readUpstreamFixture(t, FIXTURE.v6Blob);
-    if (blob === undefined) return;
-    for (const [off, size, usize] of [
-      [0, 4828, 16931],
-      [4828, 2974, 13400],
-    ] as const) {
-      const stored = blob.subarray(off, off + size);
-      const data = decompress('zstd', stored, usize);
-      assert.ok(compress('zstd', data).equals(stored), `chunk at ${off} recompresses to the same bytes`);
-    }
-  },
-);
+// The fixture's chunks are exactly what libzstd 1.5.4 (`zstd -3 --no-check`) produces; the codec
+// calls the system libzstd (Debian libzstd1), as upstream links libzstd. (The libzstd 1.5.7
+// bundled with zstd-napi would emit 4825 and 2976 bytes instead of 4828 and 2974.)
+void test('fixture: compress("zstd") reproduces the zstd chunks of blobs/be7d77ee… byte for byte', (t) => {
+  assert.match(
+    encoderInfo().zstd,
+    /^system libzstd/,
+    'the system libzstd (Debian libzstd1) must be loadable',
+  );
+  const blob = readUpstreamFixture(t, FIXTURE.v6Blob);
+  if (blob === undefined) return;
+  for (const [off, size, usize] of [
+    [0, 4828, 16931],
+    [4828, 2974, 13400],
+  ] as const) {
+    const stored = blob.subarray(off, off + size);
+    const data = decompress('zstd', stored, usize);
+    assert.ok(compress('zstd', data).equals(stored), `chunk at ${off} recompresses to the same bytes`);
+  }
+});
 
 /**
  * Length of the raw LZ4 block starting at `src[start]` that decodes to `outSize` bytes: walks
@@ -158,27 +159,24 @@ void test('fixture: lz4 blob decodes chunk by chunk to the uncompressed blob', (
   assert.equal(rawChunks, 4);
 });
 
-// Upstream lz4 chunks are liblz4 LZ4_compress_default output (rafs-format.md 5); lz4-napi's
-// encoder makes different (valid) blocks: 1001801 bytes in all instead of 994935.
-void test(
-  'fixture: compress("lz4_block") reproduces the lz4 blob byte for byte',
-  { todo: 'lz4-napi does not use liblz4 LZ4_compress_default' },
-  (t) => {
-    const lz4 = readUpstreamFixture(t, FIXTURE.lz4Blob);
-    const raw = readUpstreamFixture(t, FIXTURE.v5Blob);
-    if (lz4 === undefined || raw === undefined) return;
-    const sizes = [
-      944, 1497, 203, 90, 3, 1174, 1048576, 367104, 307, 127, 340, 243, 441, 1048576, 7, 1016839, 2055, 1024,
-      4096, 5000, 1024, 4096, 5000,
-    ];
-    let uoff = 0;
-    const parts: Buffer[] = [];
-    for (const size of sizes) {
-      const data = raw.subarray(uoff, uoff + size);
-      const c = compress('lz4_block', data);
-      parts.push(c.length < data.length ? c : data);
-      uoff += size;
-    }
-    assert.ok(Buffer.concat(parts).equals(lz4));
-  },
-);
+// Upstream lz4 chunks are liblz4 LZ4_compress_default output (rafs-format.md 5); the codec calls
+// the system liblz4 (lz4-napi's encoder would make different, valid blocks: 1001801 bytes).
+void test('fixture: compress("lz4_block") reproduces the lz4 blob byte for byte', (t) => {
+  assert.match(encoderInfo().lz4, /^system liblz4/, 'the system liblz4 (Debian liblz4-1) must be loadable');
+  const lz4 = readUpstreamFixture(t, FIXTURE.lz4Blob);
+  const raw = readUpstreamFixture(t, FIXTURE.v5Blob);
+  if (lz4 === undefined || raw === undefined) return;
+  const sizes = [
+    944, 1497, 203, 90, 3, 1174, 1048576, 367104, 307, 127, 340, 243, 441, 1048576, 7, 1016839, 2055, 1024,
+    4096, 5000, 1024, 4096, 5000,
+  ];
+  let uoff = 0;
+  const parts: Buffer[] = [];
+  for (const size of sizes) {
+    const data = raw.subarray(uoff, uoff + size);
+    const c = compress('lz4_block', data);
+    parts.push(c.length < data.length ? c : data);
+    uoff += size;
+  }
+  assert.ok(Buffer.concat(parts).equals(lz4));
+});
