@@ -3,6 +3,9 @@ import { Command, Option } from 'commander';
 import { LOG_LEVELS } from '../log/logger.js';
 import { buildInfo, runCli } from './common.js';
 import { checkCommand } from './image/check.js';
+import { createCommand } from './image/create.js';
+import { mergeCommand } from './image/merge.js';
+import { exportCommand } from './image/export.js';
 import { inspectCommand } from './image/inspect.js';
 import { statCommand } from './image/stat.js';
 import { unpackCommand } from './image/unpack.js';
@@ -19,10 +22,13 @@ export function nydusImageProgram(): Command {
     )
     .option('-L, --log-file <file>', 'Log file path')
     .enablePositionalOptions(false);
+  program.addCommand(createCommand());
+  program.addCommand(mergeCommand());
   program.addCommand(checkCommand());
   program.addCommand(inspectCommand());
   program.addCommand(statCommand());
   program.addCommand(unpackCommand());
+  program.addCommand(exportCommand());
   return program;
 }
 

@@ -1,0 +1,353 @@
+import { createReadStream } from 'node:fs';
+import { rename, rm, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { createGunzip } from 'node:zlib';
+import type { Compressor, Digester } from '../codec/algorithms.js';
+import { sha256Hex } from '../codec/digest.js';
+import { errorText, NydusError } from '../errors/errors.js';
+import { parseBootstrap } from '../format/bootstrap.js';
+import { isDir, isReg } from '../format/flags.js';
+import type { BlobInfo, Bootstrap, ChunkInfo } from '../format/model.js';
+import type { Logger } from '../log/logger.js';
+import { loadBootstrapFile } from '../rafs/open.js';
+import { TarReader } from '../tar/reader.js';
+import { BlobWriter, type FinishedBlob } from './blob-writer.js';
+import type { BootstrapSpec } from './bootstrap-spec.js';
+import { ChunkPool } from './chunk-pool.js';
+import { ChunkDict, ChunkSink } from './chunk-sink.js';
+import { applyLayer } from './merge-tree.js';
+import { scanDirectory, sourcePathOf } from './source-dir.js';
+import { treeFromTar } from './source-tar.js';
+import { findEntry, treeFromBootstrap, type BuildInode, type BuildTree } from './tree.js';
+import { writeV5Bootstrap } from './v5-writer.js';
+import { writeV6Bootstrap } from './v6-writer.js';
+import type { WhiteoutSpec } from './whiteout.js';
+
+export type SourceType = 'dir-rafs' | 'tar-rafs' | 'targz-rafs';
+
+export interface BuildOptions {
+  source: string;
+  type: SourceType;
+  fsVersion: 5 | 6;
+  compressor: Compressor;
+  digester: Digester;
+  chunkSize: number;
+  alignedChunk: boolean;
+  /** Output bootstrap file (not with inlineMeta). */
+  bootstrap?: string;
+  /** Output blob file. */
+  blob?: string;
+  /** Output directory: files named by digest. */
+  blobDir?: string;
+  inlineMeta: boolean;
+  blobToc: boolean;
+  parentBootstrap?: string;
+  chunkDict?: string;
+  whiteoutSpec: WhiteoutSpec;
+  /** Absolute paths whose inodes go into the prefetch table (policy fs). */
+  prefetchPatterns: readonly string[];
+  repeatable: boolean;
+  threads?: number;
+  disableCheck?: boolean;
+  log: Logger;
+  /** Progress callback: bytes of file data processed. */
+  onProgress?: (bytes: number) => void;
+}
+
+export interface BuildResult {
+  bootstrapPath: string | undefined;
+  /** Blob ids in blob-table order that this build references (parent, dict and new). */
+  blobs: string[];
+  newBlob: { id: string; path: string; size: number } | undefined;
+  stats: {
+    files: number;
+    sourceBytes: number;
+    chunks: number;
+    dedupChunks: number;
+    dedupBytes: number;
+    storedBytes: number;
+  };
+}
+
+/** Regular-file inodes in build-index order (rafs-format.md 2.9): siblings together, then subdirectories. */
+function filesInIndexOrder(tree: BuildTree): BuildInode[] {
+  const out: BuildInode[] = [];
+  const seen = new Set<BuildInode>();
+  // For each directory (depth-first, in sorted order) its children; hardlinks once.
+  const stack: BuildInode[] = [tree.root];
+  while (stack.length > 0) {
+    const d = stack.pop()!;
+    const kids = d.children ?? [];
+    for (const e of kids) {
+      if (isReg(e.inode.mode) && !seen.has(e.inode)) {
+        seen.add(e.inode);
+        out.push(e.inode);
+      }
+    }
+    for (let i = kids.length - 1; i >= 0; i--) if (isDir(kids[i]!.inode.mode)) stack.push(kids[i]!.inode);
+  }
+  return out;
+}
+
+/** The inode at an absolute path of the tree, or undefined. */
+function lookupTree(tree: BuildTree, path: string): BuildInode | undefined {
+  let cur = tree.root;
+  for (const part of path.split('/').filter((p) => p !== '' && p !== '.')) {
+    if (!isDir(cur.mode)) return undefined;
+    const i = findEntry(cur.children ?? [], Buffer.from(part));
+    if (i < 0) return undefined;
+    cur = cur.children![i]!.inode;
+  }
+  return cur;
+}
+
+/**
+ * Prefetch patterns (absolute paths, one per line on stdin upstream): relative ones are
+ * skipped, ones under an earlier pattern dropped, unmatched ones ignored (rafs-format.md 2.4).
+ */
+export function resolvePrefetch(tree: BuildTree, patterns: readonly string[], log: Logger): BuildInode[] {
+  const kept: string[] = [];
+  const out: BuildInode[] = [];
+  for (const raw of patterns) {
+    const p = raw.trim();
+    if (p === '') continue;
+    if (!p.startsWith('/')) {
+      log.warn(`Prefetch pattern "${p}" is not an absolute path, skipped`);
+      continue;
+    }
+    const norm = `/${p
+      .split('/')
+      .filter((x) => x !== '')
+      .join('/')}`;
+    if (kept.some((k) => k === '/' || norm === k || norm.startsWith(`${k}/`))) continue;
+    const inode = lookupTree(tree, norm);
+    if (inode === undefined) {
+      log.warn(`Prefetch pattern "${norm}" matches nothing, skipped`);
+      continue;
+    }
+    kept.push(norm);
+    out.push(inode);
+  }
+  return out;
+}
+
+async function loadBootstrapArg(path: string, what: string): Promise<Bootstrap> {
+  try {
+    return (await loadBootstrapFile(path)).bootstrap;
+  } catch (e) {
+    throw new NydusError('ERR_INVALID_ARG', `Cannot load ${what} "${path}": ${errorText(e)}`, { cause: e });
+  }
+}
+
+/** Chunks of every regular file of a tree, once per inode. */
+function* treeChunks(tree: BuildTree): Generator<ChunkInfo> {
+  for (const f of filesInIndexOrder(tree)) yield* f.chunks ?? [];
+}
+
+/**
+ * `nydus-image create`: build a RAFS image (bootstrap + data blob) from a directory or a tar
+ * stream, optionally on top of a parent bootstrap and deduplicated against a chunk dictionary.
+ * Outputs are written under temporary names and renamed into place only at the end.
+ */
+export async function build(o: BuildOptions): Promise<BuildResult> {
+  const v6 = o.fsVersion === 6;
+  const log = o.log;
+  // Blob table, assembled as chunks reference blobs: key (source, index) -> final position.
+  const blobs: BlobInfo[] = [];
+  const dict = new ChunkDict();
+  let parent: BuildTree | undefined;
+  if (o.parentBootstrap !== undefined) {
+    const pb = await loadBootstrapArg(o.parentBootstrap, 'parent bootstrap');
+    if (pb.superblock.version !== o.fsVersion) {
+      throw new NydusError(
+        'ERR_INVALID_ARG',
+        `Parent bootstrap is RAFS v${pb.superblock.version}, this build is v${o.fsVersion}`,
+      );
+    }
+    if (pb.superblock.chunkSize !== o.chunkSize) {
+      throw new NydusError(
+        'ERR_INVALID_ARG',
+        `Parent bootstrap chunk size 0x${pb.superblock.chunkSize.toString(16)} differs from --chunk-size 0x${o.chunkSize.toString(16)}`,
+      );
+    }
+    parent = treeFromBootstrap(pb, 0);
+    blobs.push(...pb.blobs.map((b, i) => ({ ...b, index: i })));
+    for (const c of treeChunks(parent)) dict.add(c);
+  }
+  const parentBlobCount = blobs.length;
+  // Chunk-dict blobs get provisional indexes after the parent's; unreferenced ones are dropped at the end.
+  if (o.chunkDict !== undefined) {
+    const db = await loadBootstrapArg(o.chunkDict, 'chunk dict');
+    const byId = new Map(blobs.map((b) => [b.blobId, b.index]));
+    const remap = db.blobs.map((b) => {
+      const existing = byId.get(b.blobId);
+      if (existing !== undefined) return existing;
+      blobs.push({ ...b, index: blobs.length });
+      return blobs.length - 1;
+    });
+    for (const c of db.allChunks()) {
+      const bi = remap[c.blobIndex];
+      if (bi === undefined || (db.blobs[c.blobIndex]?.compressor ?? o.compressor) !== o.compressor) continue;
+      dict.add({ ...c, blobIndex: bi });
+    }
+    log.info(`Chunk dict "${o.chunkDict}": ${dict.size} chunks`);
+  }
+  const newIndex = blobs.length;
+  const tmpDir = o.blobDir ?? dirname(o.blob ?? o.bootstrap ?? o.source);
+  const tmpBlob = join(tmpDir, `.nydus-blob-${process.pid}-${Date.now()}.tmp`);
+  let writer: BlobWriter | undefined;
+  const store = async (): Promise<BlobWriter> => {
+    writer ??= await BlobWriter.create({
+      path: tmpBlob,
+      version: o.fsVersion,
+      compressor: o.compressor,
+      digester: o.digester,
+      chunkSize: o.chunkSize,
+      alignedChunk: v6 || o.alignedChunk,
+      blobIndex: newIndex,
+      blobToc: o.blobToc,
+      inlineMeta: o.inlineMeta,
+    });
+    return writer;
+  };
+  const pool = new ChunkPool(o.compressor, o.digester, o.threads);
+  const sink = new ChunkSink(pool, dict, store, o.chunkSize);
+  if (o.onProgress !== undefined) sink.onProgress = o.onProgress;
+  const temps: string[] = [tmpBlob];
+  try {
+    let tree: BuildTree;
+    let files = 0;
+    if (o.type === 'dir-rafs') {
+      const upper = await scanDirectory(o.source, {
+        whiteoutSpec: o.whiteoutSpec,
+        whiteouts: parent === undefined ? 'drop' : 'keep',
+        layer: 1,
+      });
+      tree = parent === undefined ? upper : applyLayer(parent, upper, o.whiteoutSpec);
+      // Data order: prefetch files first (pattern order), then build-index order (rafs-format.md 4.1).
+      const order = filesInIndexOrder(upper);
+      const first = new Set<BuildInode>();
+      for (const p of resolvePrefetch(upper, o.prefetchPatterns, log)) {
+        const stack = [p];
+        while (stack.length > 0) {
+          const n = stack.pop()!;
+          if (isReg(n.mode)) first.add(n);
+          for (const e of [...(n.children ?? [])].reverse()) stack.push(e.inode);
+        }
+      }
+      for (const f of [...first, ...order.filter((f) => !first.has(f))]) {
+        const path = sourcePathOf(f);
+        if (path === undefined) continue;
+        files++;
+        if (f.size === 0) f.chunks = [];
+        else await sink.pushFile(f, path);
+      }
+    } else {
+      const input = o.source === '-' ? process.stdin : createReadStream(o.source);
+      const stream = o.type === 'targz-rafs' ? input.pipe(createGunzip()) : input;
+      input.on('error', (e: Error) => stream.destroy(e));
+      const reader = new TarReader(stream);
+      const upper = await treeFromTar(reader, {
+        whiteoutSpec: o.whiteoutSpec,
+        onFileData: async (inode, data) => {
+          files++;
+          await sink.pushStream(inode, data, 'Tar entry');
+        },
+      });
+      tree = parent === undefined ? upper : applyLayer(parent, upper, o.whiteoutSpec);
+    }
+    await sink.drain();
+    const prefetch = resolvePrefetch(tree, o.prefetchPatterns, log);
+    // Keep only blobs some chunk references (the parent's always stay), in their order.
+    const used = new Set<number>();
+    for (const c of treeChunks(tree)) used.add(c.blobIndex);
+    const finalIndex = new Map<number, number>();
+    const table: BlobInfo[] = [];
+    for (const b of blobs) {
+      if (b.index < parentBlobCount || used.has(b.index))
+        finalIndex.set(b.index, table.push({ ...b, index: table.length }) - 1);
+    }
+    const remapTree = (): void => {
+      for (const f of filesInIndexOrder(tree)) {
+        f.chunks = (f.chunks ?? []).map((c) =>
+          finalIndex.get(c.blobIndex) === c.blobIndex ? c : { ...c, blobIndex: finalIndex.get(c.blobIndex)! },
+        );
+      }
+    };
+    const spec = (tableNow: readonly BlobInfo[]): BootstrapSpec => ({
+      tree,
+      chunkSize: o.chunkSize,
+      compressor: o.compressor,
+      digester: o.digester,
+      explicitUidGid: !o.repeatable,
+      blobs: tableNow,
+      prefetch,
+    });
+    const writeBoot = (s: BootstrapSpec): Buffer => (v6 ? writeV6Bootstrap(s) : writeV5Bootstrap(s));
+    let finished: FinishedBlob | undefined;
+    let bootstrap: Buffer;
+    const w = writer as BlobWriter | undefined;
+    if (w !== undefined) {
+      const newPos = table.length;
+      finalIndex.set(newIndex, newPos);
+      remapTree();
+      finished = await w.finish((placeholder) =>
+        writeBoot(spec([...table, { ...placeholder, index: newPos }])),
+      );
+      table.push({ ...finished.blob, index: newPos });
+      bootstrap = finished.bootstrap ?? writeBoot(spec(table));
+    } else {
+      remapTree();
+      bootstrap = writeBoot(spec(table));
+      if (o.inlineMeta) log.warn('The build stored no new chunk data: the bootstrap is written on its own');
+    }
+    if (o.disableCheck !== true) {
+      try {
+        parseBootstrap(bootstrap).validate();
+      } catch (e) {
+        throw new NydusError(
+          'ERR_FORMAT',
+          `The built bootstrap fails validation (a builder bug): ${errorText(e)}`,
+          { cause: e },
+        );
+      }
+    }
+    // Place outputs.
+    let newBlob: BuildResult['newBlob'];
+    if (finished !== undefined) {
+      const id = finished.blob.blobId;
+      const dest = o.blob ?? (o.blobDir !== undefined ? join(o.blobDir, id) : undefined);
+      if (dest !== undefined) {
+        await rename(tmpBlob, dest);
+        newBlob = { id, path: dest, size: finished.size };
+      } else {
+        log.warn('No --blob or --blob-dir given: the data blob is discarded');
+      }
+    }
+    let bootstrapPath: string | undefined;
+    const bootDest =
+      o.bootstrap ??
+      (o.blobDir !== undefined && !(o.inlineMeta && finished !== undefined)
+        ? join(o.blobDir, sha256Hex(bootstrap))
+        : undefined);
+    if (bootDest !== undefined && !(o.inlineMeta && finished !== undefined)) {
+      const tmpBoot = `${bootDest}.${process.pid}.tmp`;
+      temps.push(tmpBoot);
+      await writeFile(tmpBoot, bootstrap);
+      await rename(tmpBoot, bootDest);
+      bootstrapPath = bootDest;
+    }
+    return {
+      bootstrapPath,
+      blobs: table.map((b) => b.blobId),
+      newBlob,
+      stats: { files, ...sink.stats },
+    };
+  } catch (e) {
+    await writer?.abort();
+    throw e;
+  } finally {
+    await pool.close();
+    for (const t of temps) await rm(t, { force: true });
+  }
+}
