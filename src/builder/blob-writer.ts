@@ -3,7 +3,7 @@ import type { Compressor, Digester } from '../codec/algorithms.js';
 import { compress } from '../codec/compress.js';
 import { sha256 } from '../codec/digest.js';
 import { BlobIdHasher } from '../format/blob/blob-id.js';
-import { encodeBlobMetaHeader, encodeCiEntries, type CiEntry } from '../format/blob/blob-meta.js';
+import { CiFlag, encodeBlobMetaHeader, encodeCiEntries, type CiEntry } from '../format/blob/blob-meta.js';
 import { encodeTrailerHeader } from '../format/blob/tar-header.js';
 import { encodeToc, makeTocEntry, SectionName, type TocEntry } from '../format/blob/toc.js';
 import { BlobFeature, ChunkFlag } from '../format/flags.js';
@@ -141,7 +141,7 @@ export class BlobWriter {
           compressedSize: c.compressedSize,
           uncompressedOffset: c.uncompressedOffset,
           uncompressedSize: c.uncompressedSize,
-          flags: 0,
+          flags: c.flags & ChunkFlag.COMPRESSED ? CiFlag.COMPRESSED : 0,
           dataHigh: 0,
           dataLow: 0,
         }));

@@ -286,7 +286,7 @@ export async function build(o: BuildOptions): Promise<BuildResult> {
     const writeBoot = (s: BootstrapSpec): Buffer => (v6 ? writeV6Bootstrap(s) : writeV5Bootstrap(s));
     let finished: FinishedBlob | undefined;
     let bootstrap: Buffer;
-    const w = writer as BlobWriter | undefined;
+    const w = writer;
     if (w !== undefined) {
       const newPos = table.length;
       finalIndex.set(newIndex, newPos);

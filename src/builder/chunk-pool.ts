@@ -39,7 +39,6 @@ export class ChunkPool {
       w.on('error', (e) =>
         this.#fail(new NydusError('ERR_IO', `Chunk worker failed: ${e.message}`, { cause: e })),
       );
-      w.unref();
       this.#workers.push(w);
       this.#busy.push(0);
     }
@@ -84,7 +83,7 @@ export class ChunkPool {
     return new Promise((resolve, reject) => {
       this.#pending.set(seq, { resolve, reject, size: data.length, w });
       this.#busy[w]!++;
-      this.#workers[w]!.postMessage(job, [own.buffer as ArrayBuffer]);
+      this.#workers[w]!.postMessage(job, [own.buffer]);
     });
   }
 
