@@ -10,6 +10,7 @@ import { runBin } from '../helpers/run-bin.js';
 import { loadBootstrapFile } from '../../src/rafs/open.js';
 import { RafsImage } from '../../src/rafs/image.js';
 import { LocalFsBlobSource } from '../../src/storage/localfs.js';
+import type { BlobInfo } from '../../src/format/model.js';
 
 function needRoot(t: import('node:test').TestContext): boolean {
   if (IS_ROOT) return true;
@@ -33,6 +34,31 @@ function extract(tarFile: string, into: string): void {
     '-C',
     into,
   ]);
+}
+
+/** Mount an EROFS image read-only through a loop device, snapshot it, unmount. */
+export function erofsMountSnapshot(disk: string, mnt: string): ReturnType<typeof snapshot> {
+  mkdirSync(mnt, { recursive: true });
+  execFileSync('mount', ['-t', 'erofs', '-o', 'loop,ro', disk, mnt]);
+  try {
+    return snapshot(mnt, { skipRoot: true });
+  } finally {
+    execFileSync('umount', [mnt]);
+  }
+}
+
+/**
+ * fsck.erofs (erofs-utils 1.5 has no flat-device mode) with each blob's region of the image
+ * given as its extra device; --extract checks every file decodes and writes the tree out.
+ */
+export function fsckExtractSnapshot(disk: string, blobs: readonly BlobInfo[], into: string): ReturnType<typeof snapshot> {
+  const devices = blobs.map((b, i) => {
+    const dev = `${disk}.dev${i}`;
+    execFileSync('dd', [`if=${disk}`, `of=${dev}`, 'bs=4096', `skip=${b.mappedBlkaddr}`, `count=${b.uncompressedSize / 4096}`, 'status=none']);
+    return `--device=${dev}`;
+  });
+  execFileSync('fsck.erofs', [...devices, `--extract=${into}`, disk], { stdio: ['ignore', 'pipe', 'pipe'] });
+  return snapshot(into, { skipRoot: true, skipSockets: true });
 }
 
 let shared: { dir: string; src: string } | undefined;
