@@ -21,14 +21,26 @@ function needRoot(t: import('node:test').TestContext): boolean {
 
 function extract(tarFile: string, into: string): void {
   mkdirSync(into, { recursive: true });
-  execFileSync('tar', ['--xattrs', '--xattrs-include=*', '--numeric-owner', '--same-owner', '-p', '-xf', tarFile, '-C', into]);
+  execFileSync('tar', [
+    '--xattrs',
+    '--xattrs-include=*',
+    '--numeric-owner',
+    '--same-owner',
+    '-p',
+    '-xf',
+    tarFile,
+    '-C',
+    into,
+  ]);
 }
 
 const tmp = (): string => mkdtempSync(join(tmpdir(), 'nydus-src-'));
 
 async function roundTrip(boot: string, blobDir: string, into: string): Promise<void> {
   const tarFile = `${into}.tar`;
-  const u = await runBin('nydus-image', ['unpack', boot, '-D', blobDir, '--output', tarFile], { timeoutMs: 120000 });
+  const u = await runBin('nydus-image', ['unpack', boot, '-D', blobDir, '--output', tarFile], {
+    timeoutMs: 120000,
+  });
   assert.equal(u.code, 0, u.stderr);
   extract(tarFile, into);
 }
@@ -42,7 +54,11 @@ test('tar-rafs, targz-rafs and a tar.gz on stdin build the same tree as the dire
     await makeEveryEntryTree(src, { bigDir: 500 });
     const want = snapshot(src, { skipRoot: true, skipSockets: true });
     const tarFile = join(dir, 'src.tar');
-    execFileSync('tar', ['--format=posix', '--xattrs', '--xattrs-include=*', '--numeric-owner', '-C', src, '-cf', tarFile, '.'], { stdio: 'ignore' });
+    execFileSync(
+      'tar',
+      ['--format=posix', '--xattrs', '--xattrs-include=*', '--numeric-owner', '-C', src, '-cf', tarFile, '.'],
+      { stdio: 'ignore' },
+    );
     execFileSync('sh', ['-c', `gzip -c ${tarFile} > ${tarFile}.gz`]);
     const cases: [string, string[]][] = [
       ['tar', ['--type', 'tar-rafs', tarFile]],
@@ -51,15 +67,28 @@ test('tar-rafs, targz-rafs and a tar.gz on stdin build the same tree as the dire
     for (const [name, args] of cases) {
       const out = join(dir, name);
       mkdirSync(out);
-      const r = await runBin('nydus-image', ['create', ...args, '-B', join(out, 'boot'), '-D', out], { timeoutMs: 120000 });
+      const r = await runBin('nydus-image', ['create', ...args, '-B', join(out, 'boot'), '-D', out], {
+        timeoutMs: 120000,
+      });
       assert.equal(r.code, 0, r.stderr);
       await roundTrip(join(out, 'boot'), out, join(out, 'root'));
-      assert.deepEqual(diffSnapshots(want, snapshot(join(out, 'root'), { skipRoot: true, skipSockets: true })), [], name);
+      assert.deepEqual(
+        diffSnapshots(want, snapshot(join(out, 'root'), { skipRoot: true, skipSockets: true })),
+        [],
+        name,
+      );
     }
     // streamed from stdin: same blob as from the file (same bytes in, same bytes out)
     const out = join(dir, 'stdin');
     mkdirSync(out);
-    execFileSync('sh', ['-c', `cat ${tarFile}.gz | ${process.execPath} ${binPath('nydus-image')} create --type targz-rafs -B ${join(out, 'boot')} -D ${out} /dev/stdin`], { stdio: 'ignore' });
+    execFileSync(
+      'sh',
+      [
+        '-c',
+        `cat ${tarFile}.gz | ${process.execPath} ${binPath('nydus-image')} create --type targz-rafs -B ${join(out, 'boot')} -D ${out} /dev/stdin`,
+      ],
+      { stdio: 'ignore' },
+    );
     const blobOf = (d: string): string | undefined => readdirSync(d).find((n) => /^[0-9a-f]{64}$/.test(n));
     assert.equal(blobOf(out), blobOf(join(dir, 'targz')));
   } finally {
@@ -73,13 +102,29 @@ test('upstream tar fixtures: all-entry-type.tar builds, empty.tar builds an empt
   if (all === undefined || empty === undefined) return;
   const dir = tmp();
   try {
-    const r = await runBin('nydus-image', ['create', '--type', 'tar-rafs', '-B', join(dir, 'boot'), '-D', dir, all]);
+    const r = await runBin('nydus-image', [
+      'create',
+      '--type',
+      'tar-rafs',
+      '-B',
+      join(dir, 'boot'),
+      '-D',
+      dir,
+      all,
+    ]);
     assert.equal(r.code, 0, r.stderr);
     const ic = await runBin('nydus-image', ['inspect', join(dir, 'boot'), '-R', 'stat tar']);
     assert.equal(ic.code, 0, ic.stderr);
     const st = await runBin('nydus-image', ['check', join(dir, 'boot'), '-D', dir]);
     assert.equal(st.code, 0, st.stderr);
-    const e = await runBin('nydus-image', ['create', '--type', 'tar-rafs', '-B', join(dir, 'empty.boot'), empty]);
+    const e = await runBin('nydus-image', [
+      'create',
+      '--type',
+      'tar-rafs',
+      '-B',
+      join(dir, 'empty.boot'),
+      empty,
+    ]);
     assert.equal(e.code, 0, e.stderr);
     const ls = await runBin('nydus-image', ['inspect', join(dir, 'empty.boot'), '-R', 'ls']);
     assert.equal(ls.stdout.trim(), '[]');
@@ -94,7 +139,16 @@ async function tarOf(file: string, entries: [string, number, string?][]): Promis
   const out = createWriteStream(file);
   const w = new TarWriter(out);
   for (const [p, type, link] of entries) {
-    const base = { path: Buffer.from(p), type, mode: type === TarType.DIR ? 0o40755 : 0o100644, uid: 0, gid: 0, size: 0, mtime: 0, mtimeNsec: 0 };
+    const base = {
+      path: Buffer.from(p),
+      type,
+      mode: type === TarType.DIR ? 0o40755 : 0o100644,
+      uid: 0,
+      gid: 0,
+      size: 0,
+      mtime: 0,
+      mtimeNsec: 0,
+    };
     if (type === TarType.FILE) await w.add({ ...base, size: 2 }, [Buffer.from('hi')]);
     else await w.add(link === undefined ? base : { ...base, linkname: Buffer.from(link) });
   }
@@ -108,37 +162,64 @@ test('bad input: clear one-line errors and no output left behind', async () => {
     const out = join(dir, 'out');
     mkdirSync(out);
     const expectFail = async (args: string[], pattern: RegExp, code = 1): Promise<void> => {
-      const r = await runBin('nydus-image', ['create', ...args, '-B', join(out, 'boot'), '-D', out], { timeoutMs: 60000 });
+      const r = await runBin('nydus-image', ['create', ...args, '-B', join(out, 'boot'), '-D', out], {
+        timeoutMs: 60000,
+      });
       assert.equal(r.code, code, `${args.join(' ')}: ${r.stderr}`);
       assert.match(r.stderr, pattern);
       assert.doesNotMatch(r.stderr, /\n\s+at .+:\d+:\d+\)/, 'no stack trace');
       assert.deepEqual(readdirSync(out), [], `${args.join(' ')} left files behind`);
     };
     const evil = join(dir, 'evil.tar');
-    await tarOf(evil, [['ok', TarType.FILE], ['../evil', TarType.FILE]]);
+    await tarOf(evil, [
+      ['ok', TarType.FILE],
+      ['../evil', TarType.FILE],
+    ]);
     await expectFail(['--type', 'tar-rafs', evil], /escapes the root|\.\./);
     const evil2 = join(dir, 'evil2.tar');
-    await tarOf(evil2, [['a', TarType.DIR], ['a/../../x', TarType.FILE]]);
+    await tarOf(evil2, [
+      ['a', TarType.DIR],
+      ['a/../../x', TarType.FILE],
+    ]);
     await expectFail(['--type', 'tar-rafs', evil2], /escapes the root|\.\./);
     const link = join(dir, 'link.tar');
-    await tarOf(link, [['f', TarType.FILE], ['h', TarType.HARDLINK, '../f']]);
+    await tarOf(link, [
+      ['f', TarType.FILE],
+      ['h', TarType.HARDLINK, '../f'],
+    ]);
     await expectFail(['--type', 'tar-rafs', link], /escapes the root|\.\.|hardlink/i);
     // absolute paths are taken relative to the root (as tar extraction does)
     const abs = join(dir, 'abs.tar');
     await tarOf(abs, [['/etc/x', TarType.FILE]]);
-    const ok = await runBin('nydus-image', ['create', '--type', 'tar-rafs', '-B', join(dir, 'abs.boot'), abs]);
+    const ok = await runBin('nydus-image', [
+      'create',
+      '--type',
+      'tar-rafs',
+      '-B',
+      join(dir, 'abs.boot'),
+      abs,
+    ]);
     assert.equal(ok.code, 0, ok.stderr);
     // corrupt and truncated gzip
     const good = join(dir, 'good.tar');
-    await tarOf(good, Array.from({ length: 50 }, (_, i) => [`f${i}`, TarType.FILE] as [string, number]));
+    await tarOf(
+      good,
+      Array.from({ length: 50 }, (_, i) => [`f${i}`, TarType.FILE] as [string, number]),
+    );
     execFileSync('sh', ['-c', `gzip -c ${good} > ${good}.gz`]);
     const gz = readFileSync(`${good}.gz`);
     const corrupt = Buffer.from(gz);
     for (let i = 20; i < corrupt.length - 10; i += 7) corrupt[i] = corrupt[i]! ^ 0x5a;
     writeFileSync(join(dir, 'corrupt.tar.gz'), corrupt);
-    await expectFail(['--type', 'targz-rafs', join(dir, 'corrupt.tar.gz')], /tar stream|gzip|header|invalid|incorrect/i);
+    await expectFail(
+      ['--type', 'targz-rafs', join(dir, 'corrupt.tar.gz')],
+      /tar stream|gzip|header|invalid|incorrect/i,
+    );
     writeFileSync(join(dir, 'trunc.tar.gz'), gz.subarray(0, Math.floor(gz.length / 2)));
-    await expectFail(['--type', 'targz-rafs', join(dir, 'trunc.tar.gz')], /tar stream|unexpected end|Truncated/i);
+    await expectFail(
+      ['--type', 'targz-rafs', join(dir, 'trunc.tar.gz')],
+      /tar stream|unexpected end|Truncated/i,
+    );
     // usage errors
     await expectFail(['--compressor', 'lz5', dir], /Allowed choices are none, lz4_block, zstd/, 2);
     await expectFail(['--chunk-size', '0x3000', dir], /must be a power of two/);
@@ -164,9 +245,25 @@ test('an unreadable file fails the build cleanly (run as an unprivileged user)',
     chmodSync(out, 0o777);
     let stderr = '';
     try {
-      execFileSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, binPath('nydus-image'), 'create', '-B', join(out, 'boot'), '-D', out, src], {
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
+      execFileSync(
+        'setpriv',
+        [
+          '--reuid=65534',
+          '--regid=65534',
+          '--clear-groups',
+          process.execPath,
+          binPath('nydus-image'),
+          'create',
+          '-B',
+          join(out, 'boot'),
+          '-D',
+          out,
+          src,
+        ],
+        {
+          stdio: ['ignore', 'pipe', 'pipe'],
+        },
+      );
       assert.fail('the build must fail');
     } catch (e) {
       stderr = String((e as { stderr?: Buffer }).stderr ?? '');
@@ -207,7 +304,10 @@ function makeLayers(dir: string): string[] {
 /** The same layers in overlayfs form for the kernel: 0/0 char devices and the opaque xattr. */
 function toOverlayForm(layer: string, into: string): void {
   execFileSync('cp', ['-a', layer, into]);
-  const find = execFileSync('find', [into, '-name', '.wh.*'], { encoding: 'utf8' }).trim().split('\n').filter(Boolean);
+  const find = execFileSync('find', [into, '-name', '.wh.*'], { encoding: 'utf8' })
+    .trim()
+    .split('\n')
+    .filter(Boolean);
   for (const p of find) {
     const name = p.slice(p.lastIndexOf('/') + 1);
     const parent = p.slice(0, p.lastIndexOf('/'));
@@ -228,7 +328,15 @@ test('layers: --parent-bootstrap chain and merge equal the kernel overlayfs view
     let parent: string | undefined;
     for (const [i, l] of layers.entries()) {
       const boot = join(dir, `chain${i}.boot`);
-      const r = await runBin('nydus-image', ['create', ...(parent === undefined ? [] : ['--parent-bootstrap', parent]), '-B', boot, '-D', blobs, l]);
+      const r = await runBin('nydus-image', [
+        'create',
+        ...(parent === undefined ? [] : ['--parent-bootstrap', parent]),
+        '-B',
+        boot,
+        '-D',
+        blobs,
+        l,
+      ]);
       assert.equal(r.code, 0, r.stderr);
       parent = boot;
     }
@@ -238,7 +346,18 @@ test('layers: --parent-bootstrap chain and merge equal the kernel overlayfs view
       const tarFile = join(dir, `l${i}.tar`);
       execFileSync('tar', ['-C', l, '-cf', tarFile, '.']);
       const boot = join(dir, `layer${i}.boot`);
-      const r = await runBin('nydus-image', ['create', '--type', 'tar-rafs', '--whiteout-spec', 'none', '-B', boot, '-D', blobs, tarFile]);
+      const r = await runBin('nydus-image', [
+        'create',
+        '--type',
+        'tar-rafs',
+        '--whiteout-spec',
+        'none',
+        '-B',
+        boot,
+        '-D',
+        blobs,
+        tarFile,
+      ]);
       assert.equal(r.code, 0, r.stderr);
       perLayer.push(boot);
     }
@@ -253,16 +372,36 @@ test('layers: --parent-bootstrap chain and merge equal the kernel overlayfs view
     });
     const mnt = join(dir, 'mnt');
     mkdirSync(mnt);
-    execFileSync('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${[...ovl].reverse().join(':')}`, mnt]);
+    execFileSync('mount', [
+      '-t',
+      'overlay',
+      'overlay',
+      '-o',
+      `lowerdir=${[...ovl].reverse().join(':')}`,
+      mnt,
+    ]);
     let kernel;
     try {
       kernel = snapshot(mnt, { skipRoot: true, mtimes: false });
       const names = [...kernel.keys()].map((k) => Buffer.from(k, 'hex').toString()).sort();
-      assert.deepEqual(names, ['/a', '/a/f1', '/a/f1/inside', '/a/f2', '/a/keep', '/b', '/b/new', '/e', '/e/z']);
+      assert.deepEqual(names, [
+        '/a',
+        '/a/f1',
+        '/a/f1/inside',
+        '/a/f2',
+        '/a/keep',
+        '/b',
+        '/b/new',
+        '/e',
+        '/e/z',
+      ]);
     } finally {
       execFileSync('umount', [mnt]);
     }
-    for (const [name, boot] of [['chain', parent!], ['merge', merged]] as const) {
+    for (const [name, boot] of [
+      ['chain', parent!],
+      ['merge', merged],
+    ] as const) {
       await roundTrip(boot, blobs, join(dir, `${name}-root`));
       const got = snapshot(join(dir, `${name}-root`), { skipRoot: true, mtimes: false });
       // overlayfs reports directory link counts and xattrs of its own; compare what layers define
@@ -291,16 +430,44 @@ test('chunk dict: a second version stores only its new chunks', async () => {
     for (let i = 0; i < 6; i++) writeFileSync(join(v1, `f${i}`), rnd(2 * 1024 * 1024, i + 1));
     const blobs = join(dir, 'blobs');
     mkdirSync(blobs);
-    const r1 = await runBin('nydus-image', ['create', '--chunk-size', '0x40000', '-B', join(dir, 'v1.boot'), '-D', blobs, v1]);
+    const r1 = await runBin('nydus-image', [
+      'create',
+      '--chunk-size',
+      '0x40000',
+      '-B',
+      join(dir, 'v1.boot'),
+      '-D',
+      blobs,
+      v1,
+    ]);
     assert.equal(r1.code, 0, r1.stderr);
     const v2 = join(dir, 'v2');
     execFileSync('cp', ['-a', v1, v2]);
-    writeFileSync(join(v2, 'f0'), Buffer.concat([rnd(256 * 1024, 99), readFileSync(join(v1, 'f0')).subarray(256 * 1024)]));
+    writeFileSync(
+      join(v2, 'f0'),
+      Buffer.concat([rnd(256 * 1024, 99), readFileSync(join(v1, 'f0')).subarray(256 * 1024)]),
+    );
     writeFileSync(join(v2, 'new'), rnd(512 * 1024, 1000));
     const json = join(dir, 'v2.json');
-    const r2 = await runBin('nydus-image', ['create', '--chunk-size', '0x40000', '--chunk-dict', `bootstrap=${join(dir, 'v1.boot')}`, '-B', join(dir, 'v2.boot'), '-D', blobs, '-J', json, v2]);
+    const r2 = await runBin('nydus-image', [
+      'create',
+      '--chunk-size',
+      '0x40000',
+      '--chunk-dict',
+      `bootstrap=${join(dir, 'v1.boot')}`,
+      '-B',
+      join(dir, 'v2.boot'),
+      '-D',
+      blobs,
+      '-J',
+      json,
+      v2,
+    ]);
     assert.equal(r2.code, 0, r2.stderr);
-    const out = JSON.parse(readFileSync(json, 'utf8')) as { blobs: string[]; trace: { dedup_chunks: number; source_bytes: number; dedup_bytes: number } };
+    const out = JSON.parse(readFileSync(json, 'utf8')) as {
+      blobs: string[];
+      trace: { dedup_chunks: number; source_bytes: number; dedup_bytes: number };
+    };
     // 48 chunks of 256 KiB in v1; v2 changes one and adds two
     assert.equal(out.blobs.length, 2, 'v2 references the v1 blob and its own');
     const info = await runBin('nydus-image', ['inspect', join(dir, 'v2.boot'), '-R', 'blobs']);
@@ -313,7 +480,10 @@ test('chunk dict: a second version stores only its new chunks', async () => {
     const chk = await runBin('nydus-image', ['check', join(dir, 'v2.boot'), '-D', blobs]);
     assert.equal(chk.code, 0, chk.stderr);
     await roundTrip(join(dir, 'v2.boot'), blobs, join(dir, 'v2-root'));
-    assert.deepEqual(diffSnapshots(snapshot(v2, { skipRoot: true }), snapshot(join(dir, 'v2-root'), { skipRoot: true })), []);
+    assert.deepEqual(
+      diffSnapshots(snapshot(v2, { skipRoot: true }), snapshot(join(dir, 'v2-root'), { skipRoot: true })),
+      [],
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -51,10 +51,21 @@ export function erofsMountSnapshot(disk: string, mnt: string): ReturnType<typeof
  * fsck.erofs (erofs-utils 1.5 has no flat-device mode) with each blob's region of the image
  * given as its extra device; --extract checks every file decodes and writes the tree out.
  */
-export function fsckExtractSnapshot(disk: string, blobs: readonly BlobInfo[], into: string): ReturnType<typeof snapshot> {
+export function fsckExtractSnapshot(
+  disk: string,
+  blobs: readonly BlobInfo[],
+  into: string,
+): ReturnType<typeof snapshot> {
   const devices = blobs.map((b, i) => {
     const dev = `${disk}.dev${i}`;
-    execFileSync('dd', [`if=${disk}`, `of=${dev}`, 'bs=4096', `skip=${b.mappedBlkaddr}`, `count=${b.uncompressedSize / 4096}`, 'status=none']);
+    execFileSync('dd', [
+      `if=${disk}`,
+      `of=${dev}`,
+      'bs=4096',
+      `skip=${b.mappedBlkaddr}`,
+      `count=${b.uncompressedSize / 4096}`,
+      'status=none',
+    ]);
     return `--device=${dev}`;
   });
   execFileSync('fsck.erofs', [...devices, `--extract=${into}`, disk], { stdio: ['ignore', 'pipe', 'pipe'] });
