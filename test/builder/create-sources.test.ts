@@ -231,7 +231,7 @@ test('bad input: clear one-line errors and no output left behind', async () => {
   }
 });
 
-test('an unreadable file fails the build cleanly (run as an unprivileged user)', async (t) => {
+test('an unreadable file fails the build cleanly (run as an unprivileged user)', (t) => {
   if (!needRoot(t)) return;
   const dir = tmp();
   try {
