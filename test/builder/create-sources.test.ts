@@ -7,32 +7,10 @@ import { join } from 'node:path';
 import { setAttributeSync } from '@napi-rs/xattr';
 import { TarType } from '../../src/tar/header.js';
 import { TarWriter } from '../../src/tar/writer.js';
-import { FIXTURE, IN_CI, upstreamFixture } from '../helpers/fixtures.js';
-import { diffSnapshots, IS_ROOT, makeEveryEntryTree, snapshot } from '../helpers/fs-tree.js';
+import { FIXTURE, upstreamFixture } from '../helpers/fixtures.js';
+import { diffSnapshots, makeEveryEntryTree, snapshot } from '../helpers/fs-tree.js';
 import { binPath, runBin } from '../helpers/run-bin.js';
-
-function needRoot(t: import('node:test').TestContext): boolean {
-  if (IS_ROOT) return true;
-  if (IN_CI) throw new Error('this test needs root; under CI=true that is a failure');
-  process.stderr.write('\n*** SKIPPED: needs root ***\n');
-  t.skip('needs root');
-  return false;
-}
-
-function extract(tarFile: string, into: string): void {
-  mkdirSync(into, { recursive: true });
-  execFileSync('tar', [
-    '--xattrs',
-    '--xattrs-include=*',
-    '--numeric-owner',
-    '--same-owner',
-    '-p',
-    '-xf',
-    tarFile,
-    '-C',
-    into,
-  ]);
-}
+import { extractTar, needRoot } from '../helpers/env.js';
 
 const tmp = (): string => mkdtempSync(join(tmpdir(), 'nydus-src-'));
 
@@ -42,7 +20,7 @@ async function roundTrip(boot: string, blobDir: string, into: string): Promise<v
     timeoutMs: 120000,
   });
   assert.equal(u.code, 0, u.stderr);
-  extract(tarFile, into);
+  extractTar(tarFile, into);
 }
 
 test('tar-rafs, targz-rafs and a tar.gz on stdin build the same tree as the directory', async (t) => {

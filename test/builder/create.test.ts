@@ -4,37 +4,14 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { IN_CI } from '../helpers/fixtures.js';
-import { diffSnapshots, IS_ROOT, makeEveryEntryTree, snapshot } from '../helpers/fs-tree.js';
+
+import { diffSnapshots, makeEveryEntryTree, snapshot } from '../helpers/fs-tree.js';
 import { runBin } from '../helpers/run-bin.js';
 import { loadBootstrapFile } from '../../src/rafs/open.js';
 import { RafsImage } from '../../src/rafs/image.js';
 import { LocalFsBlobSource } from '../../src/storage/localfs.js';
 import type { BlobInfo } from '../../src/format/model.js';
-
-function needRoot(t: import('node:test').TestContext): boolean {
-  if (IS_ROOT) return true;
-  if (IN_CI) throw new Error('this test needs root; under CI=true that is a failure');
-  process.stderr.write('\n*** SKIPPED: needs root (mknod, chown, trusted xattrs, mounts) ***\n');
-  t.skip('needs root');
-  return false;
-}
-
-/** Extract a tar as root keeping owners, modes, xattrs and times (GNU tar). */
-function extract(tarFile: string, into: string): void {
-  mkdirSync(into, { recursive: true });
-  execFileSync('tar', [
-    '--xattrs',
-    '--xattrs-include=*',
-    '--numeric-owner',
-    '--same-owner',
-    '-p',
-    '-xf',
-    tarFile,
-    '-C',
-    into,
-  ]);
-}
+import { extractTar, needRoot } from '../helpers/env.js';
 
 /** Mount an EROFS image read-only through a loop device, snapshot it, unmount. */
 export function erofsMountSnapshot(disk: string, mnt: string): ReturnType<typeof snapshot> {
@@ -123,7 +100,7 @@ test('every-entry tree round-trips through create and unpack, for every fs-versi
     });
     assert.equal(u.code, 0, u.stderr);
     const root = join(out, 'root');
-    extract(tarFile, root);
+    extractTar(tarFile, root);
     assert.deepEqual(
       diffSnapshots(want, snapshot(root, { skipRoot: true, skipSockets: true })),
       [],

@@ -1,3 +1,4 @@
+import { IS_ROOT, needRoot } from '../helpers/env.js';
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -38,19 +39,6 @@ import {
   treeFromDirectory,
 } from '../../src/builder/source-dir.js';
 import type { BuildInode, BuildTree } from '../../src/builder/tree.js';
-import { IN_CI } from '../helpers/fixtures.js';
-
-const IS_ROOT = process.getuid?.() === 0;
-
-/** Root-only parts are skipped loudly, except under CI=true, where they fail. */
-function needRoot(t: TestContext, what: string): boolean {
-  if (IS_ROOT) return true;
-  const why = `${what} needs root`;
-  if (IN_CI) throw new Error(`${why}; under CI=true this is a failure`);
-  process.stderr.write(`\n*** SKIPPED: ${why} ***\n`);
-  t.skip(why);
-  return false;
-}
 
 function tmp(t: TestContext): string {
   const d = mkdtempSync(join(tmpdir(), 'nydus-srcdir-'));

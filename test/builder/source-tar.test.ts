@@ -1,3 +1,4 @@
+import { IS_ROOT, needRoot } from '../helpers/env.js';
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -35,18 +36,7 @@ import type { BuildInode, BuildTree } from '../../src/builder/tree.js';
 import { TarType } from '../../src/tar/header.js';
 import { TarReader } from '../../src/tar/reader.js';
 import { TarWriter, type TarEntry } from '../../src/tar/writer.js';
-import { FIXTURE, IN_CI, upstreamFixture } from '../helpers/fixtures.js';
-
-const IS_ROOT = process.getuid?.() === 0;
-
-function needRoot(t: TestContext, what: string): boolean {
-  if (IS_ROOT) return true;
-  const why = `${what} needs root`;
-  if (IN_CI) throw new Error(`${why}; under CI=true this is a failure`);
-  process.stderr.write(`\n*** SKIPPED: ${why} ***\n`);
-  t.skip(why);
-  return false;
-}
+import { FIXTURE, upstreamFixture } from '../helpers/fixtures.js';
 
 function tmp(t: TestContext): string {
   const d = mkdtempSync(join(tmpdir(), 'nydus-srctar-'));

@@ -1,3 +1,4 @@
+import { needRoot } from '../helpers/env.js';
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -23,18 +24,6 @@ import { applyLayer, mergeTrees } from '../../src/builder/merge-tree.js';
 import { scanDirectory, sourcePathOf, treeFromDirectory } from '../../src/builder/source-dir.js';
 import { newDir, type BuildInode, type BuildTree } from '../../src/builder/tree.js';
 import { markerOf, parseWhiteoutSpec, type WhiteoutSpec } from '../../src/builder/whiteout.js';
-import { IN_CI } from '../helpers/fixtures.js';
-
-const IS_ROOT = process.getuid?.() === 0;
-
-function needRoot(t: TestContext, what: string): boolean {
-  if (IS_ROOT) return true;
-  const why = `${what} needs root`;
-  if (IN_CI) throw new Error(`${why}; under CI=true this is a failure`);
-  process.stderr.write(`\n*** SKIPPED: ${why} ***\n`);
-  t.skip(why);
-  return false;
-}
 
 function tmp(t: TestContext): string {
   const d = mkdtempSync(join(tmpdir(), 'nydus-whiteout-'));

@@ -16,7 +16,8 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { getAttributeSync, listAttributesSync, setAttributeSync } from '@napi-rs/xattr';
 
-export const IS_ROOT = process.getuid?.() === 0;
+export { IS_ROOT } from './env.js';
+import { IS_ROOT } from './env.js';
 
 /** One path's facts, everything a filesystem round trip must preserve. */
 export interface PathFacts {

@@ -6,18 +6,7 @@ import { isReg } from '../../src/format/flags.js';
 import { RafsImage } from '../../src/rafs/image.js';
 import { FIXTURE, readUpstreamFixture } from '../helpers/fixtures.js';
 import { MemoryBlobSource } from '../helpers/memory-blobs.js';
-
-/** Deterministic PRNG (mulberry32) so failures reproduce. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { prng } from '../helpers/prng.js';
 
 /**
  * Everything a user command does with an image: parse, validate, walk, read every file

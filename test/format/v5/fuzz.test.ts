@@ -4,6 +4,7 @@ import { NydusError } from '../../../src/errors/errors.js';
 import { isDir, isSymlink } from '../../../src/format/flags.js';
 import { RafsV5Bootstrap } from '../../../src/format/v5/bootstrap.js';
 import { FIXTURE, readUpstreamFixture } from '../../helpers/fixtures.js';
+import { prng } from '../../helpers/prng.js';
 
 /** Run `fn`; a NydusError counts as a clean rejection, any other error fails the test. */
 function guard<T>(fn: () => T): T | undefined {
@@ -45,18 +46,6 @@ function accepted(buf: Buffer): boolean {
   if (bs === undefined) return false;
   exercise(bs);
   return guard(() => (bs.validate(), true)) ?? false;
-}
-
-/** Deterministic PRNG (mulberry32). */
-function prng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
 }
 
 const FLIPS = 2000;

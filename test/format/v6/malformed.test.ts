@@ -4,23 +4,12 @@ import { NydusError } from '../../../src/errors/errors.js';
 import { isDir, isReg, isSymlink } from '../../../src/format/flags.js';
 import { RafsV6Bootstrap } from '../../../src/format/v6/bootstrap.js';
 import { FIXTURE, readUpstreamFixture } from '../../helpers/fixtures.js';
+import { prng } from '../../helpers/prng.js';
 
 /**
  * Fuzz: whatever the bytes, the v6 reader either works or throws a NydusError. Never a RangeError,
  * a TypeError or a hang. Every mutation is replayable from the seed in the failure message.
  */
-
-/** mulberry32: small seeded PRNG, so a failure names a reproducible case. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Run `f`; a NydusError counts as a clean refusal, anything else is a bug. */
 function guard<T>(f: () => T): T | undefined {
