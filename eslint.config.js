@@ -2,6 +2,7 @@
 // (named exports only, no floating promises, no console in library code).
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
+import globals from 'globals';
 
 export default tseslint.config(
   { ignores: ['dist/', 'node_modules/', 'coverage/'] },
@@ -36,7 +37,8 @@ export default tseslint.config(
   {
     files: ['**/*.js', '**/*.mjs'],
     extends: [tseslint.configs.disableTypeChecked],
-    // Tool configs must default-export their config.
+    // Plain scripts (bench/, configs) run on Node; tool configs must default-export.
+    languageOptions: { globals: { ...globals.node } },
     rules: { 'no-restricted-syntax': 'off' },
   },
 );
