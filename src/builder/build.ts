@@ -152,7 +152,8 @@ function* treeChunks(tree: BuildTree): Generator<ChunkInfo> {
 export async function build(o: BuildOptions): Promise<BuildResult> {
   const v6 = o.fsVersion === 6;
   const log = o.log;
-  // Blob table, assembled as chunks reference blobs: key (source, index) -> final position.
+  // Blob table: the parent's blobs, then chunk-dict blobs (dropped at the end unless referenced),
+  // then this build's blob.
   const blobs: BlobInfo[] = [];
   const dict = new ChunkDict();
   let parent: BuildTree | undefined;
@@ -187,7 +188,8 @@ export async function build(o: BuildOptions): Promise<BuildResult> {
     });
     for (const c of db.allChunks()) {
       const bi = remap[c.blobIndex];
-      if (bi === undefined || (db.blobs[c.blobIndex]?.compressor ?? o.compressor) !== o.compressor) continue;
+      // v5 images have one compressor for all blobs: dict chunks compressed otherwise cannot be used.
+      if (bi === undefined || (!v6 && db.blobs[c.blobIndex]?.compressor !== o.compressor)) continue;
       dict.add({ ...c, blobIndex: bi });
     }
     log.info(`Chunk dict "${o.chunkDict}": ${dict.size} chunks`);
