@@ -1,0 +1,133 @@
+import type { KeyPath } from './key-path.js';
+import {
+  BACKEND_TABLE_SCHEMAS,
+  BACKEND_TYPES,
+  fileCacheSchema,
+  fsCacheSchema,
+  MAX_BATCH_SIZE,
+  MAX_PREFETCH_THREADS,
+  type BackendType,
+  type DaemonConfig,
+  type PrefetchConfig,
+} from './schema.js';
+
+/**
+ * The cross-key rules of upstream's `ConfigV2::validate()` (api/src/config.rs), run on a config
+ * whose keys already have the right types, plus normalization: the backend keeps only the table
+ * its type reads, the cache only the table its type reads (others are dropped with a warning).
+ *
+ * - backend: the table named after `backend.type` exists and has its required keys (localfs
+ *   `dir` or `blob_file`; localdisk `device_path`; oss `endpoint` and `bucket_name`; s3 `region`
+ *   and `bucket_name`; registry `host` and `repo`; http-proxy `addr`, an http(s) URL or an
+ *   absolute unix socket path);
+ * - cache: `filecache` (also for type `blobcache`) or `fscache` exists with a non-empty
+ *   `work_dir`;
+ * - an enabled prefetch (cache or rafs) has `threads` in 1..1024 and `batch_size` at most
+ *   0x10000000.
+ *
+ * With `template` (a config that another component completes, like the snapshotter's
+ * `--nydusd-config`), the presence checks are skipped and a missing table gets its defaults;
+ * type, value and range checks still apply.
+ *
+ * Difference from upstream: the http-proxy socket path is not checked for existence here (this
+ * layer does no I/O); the backend reports a missing socket when it connects.
+ */
+
+export interface Finding {
+  path: KeyPath;
+  message: string;
+}
+
+export interface ValidateResult {
+  problems: Finding[];
+  warnings: Finding[];
+}
+
+/** Required keys per backend type; `any` means one of them suffices. */
+const REQUIRED: Record<BackendType, { keys: string[]; any?: boolean }> = {
+  localfs: { keys: ['dir', 'blob_file'], any: true },
+  localdisk: { keys: ['device_path'] },
+  oss: { keys: ['endpoint', 'bucket_name'] },
+  s3: { keys: ['region', 'bucket_name'] },
+  registry: { keys: ['host', 'repo'] },
+  'http-proxy': { keys: ['addr'] },
+};
+
+const quote = (s: string): string => JSON.stringify(s);
+
+function needs(type: BackendType, table: Record<string, unknown> | undefined): string | undefined {
+  const req = REQUIRED[type];
+  const empty = req.keys.filter((k) => {
+    const v = table?.[k];
+    return typeof v !== 'string' || v === '';
+  });
+  if (req.any === true)
+    return empty.length === req.keys.length ? `needs ${req.keys.map(quote).join(' or ')}` : undefined;
+  return empty.length > 0 ? `needs ${empty.map(quote).join(' and ')}` : undefined;
+}
+
+function checkPrefetch(p: PrefetchConfig, at: KeyPath, problems: Finding[]): void {
+  if (!p.enable) return;
+  if (p.threads < 1 || p.threads > MAX_PREFETCH_THREADS) {
+    problems.push({
+      path: [...at, 'threads'],
+      message: `must be 1..${MAX_PREFETCH_THREADS}, got ${p.threads}`,
+    });
+  }
+  if (p.batch_size > MAX_BATCH_SIZE) {
+    problems.push({
+      path: [...at, 'batch_size'],
+      message: `must be 0..${MAX_BATCH_SIZE}, got ${p.batch_size}`,
+    });
+  }
+}
+
+export function validateConfig(config: DaemonConfig, opts: { template?: boolean } = {}): ValidateResult {
+  const problems: Finding[] = [];
+  const warnings: Finding[] = [];
+  const template = opts.template === true;
+
+  const backend = config.backend;
+  const type = backend.type;
+  for (const other of BACKEND_TYPES) {
+    if (other !== type && backend[other] !== undefined) {
+      warnings.push({ path: ['backend', other], message: `ignored, backend type is ${quote(type)}` });
+      delete backend[other];
+    }
+  }
+  if (backend[type] === undefined && template) {
+    // Each table schema gives every key a default, so an empty table parses.
+    (backend as Record<string, unknown>)[type] = BACKEND_TABLE_SCHEMAS[type].parse({});
+  }
+  const table = backend[type] as Record<string, unknown> | undefined;
+  const need = needs(type, table);
+  if (need !== undefined && !template) problems.push({ path: ['backend', type], message: need });
+  const hp = backend['http-proxy'];
+  if (hp !== undefined && hp.addr !== '' && !/^https?:\/\//.test(hp.addr) && !hp.addr.startsWith('/')) {
+    problems.push({
+      path: ['backend', 'http-proxy', 'addr'],
+      message: `expected an "http://" or "https://" URL or an absolute unix socket path, got ${quote(hp.addr)}`,
+    });
+  }
+
+  const cache = config.cache;
+  const keep = cache.type === 'filecache' ? 'filecache' : cache.type === 'fscache' ? 'fscache' : undefined;
+  for (const t of ['filecache', 'fscache'] as const) {
+    if (t !== keep && cache[t] !== undefined) {
+      warnings.push({ path: ['cache', t], message: `ignored, cache type is ${quote(cache.type)}` });
+      delete cache[t];
+    }
+  }
+  if (template) {
+    if (keep === 'filecache') cache.filecache ??= fileCacheSchema.parse({});
+    if (keep === 'fscache') cache.fscache ??= fsCacheSchema.parse({});
+  } else if (keep !== undefined) {
+    const c = cache[keep];
+    if (c === undefined || c.work_dir === '')
+      problems.push({ path: ['cache', keep], message: 'needs "work_dir"' });
+  }
+  checkPrefetch(cache.prefetch, ['cache', 'prefetch'], problems);
+  checkPrefetch(config.rafs.prefetch, ['rafs', 'prefetch'], problems);
+
+  return { problems, warnings };
+}
