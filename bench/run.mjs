@@ -1,0 +1,476 @@
+// B1, build throughput: `nydus-image create` against mksquashfs and mkfs.erofs on the same data
+// sets, side by side in one run (tools alternate within each round, cold page cache before
+// every run, medians of the rounds), written to BENCHMARKS.md at the project root.
+//
+//   npm run bench
+//
+// Ours is compiled from src/ into the work directory at the start (the project's tsc and
+// tsconfig), so that other builds of dist/ during the run cannot change what is measured.
+//
+// Environment (all optional):
+//   NYDUS_BENCH_DIR      work directory for data sets, outputs and logs (/var/tmp/nydus-bench)
+//   NYDUS_BENCH_ROUNDS   rounds per data set (5; fewer only for trying the harness out)
+//   NYDUS_BENCH_SETS     comma-separated subset of rootfs,big-files,many-small
+//   NYDUS_BENCH_BIG_MIB  size of each of the 4 big files in MiB (96)
+//   NYDUS_BENCH_SMALL    number of small files (20000)
+//   NYDUS_BENCH_OUTPUT   report path (BENCHMARKS.md at the project root)
+//
+// `node bench/run.mjs --render [FILE]` writes the report again from the measurements a run
+// saved (WORK/results.json by default), e.g. after a change to the report's wording.
+import { spawnSync } from 'node:child_process';
+import console from 'node:console';
+import {
+  copyFileSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
+import { availableParallelism, release, totalmem } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import process from 'node:process';
+import { fileURLToPath } from 'node:url';
+import { bigFiles, manySmall, rootfs } from './datasets.mjs';
+import { disturbed, median, outputOf, timedRun, waitQuiet } from './measure.mjs';
+import { renderReport } from './report.mjs';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+/** The nydus-image CLI measured: the private build made at the start of the run. */
+let cli = '';
+
+/**
+ * @param {string} name
+ * @param {number} dflt
+ */
+function envInt(name, dflt) {
+  const v = process.env[name];
+  if (v === undefined || v === '') return dflt;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer, got "${v}"`);
+  return n;
+}
+
+const config = {
+  work: resolve(process.env['NYDUS_BENCH_DIR'] || '/var/tmp/nydus-bench'),
+  rounds: envInt('NYDUS_BENCH_ROUNDS', 5),
+  sets: (process.env['NYDUS_BENCH_SETS'] || 'rootfs,big-files,many-small').split(',').map((s) => s.trim()),
+  bigMiB: envInt('NYDUS_BENCH_BIG_MIB', 96),
+  smallFiles: envInt('NYDUS_BENCH_SMALL', 20_000),
+  output: resolve(process.env['NYDUS_BENCH_OUTPUT'] || join(ROOT, 'BENCHMARKS.md')),
+};
+
+/** @param {string} msg */
+const say = (msg) => console.log(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}`);
+
+/**
+ * @typedef {object} Tool
+ * @property {string} id
+ * @property {string} label how the table names it
+ * @property {'ours' | 'peer' | 'reference'} kind
+ * @property {(src: string, out: string) => string[]} argv
+ */
+
+/** @param {'zstd' | 'lz4_block' | 'none'} c @returns {Tool} */
+const ours = (c) => ({
+  id: `nydus-${c}`,
+  label: `nydus-image create --compressor ${c}`,
+  kind: 'ours',
+  argv: (src, out) => [
+    process.execPath,
+    cli,
+    'create',
+    '--compressor',
+    c,
+    '--fs-version',
+    '6',
+    '-B',
+    join(out, 'bootstrap'),
+    '-b',
+    join(out, 'blob'),
+    src,
+  ],
+});
+
+/** @type {Tool[]} */
+export const TOOLS = [
+  ours('zstd'),
+  ours('lz4_block'),
+  ours('none'),
+  {
+    id: 'mksquashfs-zstd',
+    label: 'mksquashfs -comp zstd',
+    kind: 'peer',
+    argv: (src, out) => ['mksquashfs', src, join(out, 'image.sqfs'), '-comp', 'zstd', '-noappend', '-quiet'],
+  },
+  {
+    id: 'mksquashfs-zstd-l3',
+    label: 'mksquashfs -comp zstd -Xcompression-level 3',
+    kind: 'peer',
+    argv: (src, out) => [
+      'mksquashfs',
+      src,
+      join(out, 'image.sqfs'),
+      '-comp',
+      'zstd',
+      '-Xcompression-level',
+      '3',
+      '-noappend',
+      '-quiet',
+    ],
+  },
+  {
+    id: 'mkfs.erofs-lz4hc',
+    label: 'mkfs.erofs -zlz4hc',
+    kind: 'peer',
+    argv: (src, out) => ['mkfs.erofs', '-zlz4hc', join(out, 'image.erofs'), src],
+  },
+  {
+    id: 'read',
+    label: 'cold read: tar -cf - . | wc -c',
+    kind: 'reference',
+    argv: (src) => ['sh', '-c', 'tar -cf - -C "$0" . | wc -c', src],
+  },
+];
+
+/** Debian packages the benchmark drives, by the command that needs them. */
+const DEBS = [
+  { cmd: 'mksquashfs', pkg: 'squashfs-tools', needed: true },
+  { cmd: 'mkfs.erofs', pkg: 'erofs-utils', needed: true },
+  { cmd: '/usr/bin/time', pkg: 'time', needed: true },
+  { cmd: 'debootstrap', pkg: 'debootstrap', needed: false },
+];
+
+/** @param {string} pkg */
+const dpkgInstalled = (pkg) => spawnSync('dpkg', ['-s', pkg], { stdio: 'ignore' }).status === 0;
+
+/** @param {string} pkg */
+const dpkgVersion = (pkg) => outputOf('dpkg-query', ['-W', '-f', '${Version}', pkg]) || 'not installed';
+
+/** Installs what is missing (as root, with apt-get); returns packages that could not be had. */
+function installDebs() {
+  const missing = DEBS.filter((d) => !dpkgInstalled(d.pkg));
+  if (missing.length === 0) return [];
+  const names = missing.map((d) => d.pkg);
+  if (process.getuid?.() === 0) {
+    say(`apt-get install ${names.join(' ')}`);
+    const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+    spawnSync('apt-get', ['update', '-qq'], { stdio: 'inherit', env });
+    spawnSync('apt-get', ['install', '-y', '-qq', ...names], { stdio: 'inherit', env });
+  }
+  const still = missing.filter((d) => !dpkgInstalled(d.pkg));
+  const fatal = still.filter((d) => d.needed);
+  if (fatal.length > 0) {
+    throw new Error(
+      `Missing Debian packages ${fatal.map((d) => d.pkg).join(', ')} (run as root or apt-get install them)`,
+    );
+  }
+  return still.map((d) => d.pkg);
+}
+
+/**
+ * Compiles src/ with the project's tsc and tsconfig into WORK/build (package.json copied,
+ * node_modules linked) and returns the CLI's path there.
+ */
+function privateBuild() {
+  const dir = join(config.work, 'build');
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(
+    join(dir, 'tsconfig.json'),
+    JSON.stringify({
+      extends: join(ROOT, 'tsconfig.json'),
+      compilerOptions: { outDir: dir, rootDir: ROOT, sourceMap: false },
+      include: [join(ROOT, 'src', '**', '*.ts')],
+    }),
+  );
+  copyFileSync(join(ROOT, 'package.json'), join(dir, 'package.json'));
+  symlinkSync(join(ROOT, 'node_modules'), join(dir, 'node_modules'));
+  say(`compiling src/ into ${dir}`);
+  const tsc = join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
+  const r = spawnSync(process.execPath, [tsc, '-p', join(dir, 'tsconfig.json')], { stdio: 'inherit' });
+  if (r.status !== 0) throw new Error(`tsc failed on src/ (exit ${r.status ?? r.signal}): nothing measured`);
+  return join(dir, 'src', 'cli', 'nydus-image.js');
+}
+
+/** What the machine is, for the report. */
+export function machine() {
+  const cpuinfo = readFileSync('/proc/cpuinfo', 'utf8');
+  const model = /^model name\s*:\s*(.*)$/m.exec(cpuinfo)?.[1]?.trim() ?? 'unknown';
+  const flags = /^flags\s*:\s*(.*)$/m.exec(cpuinfo)?.[1]?.split(' ') ?? [];
+  const mhz = /^cpu MHz\s*:\s*(.*)$/m.exec(cpuinfo)?.[1]?.trim();
+  const df = outputOf('df', ['--output=source,fstype', config.work], true).split('\n')[1] ?? '';
+  const lddLibs = (/** @type {string} */ bin) => {
+    const path = outputOf('sh', ['-c', `command -v ${bin}`]);
+    const out = path === '' ? '' : outputOf('ldd', [path], true);
+    return (
+      [...new Set([...out.matchAll(/(lib(?:zstd|lz4)\.so\.\d+) =>/g)].map((m) => m[1]))].join(', ') || 'none'
+    );
+  };
+  let head = outputOf('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD']);
+  // --no-optional-locks: a read-only look, no index refresh.
+  const dirty = outputOf(
+    'git',
+    ['-C', ROOT, '--no-optional-locks', 'status', '--porcelain', '--', 'src'],
+    true,
+  );
+  if (head !== '' && dirty !== '') head += ' (with uncommitted changes in src/)';
+  return {
+    nproc: outputOf('nproc', []) || String(availableParallelism()),
+    memGiB: totalmem() / 1024 ** 3,
+    kernel: release(),
+    cpu: model,
+    cpuMHz: mhz,
+    cpuHints: ['sha_ni', 'avx2', 'avx512f'].filter((f) => flags.includes(f)),
+    node: process.version,
+    disk: df.trim().replace(/\s+/, ' '),
+    commit: head || 'unknown',
+    versions: {
+      mksquashfs: outputOf('mksquashfs', ['-version']),
+      squashfsTools: dpkgVersion('squashfs-tools'),
+      erofsUtils: dpkgVersion('erofs-utils'),
+      libzstd1: dpkgVersion('libzstd1'),
+      liblz4: dpkgVersion('liblz4-1'),
+      debootstrap: dpkgVersion('debootstrap'),
+      gnuTime: dpkgVersion('time'),
+      mksquashfsLinks: lddLibs('mksquashfs'),
+      erofsLinks: lddLibs('mkfs.erofs'),
+    },
+  };
+}
+
+/** Stats line nydus-image logs at the end of a build. */
+const STATS_RE =
+  /(\d+) files, (\d+) bytes in (\d+) chunks \((\d+) deduplicated, (\d+) bytes saved\), (\d+) bytes stored/;
+
+/**
+ * Fixed cost of one `nydus-image create` (empty source directory), and the encoder each
+ * compressor loaded, from its log.
+ * @param {string} tmp
+ * @param {number} rounds
+ */
+function probeOurs(tmp, rounds) {
+  const empty = join(tmp, 'empty');
+  mkdirSync(empty, { recursive: true });
+  /** @type {Record<string, string>} */
+  const encoders = {};
+  for (const c of /** @type {const} */ (['zstd', 'lz4_block'])) {
+    const r = timedRun(ours(c).argv(empty, join(tmp, 'out')), {
+      outDir: join(tmp, 'out'),
+      logPath: join(tmp, 'probe.log'),
+      dropCache: false,
+    });
+    if (r.status !== 0) throw new Error(`nydus-image create failed on an empty directory:\n${r.log}`);
+    encoders[c] = /Compressing with (.*)$/m.exec(r.log)?.[1]?.trim() ?? 'unknown';
+  }
+  const walls = [];
+  let cachesDropped = true;
+  for (let i = 0; i < rounds; i++) {
+    waitQuiet(30);
+    const r = timedRun(ours('zstd').argv(empty, join(tmp, 'out')), {
+      outDir: join(tmp, 'out'),
+      logPath: join(tmp, 'probe.log'),
+      dropCache: true,
+    });
+    cachesDropped &&= r.dropped;
+    walls.push(r.wall);
+  }
+  return { encoders, fixedSeconds: median(walls), cachesDropped };
+}
+
+/**
+ * @typedef {object} ToolResult
+ * @property {Tool} tool
+ * @property {import('./measure.mjs').RunResult[]} runs
+ * @property {string} [failed]
+ * @property {{ wall: number, min: number, max: number, cpu: number, otherCpu: number, rssKiB: number, outputBytes: number }} [median]
+ * @property {RegExpExecArray | null} [stats] nydus-image's own stats line (ours)
+ */
+
+/**
+ * All tools on one data set, alternating: round r starts at tool r (mod n), so no tool always
+ * runs right after the same one.
+ * @param {import('./datasets.mjs').DataSet} ds
+ * @returns {{ results: ToolResult[], cachesDropped: boolean,
+ *   quiet: { waited: number, repeated: number, keptDisturbed: number } }}
+ */
+function benchDataSet(ds) {
+  const outRoot = join(config.work, 'out', ds.name);
+  const logRoot = join(config.work, 'logs', ds.name);
+  mkdirSync(logRoot, { recursive: true });
+  /** @type {ToolResult[]} */
+  const results = TOOLS.map((tool) => ({ tool, runs: [] }));
+  let cachesDropped = true;
+  const quiet = { waited: 0, repeated: 0, keptDisturbed: 0 };
+  for (let round = 0; round < config.rounds; round++) {
+    for (let k = 0; k < results.length; k++) {
+      const res = results[(round + k) % results.length];
+      if (res === undefined || res.failed !== undefined) continue;
+      const outDir = join(outRoot, res.tool.id);
+      const logPath = join(logRoot, `${res.tool.id}.log`);
+      // Wait for a quiet machine; repeat (at most twice) a run that other work disturbed.
+      let r;
+      for (let attempt = 0; ; attempt++) {
+        quiet.waited += waitQuiet(60);
+        r = timedRun(res.tool.argv(ds.dir, outDir), { outDir, logPath, dropCache: true });
+        if (r.status !== 0 || !disturbed(r)) break;
+        if (attempt === 2) {
+          quiet.keptDisturbed++;
+          break;
+        }
+        quiet.repeated++;
+        say(`${ds.name}: ${res.tool.label} disturbed (others used ${r.otherCpu.toFixed(2)} CPU s), again`);
+      }
+      cachesDropped &&= r.dropped;
+      if (r.status !== 0) {
+        res.failed = `exit ${r.status}: ${r.log.trim().split('\n').slice(-2).join(' / ')}`;
+        say(`${ds.name} round ${round + 1}: ${res.tool.label} FAILED (${res.failed}); log ${logPath}`);
+        continue;
+      }
+      if (res.tool.kind === 'ours') res.stats = STATS_RE.exec(r.log);
+      res.runs.push(r);
+      say(
+        `${ds.name} round ${round + 1}/${config.rounds}: ${res.tool.label}: ${r.wall.toFixed(2)} s, ` +
+          `${(r.rssKiB / 1024).toFixed(0)} MiB RSS, ${r.outputBytes} bytes out`,
+      );
+    }
+  }
+  for (const res of results) {
+    if (res.failed !== undefined || res.runs.length === 0) continue;
+    const walls = res.runs.map((r) => r.wall);
+    res.median = {
+      wall: median(walls),
+      min: Math.min(...walls),
+      max: Math.max(...walls),
+      cpu: median(res.runs.map((r) => r.cpu)),
+      otherCpu: median(res.runs.map((r) => r.otherCpu)),
+      rssKiB: median(res.runs.map((r) => r.rssKiB)),
+      outputBytes: median(res.runs.map((r) => r.outputBytes)),
+    };
+  }
+  rmSync(outRoot, { recursive: true, force: true });
+  return { results, cachesDropped, quiet };
+}
+
+async function main() {
+  const started = performance.now();
+  const unknown = config.sets.filter((s) => !['rootfs', 'big-files', 'many-small'].includes(s));
+  if (unknown.length > 0) throw new Error(`Unknown data set(s) ${unknown.join(', ')}`);
+  mkdirSync(config.work, { recursive: true });
+  say(`work directory ${config.work}, ${config.rounds} rounds, data sets ${config.sets.join(', ')}`);
+  const unavailable = installDebs();
+  // Before the build: the commit and src/ state it compiles.
+  const mach = machine();
+  cli = privateBuild();
+
+  // Data sets.
+  /** @type {import('./datasets.mjs').DataSet[]} */
+  const sets = [];
+  for (const name of config.sets) {
+    say(`data set ${name}: making (or reusing the cached copy)`);
+    if (name === 'rootfs') {
+      sets.push(
+        unavailable.includes('debootstrap')
+          ? {
+              name,
+              dir: '',
+              description: 'debootstrap --variant=minbase bookworm',
+              skipped: 'debootstrap is not installed and could not be installed',
+            }
+          : rootfs(config.work, say),
+      );
+    } else if (name === 'big-files') sets.push(bigFiles(config.work, config.bigMiB));
+    else sets.push(manySmall(config.work, config.smallFiles));
+    const ds = sets.at(-1);
+    if (ds?.skipped !== undefined) say(`data set ${name} SKIPPED: ${ds.skipped}`);
+    else if (ds?.stats !== undefined)
+      say(
+        `data set ${name}: ${ds.stats.files} files, ${ds.stats.bytes} bytes (${ds.prepSeconds?.toFixed(1)} s)`,
+      );
+  }
+  const prepSeconds = sets.reduce((a, s) => a + (s.prepSeconds ?? 0), 0);
+
+  const tmp = mkdtempSync(join(config.work, 'probe-'));
+  const probe = probeOurs(tmp, config.rounds);
+  rmSync(tmp, { recursive: true, force: true });
+  say(
+    `nydus-image encoders: ${JSON.stringify(probe.encoders)}; fixed cost ${probe.fixedSeconds.toFixed(2)} s`,
+  );
+
+  const benchStarted = performance.now();
+  /** @type {{ ds: import('./datasets.mjs').DataSet, results: ToolResult[],
+   *   quiet: { waited: number, repeated: number, keptDisturbed: number } }[]} */
+  const measured = [];
+  let cachesDropped = probe.cachesDropped;
+  for (const ds of sets) {
+    if (ds.skipped !== undefined) continue;
+    const r = benchDataSet(ds);
+    cachesDropped &&= r.cachesDropped;
+    measured.push({ ds, results: r.results, quiet: r.quiet });
+  }
+  const now = performance.now();
+  const input = {
+    command: 'npm run bench',
+    config,
+    date: new Date().toISOString().slice(0, 16).replace('T', ' ') + ' UTC',
+    machine: mach,
+    sets,
+    measured,
+    probe,
+    cachesDropped,
+    prepSeconds,
+    benchSeconds: (now - benchStarted) / 1000,
+    totalSeconds: (now - started) / 1000,
+    tools: TOOLS,
+  };
+  // Every measurement (not the tools' logs), so the report can be re-rendered without a rerun.
+  const saved = join(config.work, 'results.json');
+  writeFileSync(
+    saved,
+    JSON.stringify(input, (k, v) => (k === 'log' ? undefined : v), 1),
+  );
+  await writeReport(input);
+  say(`wrote ${config.output} and ${saved} (${((now - started) / 60000).toFixed(1)} min in all)`);
+}
+
+/** @param {Parameters<typeof renderReport>[0]} input */
+async function writeReport(input) {
+  writeFileSync(config.output, await formatMarkdown(renderReport(input), config.output));
+}
+
+/**
+ * `node bench/run.mjs --render [results.json]`: the report again from saved measurements.
+ * @param {string} path
+ */
+async function renderOnly(path) {
+  await writeReport(JSON.parse(readFileSync(path, 'utf8')));
+  say(`wrote ${config.output} from ${path}`);
+}
+
+/**
+ * The project's prettier style, so that `prettier --check` passes on the generated file.
+ * @param {string} text
+ * @param {string} path
+ */
+async function formatMarkdown(text, path) {
+  try {
+    const prettier = await import('prettier');
+    const options = (await prettier.resolveConfig(path)) ?? {};
+    return await prettier.format(text, { ...options, filepath: path });
+  } catch (e) {
+    say(`prettier not available (${e instanceof Error ? e.message : String(e)}): report left unformatted`);
+    return text;
+  }
+}
+
+// Not while being imported (e.g. by a test of the report).
+if (process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  const render = process.argv.indexOf('--render');
+  (render >= 0 ? renderOnly(process.argv[render + 1] ?? join(config.work, 'results.json')) : main()).catch(
+    (e) => {
+      console.error(`bench: ${e instanceof Error ? e.message : String(e)}`);
+      process.exitCode = 1;
+    },
+  );
+}
