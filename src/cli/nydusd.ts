@@ -1,0 +1,139 @@
+#!/usr/bin/env node
+import { extname } from 'node:path';
+import { Command, Option } from 'commander';
+import { NydusError } from '../errors/errors.js';
+import { createLogger, LOG_LEVELS, parseLogLevel } from '../log/logger.js';
+import { startNydusd } from '../daemon/nydusd.js';
+import { buildInfo, EXIT_FAILURE, runCli } from './common.js';
+
+/**
+ * `nydusd`: serve a RAFS image over FUSE (upstream-compatible flags; `nydusd fuse ...` and the
+ * bare form are the same). Requests are read by worker threads; blob reads use the libuv pool,
+ * sized before its first use where the environment does not already set it.
+ */
+process.env['UV_THREADPOOL_SIZE'] ??= '16';
+
+function threads(s: string): number {
+  const n = /^\d+$/.test(s) ? Number(s) : NaN;
+  if (!(n >= 1 && n <= 1024))
+    throw new NydusError('ERR_INVALID_ARG', `Invalid --fuse-threads "${s}": 1..1024`);
+  return n;
+}
+
+interface Opts {
+  apisock?: string;
+  config?: string;
+  logLevel: string;
+  logFile?: string;
+  mountpoint?: string;
+  fuseThreads?: number;
+  threadNum?: number;
+  bootstrap?: string;
+  localfsDir?: string;
+  writable?: boolean;
+  sharedDir?: string;
+  prefetchFiles?: string;
+  virtualMountpoint: string;
+  id?: string;
+  supervisor?: string;
+  upgrade?: boolean;
+}
+
+export function nydusdProgram(): Command {
+  return new Command('nydusd')
+    .description('Nydus image service: serve a RAFS image as a FUSE filesystem')
+    .version(buildInfo('nydusd'), '-V, --version', 'Print version information')
+    .option('-A, --apisock <path>', 'HTTP API unix socket (not available yet)')
+    .option('-C, --config <file>', 'Daemon config file (v1 JSON, v2 JSON or v2 TOML)')
+    .addOption(
+      new Option('-l, --log-level <level>', 'Log level')
+        .choices(LOG_LEVELS.filter((l) => l !== 'off'))
+        .default('info'),
+    )
+    .option('-L, --log-file <file>', 'Log file path (".log" is appended when it has no extension)')
+    .option('-M, --mountpoint <dir>', 'Where to mount the FUSE filesystem')
+    .addOption(new Option('--fuse-threads <n>', 'FUSE request threads (1-1024)').argParser(threads))
+    .addOption(new Option('--thread-num <n>', 'Alias of --fuse-threads').argParser(threads))
+    .option('-B, --bootstrap <file>', 'RAFS bootstrap (or a data blob with inline metadata)')
+    .option('-D, --localfs-dir <dir>', 'Blob directory: localfs backend shortcut config')
+    .option('--writable', 'Read-write FUSE (not supported)')
+    .option('-s, --shared-dir <dir>', 'Passthrough share (not supported)')
+    .option('--prefetch-files <file>', 'Files to prefetch at mount (not supported yet, ignored)')
+    .option('-m, --virtual-mountpoint <path>', 'Where the image sits inside the FUSE filesystem', '/')
+    .option('--id <id>', 'Daemon id (failover; not supported yet)')
+    .option('--supervisor <sock>', 'Supervisor socket (failover; not supported yet)')
+    .option('--upgrade', 'Start in upgrade mode (not supported yet)')
+    .addOption(
+      new Option('--failover-policy <policy>', 'Failover policy').choices(['none', 'resend', 'flush']),
+    )
+    .option('--rlimit-nofile <n>', 'Open file limit (accepted, unchanged)')
+    .option('--log-rotation-size <mb>', 'Log rotation size (accepted, ignored)')
+    .action(async (o: Opts) => {
+      let file = o.logFile;
+      if (file !== undefined && extname(file) === '') file = `${file}.log`;
+      const log = createLogger(parseLogLevel(o.logLevel), file);
+      const unsupported = (flag: string, what: string): never => {
+        throw new NydusError('ERR_UNSUPPORTED', `${flag}: ${what} is not supported yet`);
+      };
+      if (o.writable === true) unsupported('--writable', 'a writable FUSE filesystem');
+      if (o.sharedDir !== undefined) unsupported('--shared-dir', 'passthroughfs');
+      if (o.upgrade === true || o.supervisor !== undefined) unsupported('--upgrade/--supervisor', 'failover');
+      if (o.virtualMountpoint !== '/')
+        unsupported('--virtual-mountpoint', 'a pseudo-fs mount other than "/"');
+      if (o.mountpoint === undefined) throw new NydusError('ERR_INVALID_ARG', '--mountpoint is required');
+      if (o.bootstrap === undefined)
+        throw new NydusError(
+          'ERR_INVALID_ARG',
+          '--bootstrap is required (mounting images through the API is not available yet)',
+        );
+      if (o.apisock !== undefined) log.warn(`--apisock ${o.apisock}: API not available yet`);
+      if (o.prefetchFiles !== undefined) log.warn('--prefetch-files: prefetch is not available yet, ignored');
+      const running = await startNydusd({
+        mountpoint: o.mountpoint,
+        bootstrap: o.bootstrap,
+        ...(o.config !== undefined && { configFile: o.config }),
+        ...(o.localfsDir !== undefined && { localfsDir: o.localfsDir }),
+        threads: o.fuseThreads ?? o.threadNum ?? 4,
+        logger: log,
+      });
+      await new Promise<void>((resolve) => {
+        let stopping = false;
+        const onSignal = (sig: NodeJS.Signals): void => {
+          if (stopping) return;
+          stopping = true;
+          log.info(`${sig} received, unmounting ${running.session.mountpoint}`);
+          running.stop().then(
+            () => resolve(),
+            (e: unknown) => {
+              log.error(`Shutdown failed: ${String(e)}`);
+              process.exitCode = EXIT_FAILURE;
+              resolve();
+            },
+          );
+        };
+        process.on('SIGINT', onSignal);
+        process.on('SIGTERM', onSignal);
+        // The kernel may end the mount by itself (umount from outside).
+        void running.session.done.then(
+          () => {
+            if (!stopping) log.info('The mount went away; exiting');
+            stopping = true;
+            resolve();
+          },
+          (e: unknown) => {
+            log.error(String(e));
+            process.exitCode = EXIT_FAILURE;
+            resolve();
+          },
+        );
+      });
+      log.info('nydusd exits');
+    });
+}
+
+// `nydusd fuse ...` is the bare form with a subcommand word.
+const argv = [...process.argv];
+if (argv[2] === 'fuse') argv.splice(2, 1);
+await runCli('nydusd', nydusdProgram(), argv);
+// Reader threads blocked on /dev/fuse must not keep a failed or finished daemon alive.
+process.exit(process.exitCode ?? 0);

@@ -1,0 +1,289 @@
+import { FopenFlag, InitFlag, Errno } from '../fuse/abi.js';
+import { direntType, toFuseAttr } from '../fuse/attr.js';
+import { FuseError } from '../fuse/errors.js';
+import type { InitOptions } from '../fuse/init.js';
+import type {
+  AccessRequest,
+  GetattrRequest,
+  GetxattrRequest,
+  ListxattrRequest,
+  LookupRequest,
+  OpenRequest,
+  ReaddirplusRequest,
+  ReaddirRequest,
+  ReadlinkRequest,
+  ReadRequest,
+} from '../fuse/messages.js';
+import {
+  packDirents,
+  packDirentsPlus,
+  type AttrOut,
+  type Dirent,
+  type DirentPlus,
+  type EntryOut,
+  type FuseAttr,
+  type Kstatfs,
+  type OpenOut,
+} from '../fuse/replies.js';
+import type { FuseHandler } from '../fuse/session.js';
+import { isDir, isReg, isSymlink } from '../format/flags.js';
+import type { InodeAttr } from '../format/model.js';
+import type { RafsImage } from '../rafs/image.js';
+
+/**
+ * The RAFS file system over FUSE: a read-only view of one `RafsImage`. Stateless apart from
+ * a parent map for "..": node ids are derived from inode numbers (the root is FUSE node 1), so
+ * a node id always names the same inode and so the same file type.
+ */
+
+export interface RafsFsOptions {
+  /** Verify chunk digests on read (config `rafs.validate`). */
+  readonly validate?: boolean;
+  /** Serve GETXATTR/LISTXATTR (config `rafs.enable_xattr`); otherwise no xattr exists (ENODATA, an empty list). */
+  readonly enableXattr?: boolean;
+  /** Entry and attribute timeouts in seconds. Default: a day (the image never changes). */
+  readonly timeoutSec?: number;
+}
+
+const DAY = 24 * 3600;
+/** Node id for inode 0 when inode 0 is not the root (FUSE reserves node id 0). */
+const ZERO_NODE = 1n << 62n;
+/** Readdir offsets: "." is entry 0, ".." entry 1, child k entry k + 2. */
+const FIRST_CHILD = 2;
+
+function enoent(what: string): FuseError {
+  return new FuseError('ERR_NOT_FOUND', what, Errno.ENOENT);
+}
+
+const EMPTY_ATTR: FuseAttr = toFuseAttr({
+  ino: 0,
+  mode: 0,
+  uid: 0,
+  gid: 0,
+  size: 0,
+  blocks: 0,
+  nlink: 0,
+  rdev: 0,
+  mtime: 0,
+  mtimeNsec: 0,
+});
+
+export class RafsFs implements FuseHandler {
+  readonly image: RafsImage;
+  readonly #validate: boolean;
+  readonly #xattr: boolean;
+  readonly #ttl: number;
+  readonly #root: number;
+  #granted = 0n;
+  /** Parent of each directory seen so far (for ".." in readdir). */
+  readonly #parents = new Map<number, number>();
+
+  constructor(image: RafsImage, opts: RafsFsOptions = {}) {
+    this.image = image;
+    this.#validate = opts.validate ?? false;
+    this.#xattr = opts.enableXattr ?? false;
+    this.#ttl = opts.timeoutSec ?? DAY;
+    this.#root = image.bootstrap.rootIno;
+    this.#parents.set(this.#root, this.#root);
+  }
+
+  /** FUSE node id of inode `ino`: the root is 1 and inode 1 takes the root's number. */
+  nodeOf(ino: number): bigint {
+    if (ino === this.#root) return 1n;
+    const v = ino === 1 ? this.#root : ino;
+    return v === 0 ? ZERO_NODE : BigInt(v);
+  }
+
+  /** Inode number of FUSE node `nodeid` (the inverse of nodeOf). */
+  inoOf(nodeid: bigint): number {
+    if (nodeid === 1n) return this.#root;
+    const v = nodeid === ZERO_NODE ? 0 : Number(nodeid);
+    if (v === this.#root) return 1;
+    return v;
+  }
+
+  #attr(ino: number): InodeAttr {
+    try {
+      return this.image.bootstrap.getAttr(ino);
+    } catch (e) {
+      throw new FuseError('ERR_NOT_FOUND', `No inode ${ino}`, Errno.ENOENT, { cause: e });
+    }
+  }
+
+  #entry(ino: number, attr: InodeAttr = this.#attr(ino)): EntryOut {
+    return {
+      nodeid: this.nodeOf(ino),
+      generation: 0n,
+      entryValid: this.#ttl,
+      entryValidNsec: 0,
+      attrValid: this.#ttl,
+      attrValidNsec: 0,
+      attr: toFuseAttr(attr),
+    };
+  }
+
+  init(): InitOptions {
+    return {
+      want:
+        InitFlag.ASYNC_READ |
+        InitFlag.BIG_WRITES |
+        InitFlag.DO_READDIRPLUS |
+        InitFlag.PARALLEL_DIROPS |
+        InitFlag.MAX_PAGES |
+        InitFlag.CACHE_SYMLINKS |
+        InitFlag.NO_OPENDIR_SUPPORT |
+        InitFlag.INIT_EXT,
+      maxPages: 256,
+    };
+  }
+
+  initialized(flags: bigint): void {
+    this.#granted = flags;
+  }
+
+  /** Zero-message opendir where the kernel offers it (an ENOSYS answer turns OPENDIR off). */
+  opendir(): OpenOut {
+    if ((this.#granted & InitFlag.NO_OPENDIR_SUPPORT) !== 0n)
+      throw new FuseError('ERR_UNSUPPORTED', 'opendir needs no handle', Errno.ENOSYS);
+    return { fh: 0n, openFlags: FopenFlag.KEEP_CACHE | FopenFlag.CACHE_DIR, backingId: 0 };
+  }
+
+  lookup(req: LookupRequest): EntryOut {
+    const dir = this.inoOf(req.nodeid);
+    const attr = this.#attr(dir);
+    if (!isDir(attr.mode)) throw new FuseError('ERR_INODE_TYPE', 'Not a directory', Errno.ENOTDIR);
+    const e = this.image.bootstrap.lookup(dir, req.name);
+    if (e === undefined) throw enoent(`No "${req.name.toString()}" in inode ${dir}`);
+    const child = this.#attr(e.ino);
+    if (isDir(child.mode)) this.#parents.set(e.ino, dir);
+    return this.#entry(e.ino, child);
+  }
+
+  getattr(req: GetattrRequest): AttrOut {
+    return { attrValid: this.#ttl, attrValidNsec: 0, attr: toFuseAttr(this.#attr(this.inoOf(req.nodeid))) };
+  }
+
+  readlink(req: ReadlinkRequest): Buffer {
+    const ino = this.inoOf(req.nodeid);
+    if (!isSymlink(this.#attr(ino).mode))
+      throw new FuseError('ERR_INODE_TYPE', 'Not a symlink', Errno.EINVAL);
+    return this.image.bootstrap.readlink(ino);
+  }
+
+  open(req: OpenRequest): OpenOut {
+    const attr = this.#attr(this.inoOf(req.nodeid));
+    if (isDir(attr.mode)) throw new FuseError('ERR_INODE_TYPE', 'Is a directory', Errno.EISDIR);
+    return { fh: 0n, openFlags: FopenFlag.KEEP_CACHE, backingId: 0 };
+  }
+
+  async read(req: ReadRequest): Promise<Buffer> {
+    const ino = this.inoOf(req.nodeid);
+    if (!isReg(this.#attr(ino).mode))
+      throw new FuseError('ERR_INODE_TYPE', 'Not a regular file', Errno.EINVAL);
+    return this.image.readFile(ino, req.offset, req.size, { verify: this.#validate });
+  }
+
+  #dirEntries(
+    req: ReaddirRequest | ReaddirplusRequest,
+    perEntry: number,
+  ): {
+    dir: number;
+    dots: { name: Buffer; ino: number; off: number }[];
+    children: { name: Buffer; ino: number; type: number; off: number }[];
+  } {
+    const dir = this.inoOf(req.nodeid);
+    const attr = this.#attr(dir);
+    if (!isDir(attr.mode)) throw new FuseError('ERR_INODE_TYPE', 'Not a directory', Errno.ENOTDIR);
+    const dots: { name: Buffer; ino: number; off: number }[] = [];
+    if (req.offset <= 0) dots.push({ name: Buffer.from('.'), ino: dir, off: 1 });
+    if (req.offset <= 1) dots.push({ name: Buffer.from('..'), ino: this.#parents.get(dir) ?? dir, off: 2 });
+    const start = Math.max(0, req.offset - FIRST_CHILD);
+    const limit = Math.max(1, Math.ceil(req.size / perEntry));
+    const children = this.image.bootstrap
+      .readdir(dir, start, limit)
+      .map((e, i) => ({ name: e.name, ino: e.ino, type: e.type, off: start + i + FIRST_CHILD + 1 }));
+    for (const c of children) if (isDir(c.type)) this.#parents.set(c.ino, dir);
+    return { dir, dots, children };
+  }
+
+  readdir(req: ReaddirRequest): Buffer {
+    const { dots, children } = this.#dirEntries(req, 32);
+    const list: Dirent[] = [
+      ...dots.map((d) => ({ ino: BigInt(d.ino), off: d.off, type: direntType(0o040000), name: d.name })),
+      ...children.map((c) => ({ ino: BigInt(c.ino), off: c.off, type: direntType(c.type), name: c.name })),
+    ];
+    return packDirents(list, req.size).buf;
+  }
+
+  readdirplus(req: ReaddirplusRequest): Buffer {
+    const { dots, children } = this.#dirEntries(req, 160);
+    const dotEntry = (ino: number): EntryOut => ({
+      nodeid: 0n,
+      generation: 0n,
+      entryValid: 0,
+      entryValidNsec: 0,
+      attrValid: 0,
+      attrValidNsec: 0,
+      attr: { ...EMPTY_ATTR, ino: BigInt(ino), mode: 0o040000 },
+    });
+    const list: DirentPlus[] = [
+      ...dots.map((d) => ({
+        entry: dotEntry(d.ino),
+        dirent: { ino: BigInt(d.ino), off: d.off, type: direntType(0o040000), name: d.name },
+      })),
+    ];
+    // Attributes are read lazily: packing stops at the first entry that does not fit.
+    const attrOf = (ino: number): InodeAttr => this.#attr(ino);
+    const entryOf = (ino: number, attr: InodeAttr): EntryOut => this.#entry(ino, attr);
+    function* all(): Generator<DirentPlus> {
+      yield* list;
+      for (const c of children) {
+        const attr = attrOf(c.ino);
+        yield {
+          entry: entryOf(c.ino, attr),
+          dirent: { ino: BigInt(attr.ino), off: c.off, type: direntType(attr.mode), name: c.name },
+        };
+      }
+    }
+    return packDirentsPlus(all(), req.size).buf;
+  }
+
+  statfs(): Kstatfs {
+    const sb = this.image.bootstrap.superblock;
+    return {
+      blocks: 0,
+      bfree: 0,
+      bavail: 0,
+      files: sb.inodesCount,
+      ffree: 0,
+      bsize: 4096,
+      namelen: 255,
+      frsize: 4096,
+    };
+  }
+
+  getxattr(req: GetxattrRequest): Buffer {
+    if (!this.#xattr) throw new FuseError('ERR_NOT_FOUND', 'xattrs are disabled', Errno.ENODATA);
+    const x = this.image.bootstrap.xattrs(this.inoOf(req.nodeid)).find((p) => p.name.equals(req.name));
+    if (x === undefined) throw new FuseError('ERR_NOT_FOUND', 'No such xattr', Errno.ENODATA);
+    return x.value;
+  }
+
+  listxattr(req: ListxattrRequest): Buffer {
+    if (!this.#xattr) return Buffer.alloc(0);
+    const xs = this.image.bootstrap.xattrs(this.inoOf(req.nodeid));
+    return Buffer.concat(xs.flatMap((p) => [p.name, Buffer.from([0])]));
+  }
+
+  access(req: AccessRequest): void {
+    // default_permissions makes the kernel check modes itself; only existence and W_OK remain.
+    this.#attr(this.inoOf(req.nodeid));
+    if ((req.mask & 2) !== 0) throw new FuseError('ERR_UNSUPPORTED', 'Read-only file system', Errno.EROFS);
+  }
+
+  release(): void {}
+
+  releasedir(): void {}
+
+  destroy(): void {}
+}

@@ -1,0 +1,512 @@
+import { spawn } from 'node:child_process';
+import { basename, dirname, join, resolve } from 'node:path';
+import { Worker } from 'node:worker_threads';
+import {
+  closeSync,
+  constants,
+  openSync,
+  readFileSync,
+  writeFileSync,
+  realpathSync,
+  statSync,
+  writeSync,
+  writevSync,
+} from 'node:fs';
+import { NydusError, errorText } from '../errors/errors.js';
+import type { Logger } from '../log/logger.js';
+import { Errno, expectsReply, minReadBufferSize, opcodeName } from './abi.js';
+import { FuseError, errnoOf } from './errors.js';
+import { negotiateInit, refusedInitFlags, type InitOptions } from './init.js';
+import {
+  decodeInHeader,
+  decodeRequest,
+  type AccessRequest,
+  type FlushRequest,
+  type FuseRequest,
+  type GetattrRequest,
+  type GetxattrRequest,
+  type InitRequest,
+  type ListxattrRequest,
+  type LookupRequest,
+  type OpendirRequest,
+  type OpenRequest,
+  type ReaddirplusRequest,
+  type ReaddirRequest,
+  type ReadlinkRequest,
+  type ReadRequest,
+  type ReleasedirRequest,
+  type ReleaseRequest,
+  type StatfsRequest,
+} from './messages.js';
+import {
+  attrReply,
+  dataReply,
+  emptyReply,
+  entryReply,
+  errorReply,
+  initReply,
+  openReply,
+  replyHeader,
+  statfsReply,
+  xattrReply,
+  type AttrOut,
+  type EntryOut,
+  type Kstatfs,
+  type OpenOut,
+} from './replies.js';
+
+/**
+ * A FUSE session over /dev/fuse without libfuse: mount with mount(8) on an fd we hold, then
+ * read requests, hand them to an async handler and write the replies. Several reads are kept
+ * outstanding on the fd (each one a libuv pool thread), so a slow handler never blocks others.
+ */
+
+/**
+ * The file system behind a session, one method per op. Methods that are absent answer ENOSYS
+ * (OPENDIR included: with NO_OPENDIR_SUPPORT the kernel then stops sending it). A thrown
+ * FuseError answers its errno; any other error answers EIO (project errors map by code) and is
+ * logged.
+ */
+export interface FuseHandler {
+  /** What to ask for in INIT; called once per INIT. */
+  init(req: InitRequest): InitOptions;
+  /** After INIT was accepted, with the granted flags. */
+  initialized?(flags: bigint): void;
+  lookup?(req: LookupRequest): Promise<EntryOut> | EntryOut;
+  getattr?(req: GetattrRequest): Promise<AttrOut> | AttrOut;
+  readlink?(req: ReadlinkRequest): Promise<Buffer> | Buffer;
+  open?(req: OpenRequest): Promise<OpenOut> | OpenOut;
+  opendir?(req: OpendirRequest): Promise<OpenOut> | OpenOut;
+  /** The data (at most req.size bytes; fewer at the end of the file). */
+  read?(req: ReadRequest): Promise<Buffer> | Buffer;
+  /** A packed body (packDirents); empty at the end of the directory. */
+  readdir?(req: ReaddirRequest): Promise<Buffer> | Buffer;
+  readdirplus?(req: ReaddirplusRequest): Promise<Buffer> | Buffer;
+  statfs?(req: StatfsRequest): Promise<Kstatfs> | Kstatfs;
+  /** The value; the session answers the size probe and ERANGE. */
+  getxattr?(req: GetxattrRequest): Promise<Buffer> | Buffer;
+  /** NUL-terminated names, concatenated. */
+  listxattr?(req: ListxattrRequest): Promise<Buffer> | Buffer;
+  access?(req: AccessRequest): Promise<void> | void;
+  flush?(req: FlushRequest): Promise<void> | void;
+  release?(req: ReleaseRequest): Promise<void> | void;
+  releasedir?(req: ReleasedirRequest): Promise<void> | void;
+  destroy?(): void;
+}
+
+export interface MountOptions {
+  /** The source column of the mount table. Default "nydusfs". */
+  readonly source?: string;
+  /** The subtype: the mount shows as `fuse.<subtype>`. Default "nydusfs". */
+  readonly subtype?: string;
+  /** Extra -o options appended to the fixed ones. */
+  readonly extraOptions?: readonly string[];
+  /** Bound on mount(8) and umount(8). Default 20 s. */
+  readonly timeoutMs?: number;
+}
+
+export interface SessionOptions extends MountOptions {
+  /** Reads kept outstanding on the fd. Default 4. */
+  readonly threads?: number;
+  readonly logger?: Logger;
+}
+
+const DEFAULT_TIMEOUT_MS = 20_000;
+/** The largest WRITE we accept sets the read buffer size: 1 MiB plus the header. */
+const MAX_WRITE = 1 << 20;
+
+/** Decode the octal escapes (\040 ...) of a /proc/self/mountinfo path. */
+function unescapeMountPath(s: string): string {
+  return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+}
+
+/** Mount points listed in /proc/self/mountinfo. */
+export function mountPoints(): string[] {
+  return readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .filter((l) => l.length > 0)
+    .map((l) => unescapeMountPath(l.split(' ')[4] ?? ''));
+}
+
+/** Device minor of the mount at `real` (the FUSE connection number), from mountinfo. */
+function mountDevMinor(real: string): number | undefined {
+  const line = readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .reverse()
+    .find((l) => unescapeMountPath(l.split(' ')[4] ?? '') === real);
+  const m = /^(\d+):(\d+)$/.exec(line?.split(' ')[2] ?? '');
+  return m === null ? undefined : Number(m[2]);
+}
+
+export function isMountPoint(path: string): boolean {
+  let real: string;
+  try {
+    real = realpathSync(path);
+  } catch {
+    return false;
+  }
+  return mountPoints().includes(real);
+}
+
+/**
+ * Check a mountpoint before mounting: it exists, is a directory, and nothing is mounted there.
+ * The mount table is read before the path is touched: stat on a mount this process serves (or
+ * on a dead FUSE mount) would hang or fail confusingly.
+ */
+export function checkMountpoint(path: string): string {
+  let real: string;
+  try {
+    real = join(realpathSync(dirname(resolve(path))), basename(resolve(path)));
+  } catch (e) {
+    throw new NydusError('ERR_INVALID_ARG', `Mountpoint "${path}" does not exist: ${errorText(e)}`);
+  }
+  if (mountPoints().includes(real))
+    throw new NydusError(
+      'ERR_INVALID_ARG',
+      `Mountpoint "${path}" is busy: something is already mounted there`,
+    );
+  try {
+    real = realpathSync(real);
+  } catch (e) {
+    throw new NydusError('ERR_INVALID_ARG', `Mountpoint "${path}" does not exist: ${errorText(e)}`);
+  }
+  if (mountPoints().includes(real))
+    throw new NydusError(
+      'ERR_INVALID_ARG',
+      `Mountpoint "${path}" is busy: something is already mounted there`,
+    );
+  if (!statSync(real).isDirectory())
+    throw new NydusError('ERR_INVALID_ARG', `Mountpoint "${path}" is not a directory`);
+  return real;
+}
+
+interface CmdResult {
+  code: number | null;
+  stderr: string;
+}
+
+function runCmd(cmd: string, args: string[], timeoutMs: number, fd?: number): Promise<CmdResult> {
+  return new Promise((resolve, reject) => {
+    const stdio: ('ignore' | 'pipe' | number)[] = ['ignore', 'ignore', 'pipe'];
+    if (fd !== undefined) stdio.push(fd);
+    const child = spawn(cmd, args, { stdio });
+    let stderr = '';
+    child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new NydusError('ERR_IO', `${cmd} ${args.join(' ')} did not finish within ${timeoutMs} ms`));
+    }, timeoutMs);
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      reject(new NydusError('ERR_IO', `Cannot run ${cmd}: ${errorText(e)}`));
+    });
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stderr: stderr.trim() });
+    });
+  });
+}
+
+/** The reader thread (CommonJS, evaluated): read requests, post them, report how it ended. */
+const READER_SOURCE = `
+const { parentPort, workerData } = require('node:worker_threads');
+const { readSync } = require('node:fs');
+const buf = Buffer.alloc(workerData.size);
+for (;;) {
+  let n;
+  try {
+    n = readSync(workerData.fd, buf, 0, buf.length, null);
+  } catch (e) {
+    if (e.code === 'EINTR' || e.code === 'EAGAIN' || e.code === 'ENOENT') continue;
+    parentPort.postMessage({ end: String(e.code), message: String(e.message) });
+    break;
+  }
+  const out = new Uint8Array(n);
+  out.set(buf.subarray(0, n));
+  parentPort.postMessage(out, [out.buffer]);
+}
+`;
+
+type Reply = Buffer | readonly Buffer[] | null;
+
+/** A mounted FUSE file system being served. */
+export class FuseSession {
+  readonly mountpoint: string;
+  readonly #fd: number;
+  readonly #handler: FuseHandler;
+  readonly #log: Logger | undefined;
+  readonly #timeoutMs: number;
+  readonly #threads: number;
+  #fdOpen = true;
+  #mounted = true;
+  #done: Promise<void> | undefined;
+  #inFlight = 0;
+  /** The connection number (the mount's device minor), for fusectl. */
+  #dev: number | undefined;
+
+  private constructor(fd: number, mountpoint: string, handler: FuseHandler, opts: SessionOptions) {
+    this.#fd = fd;
+    this.mountpoint = mountpoint;
+    this.#handler = handler;
+    this.#log = opts.logger;
+    this.#timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    this.#threads = Math.max(1, opts.threads ?? 4);
+  }
+
+  /**
+   * Mount a read-only FUSE file system at `mountpoint` and start serving it with `handler`.
+   * Needs root (mount(8) with an fd). Fails with one clear message when the mountpoint is
+   * missing, not a directory or busy, or when mount(8) refuses.
+   */
+  static async mount(
+    mountpoint: string,
+    handler: FuseHandler,
+    opts: SessionOptions = {},
+  ): Promise<FuseSession> {
+    const real = checkMountpoint(mountpoint);
+    let fd: number;
+    try {
+      fd = openSync('/dev/fuse', constants.O_RDWR);
+    } catch (e) {
+      throw new NydusError('ERR_IO', `Cannot open /dev/fuse: ${errorText(e)}`);
+    }
+    const options = [
+      'fd=3',
+      'rootmode=40000',
+      'user_id=0',
+      'group_id=0',
+      'allow_other',
+      'default_permissions',
+      'ro',
+      ...(opts.extraOptions ?? []),
+    ].join(',');
+    try {
+      const r = await runCmd(
+        'mount',
+        ['-i', '-t', `fuse.${opts.subtype ?? 'nydusfs'}`, '-o', options, opts.source ?? 'nydusfs', real],
+        opts.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+        fd,
+      );
+      if (r.code !== 0)
+        throw new NydusError(
+          'ERR_IO',
+          `Cannot mount FUSE at "${mountpoint}": ${r.stderr || `mount exited ${r.code}`}`,
+        );
+    } catch (e) {
+      closeSync(fd);
+      throw e;
+    }
+    const s = new FuseSession(fd, real, handler, opts);
+    s.#dev = mountDevMinor(real);
+    s.#start();
+    return s;
+  }
+
+  /** Settles when the kernel ended the connection (after unmount) and the fd is closed. */
+  get done(): Promise<void> {
+    return this.#done ?? Promise.resolve();
+  }
+
+  #start(): void {
+    const size = minReadBufferSize(MAX_WRITE);
+    const readers = Array.from({ length: this.#threads }, () => this.#reader(size));
+    this.#done = Promise.all(readers).then(
+      () => this.#close(),
+      (e: unknown) => {
+        this.#close();
+        throw e;
+      },
+    );
+  }
+
+  #close(): void {
+    this.#mounted = false;
+    if (this.#fdOpen) {
+      this.#fdOpen = false;
+      closeSync(this.#fd);
+    }
+  }
+
+  /**
+   * One reader: a worker thread blocked in read(2) on the fd, posting each request here. Worker
+   * threads keep the libuv pool free for blob I/O. Settles when the connection ends (ENODEV).
+   */
+  #reader(size: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const w = new Worker(READER_SOURCE, { eval: true, workerData: { fd: this.#fd, size } });
+      w.on('message', (m: Uint8Array | { end: string; message: string }) => {
+        if (m instanceof Uint8Array) {
+          void this.#serve(Buffer.from(m.buffer, m.byteOffset, m.byteLength));
+          return;
+        }
+        if (m.end === 'ENODEV' || m.end === 'EBADF') resolve();
+        else reject(new NydusError('ERR_IO', `Reading /dev/fuse failed: ${m.message}`));
+      });
+      w.on('error', (e) => reject(new NydusError('ERR_IO', `FUSE reader thread failed: ${errorText(e)}`)));
+      w.on('exit', () => resolve());
+    });
+  }
+
+  async #serve(bytes: Buffer): Promise<void> {
+    let req: FuseRequest;
+    try {
+      req = decodeRequest(bytes);
+    } catch (e) {
+      this.#log?.warn(`Bad FUSE request: ${errorText(e)}`);
+      try {
+        const h = decodeInHeader(bytes);
+        if (expectsReply(h.opcode)) this.#write(errorReply(h.unique, errnoOf(e)));
+      } catch {
+        // not even a header: nothing to answer
+      }
+      return;
+    }
+    this.#inFlight++;
+    try {
+      const reply = await this.#dispatch(req);
+      if (reply !== null) this.#write(reply);
+    } catch (e) {
+      const errno = errnoOf(e);
+      if (!(e instanceof FuseError)) {
+        const what = req.op === 'unsupported' || req.op === 'modify' ? opcodeName(req.opcode) : req.op;
+        this.#log?.error(`FUSE ${what} (nodeid ${req.nodeid}) failed: ${errorText(e)}`);
+      }
+      if (expectsReply(req.opcode)) this.#write(errorReply(req.unique, errno === 0 ? Errno.EIO : errno));
+    } finally {
+      this.#inFlight--;
+    }
+  }
+
+  #write(reply: Buffer | readonly Buffer[]): void {
+    if (!this.#fdOpen) return;
+    try {
+      if (Buffer.isBuffer(reply)) writeSync(this.#fd, reply);
+      else writevSync(this.#fd, reply);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      // ENOENT: the request was interrupted and its caller is gone; ENODEV: the mount is gone.
+      if (code === 'ENOENT' || code === 'ENODEV' || code === 'EBADF') return;
+      this.#log?.error(`Writing a FUSE reply failed: ${errorText(e)}`);
+    }
+  }
+
+  async #dispatch(req: FuseRequest): Promise<Reply> {
+    const h = this.#handler;
+    const u = req.unique;
+    const nosys = (): Buffer => errorReply(u, Errno.ENOSYS);
+    switch (req.op) {
+      case 'init': {
+        const o = h.init(req);
+        const n = negotiateInit(req, o);
+        if (n.kind === 'accept') {
+          const refused = refusedInitFlags(o.want, n.flags);
+          if (refused.length > 0) this.#log?.debug(`FUSE kernel did not grant: ${refused.join(', ')}`);
+          this.#log?.debug(`FUSE protocol 7.${n.minor} negotiated`);
+          h.initialized?.(n.flags);
+        }
+        return initReply(u, n.reply);
+      }
+      case 'lookup':
+        return h.lookup ? entryReply(u, await h.lookup(req)) : nosys();
+      case 'getattr':
+        return h.getattr ? attrReply(u, await h.getattr(req)) : nosys();
+      case 'readlink':
+        return h.readlink ? dataReply(u, await h.readlink(req)) : nosys();
+      case 'open':
+        return h.open ? openReply(u, await h.open(req)) : nosys();
+      case 'opendir':
+        return h.opendir ? openReply(u, await h.opendir(req)) : nosys();
+      case 'read': {
+        if (!h.read) return nosys();
+        const data = await h.read(req);
+        return data.length === 0 ? replyHeader(u, 0) : [replyHeader(u, data.length), data];
+      }
+      case 'readdir':
+        return h.readdir ? dataReply(u, await h.readdir(req)) : nosys();
+      case 'readdirplus':
+        return h.readdirplus ? dataReply(u, await h.readdirplus(req)) : nosys();
+      case 'statfs':
+        return h.statfs ? statfsReply(u, await h.statfs(req)) : nosys();
+      case 'getxattr':
+        return h.getxattr ? xattrReply(u, req.size, await h.getxattr(req)) : nosys();
+      case 'listxattr':
+        return h.listxattr ? xattrReply(u, req.size, await h.listxattr(req)) : nosys();
+      case 'access':
+        if (!h.access) return nosys();
+        await h.access(req);
+        return emptyReply(u);
+      case 'flush':
+        if (!h.flush) return nosys();
+        await h.flush(req);
+        return emptyReply(u);
+      case 'release':
+        await h.release?.(req);
+        return emptyReply(u);
+      case 'releasedir':
+        await h.releasedir?.(req);
+        return emptyReply(u);
+      case 'destroy':
+        h.destroy?.();
+        return emptyReply(u);
+      case 'modify':
+        return errorReply(u, Errno.EROFS);
+      case 'forget':
+      case 'batch-forget':
+      case 'interrupt':
+        return null;
+      case 'unsupported':
+        return expectsReply(req.opcode) ? nosys() : null;
+    }
+  }
+
+  /**
+   * Unmount and wait for the request loop to end. A busy mount is detached lazily (with a
+   * warning) so the daemon can always exit.
+   */
+  async stop(): Promise<void> {
+    // Never stat the mountpoint here: this thread serves it, and would wait on itself.
+    if (this.#mounted && mountPoints().includes(this.mountpoint)) {
+      let r: CmdResult;
+      try {
+        r = await runCmd('umount', [this.mountpoint], this.#timeoutMs);
+      } catch (e) {
+        r = { code: -1, stderr: errorText(e) };
+      }
+      if (r.code !== 0) {
+        this.#log?.warn(`umount ${this.mountpoint} failed (${r.stderr}); detaching it lazily`);
+        this.#abort();
+        await runCmd('umount', ['-l', this.mountpoint], this.#timeoutMs).catch(() => undefined);
+      }
+    }
+    const bounded = new Promise<void>((resolve) => {
+      const t = setTimeout(() => {
+        this.#log?.warn('FUSE request loop did not end after umount; aborting the connection');
+        this.#abort();
+        resolve();
+      }, this.#timeoutMs);
+      t.unref();
+      void this.done
+        .catch(() => undefined)
+        .then(() => {
+          clearTimeout(t);
+          resolve();
+        });
+    });
+    await bounded;
+  }
+
+  /** Abort the connection through fusectl (when mounted): every waiter fails at once. */
+  #abort(): void {
+    if (this.#dev === undefined) return;
+    try {
+      writeFileSync(`/sys/fs/fuse/connections/${this.#dev}/abort`, '1');
+    } catch {
+      // fusectl not mounted: nothing more to do
+    }
+  }
+
+  /** Requests being served right now. */
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+}
