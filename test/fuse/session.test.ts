@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Errno, InitFlag, S_IFDIR, S_IFREG } from '../../src/fuse/abi.js';
@@ -124,6 +124,9 @@ test('FuseSession.mount refuses a missing mountpoint and a file with one clear m
       FuseSession.mount(dir + '/../' + dir.split('/').pop() + '/x', handler),
       /does not exist/,
     );
+    const file = join(dir, 'file');
+    writeFileSync(file, 'x');
+    await assert.rejects(FuseSession.mount(file, handler), /Mountpoint ".*file" is not a directory/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
