@@ -245,7 +245,8 @@ export function renderReport(o) {
     `- Fixed cost of one \`nydus-image create\` (empty source directory, median of ${o.config.rounds}): ` +
       `${fx(o.probe.fixedSeconds)} s (Node.js start-up, module loading, worker threads, native libraries).`,
     `- Run time: ${o.prepSeconds > 0 ? `data sets made in ${fx(o.prepSeconds, 0)} s, ` : 'data sets cached from an earlier run, '}measurements ` +
-      `${fx(o.benchSeconds / 60, 1)} min, ${fx(o.totalSeconds / 60, 1)} min in all.`,
+      `${fx(o.benchSeconds / 60, 1)} min (of which ${fx(o.measured.reduce((t, x) => t + x.quiet.waited, 0) / 60, 1)} min ` +
+      `waiting for a quiet machine, plus the repeated runs), ${fx(o.totalSeconds / 60, 1)} min in all.`,
     `- Sizes, tuned to keep the whole run under 25 minutes on 2 cores: big-files has 4 files of ` +
       `${o.config.bigMiB} MiB (\`NYDUS_BENCH_BIG_MIB\`; \`mkfs.erofs -zlz4hc\` dominates that data ` +
       `set's time), many-small ${int(o.config.smallFiles)} files (\`NYDUS_BENCH_SMALL\`). ` +
