@@ -48,7 +48,8 @@ interface Slot {
 
 /**
  * Feeds file data through the chunk pool and lands the results in blob order: at most
- * `window` chunks are in flight (memory stays at window x chunk size), results are taken in
+ * `window` chunks are in flight (memory stays at window x chunk size; small files are read by
+ * the workers themselves), results are taken in
  * submission order, deduplicated against the dict, written to the store, and recorded as the
  * inode's chunk k.
  */
@@ -68,7 +69,7 @@ export class ChunkSink {
     dict: ChunkDict,
     store: () => Promise<ChunkStore>,
     chunkSize: number,
-    window = pool.threads * 4,
+    window = pool.threads * 16,
   ) {
     this.#pool = pool;
     this.#dict = dict;
@@ -95,11 +96,18 @@ export class ChunkSink {
     this.onProgress?.(this.stats.sourceBytes);
   }
 
-  /** Queue chunk k of `inode` (data of at most chunkSize bytes). */
-  async push(inode: BuildInode, k: number, data: Buffer): Promise<void> {
+  /**
+   * Queue chunk k of `inode` (data of at most chunkSize bytes). With `transferable`, `data`
+   * owns its ArrayBuffer and is handed to the worker (see ChunkPool.submit).
+   */
+  async push(inode: BuildInode, k: number, data: Buffer, transferable = false): Promise<void> {
+    await this.#enqueue(inode, k, () => this.#pool.submit(data, transferable));
+  }
+
+  async #enqueue(inode: BuildInode, k: number, submit: () => Promise<ProcessedChunk>): Promise<void> {
     while (this.#queue.length >= this.#window) await this.#land();
     inode.chunks ??= [];
-    const result = this.#pool.submit(data);
+    const result = submit();
     // Rejections surface when the slot lands; keep them from being reported as unhandled first.
     result.catch(() => undefined);
     this.#queue.push({ inode, k, fileOffset: k * this.chunkSize, result });
@@ -143,6 +151,12 @@ export class ChunkSink {
 
   /** Chunk a regular file from the file system, refusing files that change while read. */
   async pushFile(inode: BuildInode, path: string | Buffer): Promise<void> {
+    if (inode.size <= this.chunkSize) {
+      // One chunk: a worker reads it, so small files are read in parallel with no main-thread I/O.
+      inode.chunks = [];
+      await this.#enqueue(inode, 0, () => this.#pool.submitFile(path, inode.size));
+      return;
+    }
     const shown = path.toString();
     let fh;
     try {
@@ -157,7 +171,7 @@ export class ChunkSink {
       let k = 0;
       for (let off = 0; off < size; off += this.chunkSize) {
         const len = Math.min(this.chunkSize, size - off);
-        const buf = Buffer.allocUnsafe(len);
+        const buf = Buffer.allocUnsafeSlow(len);
         let got = 0;
         while (got < len) {
           const { bytesRead } = await fh.read(buf, got, len - got, off + got);
@@ -169,7 +183,7 @@ export class ChunkSink {
             'ERR_IO',
             `File "${shown}" changed during the build: it is shorter than ${size} bytes`,
           );
-        await this.push(inode, k++, buf);
+        await this.push(inode, k++, buf, true);
       }
       const after = await fh.stat({ bigint: true });
       if (

@@ -21,8 +21,8 @@ function setup(): { dir: string; src: string; out: string; opts: BuildOptions } 
   const out = join(dir, 'out');
   mkdirSync(src);
   mkdirSync(out);
-  // Larger than the in-flight window (4 chunks per worker), so chunks land while it is read.
-  const big = Buffer.alloc(16 << 20);
+  // Larger than the in-flight window (16 chunks per worker), so chunks land while it is read.
+  const big = Buffer.alloc(48 << 20);
   for (let i = 0; i < big.length; i += 4) big.writeUInt32LE((i * 2654435761) >>> 0, i);
   writeFileSync(join(src, 'a-big'), big);
   writeFileSync(join(src, 'b-small'), 'small');
@@ -93,8 +93,8 @@ test('identical chunks inside one build are stored once', async () => {
     writeFileSync(join(src, 'copy'), Buffer.alloc(3 << 20, 9));
     writeFileSync(join(src, 'copy2'), Buffer.alloc(3 << 20, 9));
     const r = await build(opts);
-    // a-big: 16 distinct chunks; b-small: 1; copy and copy2: one 1 MiB chunk of 9s, used 6 times
-    assert.equal(r.stats.chunks, 16 + 1 + 6);
+    // a-big: 48 distinct chunks; b-small: 1; copy and copy2: one 1 MiB chunk of 9s, used 6 times
+    assert.equal(r.stats.chunks, 48 + 1 + 6);
     assert.equal(r.stats.dedupChunks, 5);
   } finally {
     rmSync(dir, { recursive: true, force: true });
