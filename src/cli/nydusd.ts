@@ -3,8 +3,8 @@ import { extname } from 'node:path';
 import { Command, Option } from 'commander';
 import { NydusError } from '../errors/errors.js';
 import { createLogger, LOG_LEVELS, parseLogLevel } from '../log/logger.js';
-import { startNydusd } from '../daemon/nydusd.js';
-import { buildInfo, EXIT_FAILURE, runCli } from './common.js';
+import { NydusDaemon } from '../daemon/daemon.js';
+import { buildInfo, EXIT_FAILURE, packageVersion, runCli } from './common.js';
 
 /**
  * `nydusd`: serve a RAFS image over FUSE (upstream-compatible flags; `nydusd fuse ...` and the
@@ -43,7 +43,7 @@ export function nydusdProgram(): Command {
   return new Command('nydusd')
     .description('Nydus image service: serve a RAFS image as a FUSE filesystem')
     .version(buildInfo('nydusd'), '-V, --version', 'Print version information')
-    .option('-A, --apisock <path>', 'HTTP API unix socket (not available yet)')
+    .option('-A, --apisock <path>', 'HTTP API unix socket')
     .option('-C, --config <file>', 'Daemon config file (v1 JSON, v2 JSON or v2 TOML)')
     .addOption(
       new Option('-l, --log-level <level>', 'Log level')
@@ -58,9 +58,12 @@ export function nydusdProgram(): Command {
     .option('-D, --localfs-dir <dir>', 'Blob directory: localfs backend shortcut config')
     .option('--writable', 'Read-write FUSE (not supported)')
     .option('-s, --shared-dir <dir>', 'Passthrough share (not supported)')
-    .option('--prefetch-files <file>', 'Files to prefetch at mount (not supported yet, ignored)')
+    .option(
+      '--prefetch-files <file>',
+      'File listing paths to prefetch at mount, one per line (needs --bootstrap)',
+    )
     .option('-m, --virtual-mountpoint <path>', 'Where the image sits inside the FUSE filesystem', '/')
-    .option('--id <id>', 'Daemon id (failover; not supported yet)')
+    .option('--id <id>', 'Daemon id (shown by the API)')
     .option('--supervisor <sock>', 'Supervisor socket (failover; not supported yet)')
     .option('--upgrade', 'Start in upgrade mode (not supported yet)')
     .addOption(
@@ -78,31 +81,37 @@ export function nydusdProgram(): Command {
       if (o.writable === true) unsupported('--writable', 'a writable FUSE filesystem');
       if (o.sharedDir !== undefined) unsupported('--shared-dir', 'passthroughfs');
       if (o.upgrade === true || o.supervisor !== undefined) unsupported('--upgrade/--supervisor', 'failover');
-      if (o.virtualMountpoint !== '/')
-        unsupported('--virtual-mountpoint', 'a pseudo-fs mount other than "/"');
       if (o.mountpoint === undefined) throw new NydusError('ERR_INVALID_ARG', '--mountpoint is required');
-      if (o.bootstrap === undefined)
-        throw new NydusError(
-          'ERR_INVALID_ARG',
-          '--bootstrap is required (mounting images through the API is not available yet)',
-        );
-      if (o.apisock !== undefined) log.warn(`--apisock ${o.apisock}: API not available yet`);
-      if (o.prefetchFiles !== undefined) log.warn('--prefetch-files: prefetch is not available yet, ignored');
-      const running = await startNydusd({
+      if (
+        o.bootstrap === undefined &&
+        (o.config !== undefined || o.localfsDir !== undefined) &&
+        o.apisock === undefined
+      )
+        log.warn('no --bootstrap and no --apisock: the mount stays an empty directory');
+      let exited: () => void = () => undefined;
+      const apiExit = new Promise<void>((resolve) => (exited = resolve));
+      const daemon = await NydusDaemon.start({
         mountpoint: o.mountpoint,
-        bootstrap: o.bootstrap,
+        ...(o.bootstrap !== undefined && { bootstrap: o.bootstrap }),
         ...(o.config !== undefined && { configFile: o.config }),
         ...(o.localfsDir !== undefined && { localfsDir: o.localfsDir }),
+        ...(o.prefetchFiles !== undefined && { prefetchFilesList: o.prefetchFiles }),
+        ...(o.apisock !== undefined && { apisock: o.apisock }),
+        ...(o.id !== undefined && { id: o.id }),
+        virtualMountpoint: o.virtualMountpoint,
         threads: o.fuseThreads ?? o.threadNum ?? 4,
+        version: packageVersion(),
         logger: log,
+        onExit: () => exited(),
       });
+      const session = daemon.session!;
       await new Promise<void>((resolve) => {
         let stopping = false;
         const onSignal = (sig: NodeJS.Signals): void => {
           if (stopping) return;
           stopping = true;
-          log.info(`${sig} received, unmounting ${running.session.mountpoint}`);
-          running.stop().then(
+          log.info(`${sig} received, unmounting ${session.mountpoint}`);
+          daemon.stop().then(
             () => resolve(),
             (e: unknown) => {
               log.error(`Shutdown failed: ${String(e)}`);
@@ -113,17 +122,22 @@ export function nydusdProgram(): Command {
         };
         process.on('SIGINT', onSignal);
         process.on('SIGTERM', onSignal);
+        void apiExit.then(() => {
+          log.info('exit requested through the API');
+          stopping = true;
+          resolve();
+        });
         // The kernel may end the mount by itself (umount from outside).
-        void running.session.done.then(
+        void session.done.then(
           () => {
             if (!stopping) log.info('The mount went away; exiting');
             stopping = true;
-            resolve();
+            void daemon.stop().finally(resolve);
           },
           (e: unknown) => {
             log.error(String(e));
             process.exitCode = EXIT_FAILURE;
-            resolve();
+            void daemon.stop().finally(resolve);
           },
         );
       });

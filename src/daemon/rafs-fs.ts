@@ -43,11 +43,19 @@ export interface RafsFsOptions {
   readonly enableXattr?: boolean;
   /** Entry and attribute timeouts in seconds. Default: a day (the image never changes). */
   readonly timeoutSec?: number;
+  /**
+   * Added to every node id and reported inode number (the VFS puts each mounted instance in
+   * its own range: slot << 56). The root is `nodeBase | 1`. Default 0: the root is node 1.
+   */
+  readonly nodeBase?: bigint;
 }
+
+/** Node ids and inode numbers of one instance stay below this (the VFS uses the top 8 bits). */
+export const NODE_MASK = (1n << 56n) - 1n;
 
 const DAY = 24 * 3600;
 /** Node id for inode 0 when inode 0 is not the root (FUSE reserves node id 0). */
-const ZERO_NODE = 1n << 62n;
+const ZERO_NODE = NODE_MASK;
 /** Readdir offsets: "." is entry 0, ".." entry 1, child k entry k + 2. */
 const FIRST_CHILD = 2;
 
@@ -74,6 +82,7 @@ export class RafsFs implements FuseHandler {
   readonly #xattr: boolean;
   readonly #ttl: number;
   readonly #root: number;
+  readonly #base: bigint;
   #granted = 0n;
   /** Parent of each directory seen so far (for ".." in readdir). */
   readonly #parents = new Map<number, number>();
@@ -84,20 +93,25 @@ export class RafsFs implements FuseHandler {
     this.#xattr = opts.enableXattr ?? false;
     this.#ttl = opts.timeoutSec ?? DAY;
     this.#root = image.bootstrap.rootIno;
+    this.#base = opts.nodeBase ?? 0n;
     this.#parents.set(this.#root, this.#root);
   }
 
   /** FUSE node id of inode `ino`: the root is 1 and inode 1 takes the root's number. */
   nodeOf(ino: number): bigint {
-    if (ino === this.#root) return 1n;
+    if (ino === this.#root) return this.#base | 1n;
     const v = ino === 1 ? this.#root : ino;
-    return v === 0 ? ZERO_NODE : BigInt(v);
+    if (v === 0) return this.#base | ZERO_NODE;
+    const n = BigInt(v);
+    if (n >= ZERO_NODE) throw new FuseError('ERR_FORMAT', `Inode number ${v} is too large`, Errno.EIO);
+    return this.#base | n;
   }
 
   /** Inode number of FUSE node `nodeid` (the inverse of nodeOf). */
   inoOf(nodeid: bigint): number {
-    if (nodeid === 1n) return this.#root;
-    const v = nodeid === ZERO_NODE ? 0 : Number(nodeid);
+    const inner = nodeid & NODE_MASK;
+    if (inner === 1n) return this.#root;
+    const v = inner === ZERO_NODE ? 0 : Number(inner);
     if (v === this.#root) return 1;
     return v;
   }
@@ -118,8 +132,18 @@ export class RafsFs implements FuseHandler {
       entryValidNsec: 0,
       attrValid: this.#ttl,
       attrValidNsec: 0,
-      attr: toFuseAttr(attr),
+      attr: this.#fuseAttr(attr),
     };
+  }
+
+  #fuseAttr(attr: InodeAttr): FuseAttr {
+    const a = toFuseAttr(attr);
+    return this.#base === 0n ? a : { ...a, ino: this.#base | a.ino };
+  }
+
+  /** The inode number reported for `ino` (st_ino, d_ino). */
+  #reportedIno(ino: number): bigint {
+    return this.#base | BigInt(ino);
   }
 
   init(): InitOptions {
@@ -160,7 +184,11 @@ export class RafsFs implements FuseHandler {
   }
 
   getattr(req: GetattrRequest): AttrOut {
-    return { attrValid: this.#ttl, attrValidNsec: 0, attr: toFuseAttr(this.#attr(this.inoOf(req.nodeid))) };
+    return {
+      attrValid: this.#ttl,
+      attrValidNsec: 0,
+      attr: this.#fuseAttr(this.#attr(this.inoOf(req.nodeid))),
+    };
   }
 
   readlink(req: ReadlinkRequest): Buffer {
@@ -209,8 +237,18 @@ export class RafsFs implements FuseHandler {
   readdir(req: ReaddirRequest): Buffer {
     const { dots, children } = this.#dirEntries(req, 32);
     const list: Dirent[] = [
-      ...dots.map((d) => ({ ino: BigInt(d.ino), off: d.off, type: direntType(0o040000), name: d.name })),
-      ...children.map((c) => ({ ino: BigInt(c.ino), off: c.off, type: direntType(c.type), name: c.name })),
+      ...dots.map((d) => ({
+        ino: this.#reportedIno(d.ino),
+        off: d.off,
+        type: direntType(0o040000),
+        name: d.name,
+      })),
+      ...children.map((c) => ({
+        ino: this.#reportedIno(c.ino),
+        off: c.off,
+        type: direntType(c.type),
+        name: c.name,
+      })),
     ];
     return packDirents(list, req.size).buf;
   }
@@ -224,24 +262,25 @@ export class RafsFs implements FuseHandler {
       entryValidNsec: 0,
       attrValid: 0,
       attrValidNsec: 0,
-      attr: { ...EMPTY_ATTR, ino: BigInt(ino), mode: 0o040000 },
+      attr: { ...EMPTY_ATTR, ino: this.#reportedIno(ino), mode: 0o040000 },
     });
     const list: DirentPlus[] = [
       ...dots.map((d) => ({
         entry: dotEntry(d.ino),
-        dirent: { ino: BigInt(d.ino), off: d.off, type: direntType(0o040000), name: d.name },
+        dirent: { ino: this.#reportedIno(d.ino), off: d.off, type: direntType(0o040000), name: d.name },
       })),
     ];
     // Attributes are read lazily: packing stops at the first entry that does not fit.
     const attrOf = (ino: number): InodeAttr => this.#attr(ino);
     const entryOf = (ino: number, attr: InodeAttr): EntryOut => this.#entry(ino, attr);
+    const reported = (ino: number): bigint => this.#reportedIno(ino);
     function* all(): Generator<DirentPlus> {
       yield* list;
       for (const c of children) {
         const attr = attrOf(c.ino);
         yield {
           entry: entryOf(c.ino, attr),
-          dirent: { ino: BigInt(attr.ino), off: c.off, type: direntType(attr.mode), name: c.name },
+          dirent: { ino: reported(attr.ino), off: c.off, type: direntType(attr.mode), name: c.name },
         };
       }
     }

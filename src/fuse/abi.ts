@@ -353,6 +353,7 @@ export const Errno = {
   ENOTSUP: 95,
   ECONNABORTED: 103,
   ETIMEDOUT: 110,
+  ESTALE: 116,
 } as const;
 
 /**

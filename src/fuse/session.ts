@@ -241,6 +241,8 @@ export class FuseSession {
   #mounted = true;
   #done: Promise<void> | undefined;
   #inFlight = 0;
+  /** Requests being served, by unique: what `GET /api/v1/metrics/inflight` lists. */
+  readonly #requests = new Map<bigint, { opcode: number; nodeid: bigint; startMs: number }>();
   /** The connection number (the mount's device minor), for fusectl. */
   #dev: number | undefined;
 
@@ -362,6 +364,7 @@ export class FuseSession {
       return;
     }
     this.#inFlight++;
+    this.#requests.set(req.unique, { opcode: req.opcode, nodeid: req.nodeid, startMs: Date.now() });
     try {
       const reply = await this.#dispatch(req);
       if (reply !== null) this.#write(reply);
@@ -374,6 +377,7 @@ export class FuseSession {
       if (expectsReply(req.opcode)) this.#write(errorReply(req.unique, errno === 0 ? Errno.EIO : errno));
     } finally {
       this.#inFlight--;
+      this.#requests.delete(req.unique);
     }
   }
 
@@ -508,5 +512,10 @@ export class FuseSession {
   /** Requests being served right now. */
   get inFlight(): number {
     return this.#inFlight;
+  }
+
+  /** The requests being served right now, oldest first. */
+  inflightRequests(): { unique: bigint; opcode: number; nodeid: bigint; startMs: number }[] {
+    return [...this.#requests].map(([unique, r]) => ({ unique, ...r }));
   }
 }

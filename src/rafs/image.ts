@@ -2,13 +2,62 @@ import { NydusError, FormatError } from '../errors/errors.js';
 import { decompress } from '../codec/compress.js';
 import { crc32cOf, digest } from '../codec/digest.js';
 import { ChunkFlag, isDir, isReg, Limits } from '../format/flags.js';
-import type { Bootstrap, ChunkInfo, DirEntry, InodeAttr } from '../format/model.js';
+import type { BlobInfo, Bootstrap, ChunkInfo, DirEntry, InodeAttr } from '../format/model.js';
 import type { BlobReader, BlobSource } from './blob-source.js';
 import { loadBlobChunks } from './blob-chunks.js';
 
 export interface ReadOptions {
   /** Verify every chunk's digest (and CRC-32C when recorded) before using it. */
   verify?: boolean;
+}
+
+/**
+ * The stored decompressed chunks of one blob, as a chunk cache keeps them (src/cache). Chunks
+ * are addressed by their index in the blob.
+ */
+export interface CachedBlob {
+  /** Whether chunk `index` is stored and marked ready. */
+  isReady(index: number): boolean;
+  /** Whether `c` can be stored at all (inside the blob's chunk count and data size). */
+  canStore(c: ChunkInfo): boolean;
+  /** The stored bytes of a ready chunk; undefined when they cannot be read back. */
+  read(c: ChunkInfo): Promise<Buffer | undefined>;
+  /** Store the bytes of `c`, then mark it ready. Never rejects: a failure is logged, the chunk stays not ready. */
+  write(c: ChunkInfo, data: Buffer): Promise<void>;
+  /** Forget a stored chunk found to be wrong; `why` goes to the log. Never rejects. */
+  invalidate(c: ChunkInfo, why: string): Promise<void>;
+}
+
+/**
+ * Where decompressed chunks are kept between reads (upstream's blob cache manager). A RafsImage
+ * asks it before going to the backend and hands it every chunk it fetches.
+ */
+export interface ChunkCache {
+  /** Verify chunks read back from the cache and chunks fetched to be cached (upstream `cache.validate`). */
+  readonly validate: boolean;
+  /** Whether anything is stored at all (false for dummycache, where prefetch is pointless). */
+  readonly storesData: boolean;
+  /**
+   * The storage of a blob, opened once per blob id; undefined when the blob is not cached.
+   * Rejects with a NydusError when its cache files cannot be opened.
+   */
+  openBlob(blob: BlobInfo): Promise<CachedBlob | undefined>;
+  /** An on-demand read request of `chunks` chunks, `hits` of which came from the cache. */
+  noteRequest(chunks: number, hits: number): void;
+  /** One read of `bytes` issued to the backend. */
+  noteBackendRead(bytes: number): void;
+}
+
+export interface RafsImageOptions {
+  /**
+   * Describes chunks the bootstrap's own tables lack; by default they come from the data blob's
+   * blob meta (ci table) and chunk digest array.
+   */
+  resolver?: ChunkResolver;
+  /** Chunk cache consulted before the backend; without one every read goes to the backend. */
+  cache?: ChunkCache;
+  /** Verify every chunk before it is used or cached (upstream `rafs.validate`), whatever a read asks. */
+  validate?: boolean;
 }
 
 /** Hooks a bootstrap may offer beyond `Bootstrap` (v6): raw chunk refs and plain inline data. */
@@ -35,31 +84,117 @@ export interface WalkEntry {
 
 /** Largest stored size accepted for one chunk: compressed data can exceed raw size slightly. */
 const MAX_STORED_CHUNK = Limits.MAX_CHUNK_SIZE + (Limits.MAX_CHUNK_SIZE >> 4) + 1024;
-/** Gaps between chunks that still merge into one backend read. */
-const MERGE_GAP = 0;
-/** Upper bound on one merged backend read. */
+/** Upper bound on one merged backend read of an on-demand request. */
 const MAX_MERGED_READ = 4 * 1024 * 1024;
+
+/** Digest checking of a read: none, only chunks with a recorded digest, or every chunk. */
+type Check = 0 | 1 | 2;
+
+/** A chunk's bytes and whether they were checked against its digest. */
+interface Fetched {
+  data: Buffer;
+  verified: boolean;
+}
+
+/** Priority of the fetches of one run; prefetch runs are low until an on-demand read joins them. */
+interface Priority {
+  low: boolean;
+  /** Wakes the run from the low-priority gate (set while it waits there). */
+  wake: (() => void) | undefined;
+}
+
+/** One chunk being fetched: every reader that needs it awaits the same promise. */
+interface Flight {
+  readonly promise: Promise<Fetched>;
+  readonly resolve: (f: Fetched) => void;
+  readonly reject: (e: unknown) => void;
+  settled: boolean;
+  readonly prio: Priority;
+}
+
+interface Claim {
+  readonly c: ChunkInfo;
+  readonly key: string;
+  readonly flight: Flight;
+}
+
+interface RunMode {
+  /** Prefetch: wait at the gate while on-demand reads wait for the backend. */
+  readonly low: boolean;
+  readonly signal: AbortSignal | undefined;
+  /** Largest merged backend read. */
+  readonly maxMerge: number;
+  /** Resolve only once fetched chunks are stored in the cache. */
+  readonly awaitStored: boolean;
+}
+
+const ON_DEMAND: RunMode = { low: false, signal: undefined, maxMerge: MAX_MERGED_READ, awaitStored: false };
+
+function newFlight(prio: Priority): Flight {
+  let resolve: ((f: Fetched) => void) | undefined;
+  let reject: ((e: unknown) => void) | undefined;
+  const promise = new Promise<Fetched>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  // Every flight is awaited by its claimer; this only keeps an early failure from counting as unhandled.
+  promise.catch(() => undefined);
+  return { promise, resolve: resolve!, reject: reject!, settled: false, prio };
+}
+
+function hasDigest(c: ChunkInfo): boolean {
+  return c.id.some((x) => x !== 0);
+}
+
+function cancelled(): NydusError {
+  return new NydusError('ERR_IO', 'Prefetch was cancelled');
+}
 
 /**
  * An opened RAFS image: a bootstrap plus a source of blob bytes. File ranges are assembled
  * from chunks fetched (merged when contiguous), decompressed and optionally verified.
+ *
+ * Chunk fetching is single-flight: concurrent readers needing the same chunk (blob index, chunk
+ * index) share one backend read and one decompression, and all get its bytes or its error. With
+ * a cache, ready chunks are read from it, and fetched ones are stored in it once verified.
+ * Prefetch (`prefetchChunks`) runs at low priority: its backend reads wait while on-demand reads
+ * are waiting for the backend, unless an on-demand read needs one of its chunks.
  */
 export class RafsImage {
   readonly bootstrap: Bootstrap;
+  readonly cache: ChunkCache | undefined;
   readonly #source: BlobSource;
   readonly #readers = new Map<number, Promise<BlobReader>>();
   readonly #resolver: ChunkResolver;
+  readonly #validate: boolean;
 
   readonly #blobChunks = new Map<number, Promise<ChunkInfo[]>>();
+  readonly #stores = new Map<number, Promise<CachedBlob | undefined>>();
+  readonly #inflight = new Map<string, Flight>();
+  /** Fetches still storing chunks in the cache; close() waits for them. */
+  readonly #background = new Set<Promise<void>>();
+  /** On-demand backend reads in progress; low-priority reads wait while there are any. */
+  #demandReads = 0;
+  #idleWaiters: (() => void)[] = [];
+  #backendReads = 0;
+  #backendBytes = 0;
 
-  /**
-   * `resolver` describes chunks the bootstrap's own tables lack; by default they come from the
-   * data blob's blob meta (ci table) and chunk digest array.
-   */
-  constructor(bootstrap: Bootstrap, source: BlobSource, resolver?: ChunkResolver) {
+  constructor(bootstrap: Bootstrap, source: BlobSource, opts: RafsImageOptions = {}) {
     this.bootstrap = bootstrap;
     this.#source = source;
-    this.#resolver = resolver ?? ((blobIndex, ciIndex) => this.#fromBlobMeta(blobIndex, ciIndex));
+    this.cache = opts.cache;
+    this.#validate = opts.validate === true;
+    this.#resolver = opts.resolver ?? ((blobIndex, ciIndex) => this.#fromBlobMeta(blobIndex, ciIndex));
+  }
+
+  /** Reads issued to the backend so far (merged reads count once). */
+  get backendReads(): number {
+    return this.#backendReads;
+  }
+
+  /** Bytes asked of the backend so far. */
+  get backendBytes(): number {
+    return this.#backendBytes;
   }
 
   async #fromBlobMeta(blobIndex: number, ciIndex: number): Promise<ChunkInfo> {
@@ -93,9 +228,29 @@ export class RafsImage {
     return r;
   }
 
+  /** The cache storage of blob `index`, opened once; undefined without a cache that stores it. */
+  #cachedBlob(index: number): Promise<CachedBlob | undefined> {
+    const cache = this.cache;
+    if (cache === undefined) return Promise.resolve(undefined);
+    let s = this.#stores.get(index);
+    if (s === undefined) {
+      const blob = this.bootstrap.blobs[index];
+      if (blob === undefined)
+        return Promise.reject(new FormatError(`Chunk refers to blob index ${index}, which does not exist`));
+      s = cache.openBlob(blob);
+      // Like readers, a failed open is retried at the next read.
+      s.catch(() => this.#stores.delete(index));
+      this.#stores.set(index, s);
+    }
+    return s;
+  }
+
+  /** Wait for chunks still being stored in the cache, then close the blob readers. */
   async close(): Promise<void> {
+    while (this.#background.size > 0) await Promise.allSettled([...this.#background]);
     const readers = [...this.#readers.values()];
     this.#readers.clear();
+    this.#stores.clear();
     await Promise.allSettled(readers.map(async (r) => (await r).close()));
   }
 
@@ -190,8 +345,39 @@ export class RafsImage {
 
   /** Bytes of one chunk, decompressed, verified when asked. */
   async readChunk(c: ChunkInfo, opts: ReadOptions = {}): Promise<Buffer> {
-    const [data] = await this.#readRun([c], opts);
+    const [data] = await this.#readRun([c], this.#check(opts), ON_DEMAND);
     return data!;
+  }
+
+  /** Whether chunk `c` is stored in the cache (false without a cache). */
+  async isChunkCached(c: ChunkInfo): Promise<boolean> {
+    const store = await this.#cachedBlob(c.blobIndex);
+    return store?.isReady(c.index) === true;
+  }
+
+  /**
+   * Fetch chunks of one blob into the cache at low priority (prefetch). Contiguous chunks merge
+   * into backend reads of any size, each of which waits while on-demand reads are waiting for the
+   * backend. Resolves once the chunks are stored; rejects with the first failure (the other
+   * chunks are still stored), or when `signal` aborts before the reads are issued.
+   */
+  async prefetchChunks(chunks: readonly ChunkInfo[], signal?: AbortSignal): Promise<void> {
+    if (chunks.length === 0) return;
+    const blobIndex = chunks[0]!.blobIndex;
+    if (chunks.some((c) => c.blobIndex !== blobIndex))
+      throw new NydusError('ERR_INVALID_ARG', 'Prefetch request mixes chunks of different blobs');
+    await this.#readRun(chunks, this.#check({}), {
+      low: true,
+      signal,
+      maxMerge: Number.MAX_SAFE_INTEGER,
+      awaitStored: true,
+    });
+  }
+
+  /** The digest check a read gets: rafs validate or the read's own ask, else the cache's. */
+  #check(opts: ReadOptions): Check {
+    if (opts.verify === true || this.#validate) return 2;
+    return this.cache?.validate === true ? 1 : 0;
   }
 
   #checkChunk(c: ChunkInfo, reader: BlobReader): void {
@@ -216,63 +402,229 @@ export class RafsImage {
     }
   }
 
-  /** Fetch a run of chunks of one blob, merging contiguous ranges into single reads. */
-  async #readRun(run: readonly ChunkInfo[], opts: ReadOptions): Promise<Buffer[]> {
+  /**
+   * Bytes of a run of chunks of one blob. Chunks already in flight are joined; the others are
+   * claimed and fetched (from the cache, else from the backend with contiguous ranges merged).
+   */
+  async #readRun(run: readonly ChunkInfo[], check: Check, mode: RunMode): Promise<Buffer[]> {
     const first = run[0]!;
     const reader = await this.blobReader(first.blobIndex);
     for (const c of run) this.#checkChunk(c, reader);
-    const out: Buffer[] = [];
-    let i = 0;
-    while (i < run.length) {
-      let j = i + 1;
-      let end = run[i]!.compressedOffset + run[i]!.compressedSize;
-      while (
-        j < run.length &&
-        run[j]!.compressedOffset >= end &&
-        run[j]!.compressedOffset - end <= MERGE_GAP &&
-        run[j]!.compressedOffset + run[j]!.compressedSize - run[i]!.compressedOffset <= MAX_MERGED_READ
-      ) {
-        end = run[j]!.compressedOffset + run[j]!.compressedSize;
-        j++;
+    const prio: Priority = { low: mode.low, wake: undefined };
+    const flights: Flight[] = [];
+    const claims: Claim[] = [];
+    for (const c of run) {
+      const key = `${c.blobIndex}:${c.index}:${c.compressedOffset}`;
+      let f = this.#inflight.get(key);
+      if (f === undefined) {
+        f = newFlight(prio);
+        this.#inflight.set(key, f);
+        claims.push({ c, key, flight: f });
+      } else if (!mode.low && f.prio.low) {
+        // An on-demand read needs a chunk prefetch has claimed: the prefetch run stops yielding.
+        f.prio.low = false;
+        f.prio.wake?.();
       }
-      const start = run[i]!.compressedOffset;
-      const raw = await reader.read(start, end - start);
-      for (let k = i; k < j; k++) {
-        const c = run[k]!;
-        const stored = raw.subarray(
-          c.compressedOffset - start,
-          c.compressedOffset - start + c.compressedSize,
-        );
-        out.push(this.#decode(c, stored, opts));
-      }
-      i = j;
+      flights.push(f);
     }
-    return out;
+    if (claims.length > 0) {
+      const fetching = this.#fetch(claims, reader, check, prio, mode, run.length);
+      this.#background.add(fetching);
+      void fetching.finally(() => this.#background.delete(fetching));
+      if (mode.awaitStored) await fetching;
+    } else if (!mode.low) {
+      this.cache?.noteRequest(run.length, 0);
+    }
+    const fetched = await Promise.all(flights.map((f) => f.promise));
+    return fetched.map((r, i) => {
+      // Joined flights may have been fetched under a weaker check than this read asks.
+      if (check !== 0 && !r.verified) this.#verify(run[i]!, r.data, check);
+      return r.data;
+    });
   }
 
-  #decode(c: ChunkInfo, stored: Buffer, opts: ReadOptions): Buffer {
-    const blob = this.bootstrap.blobs[c.blobIndex]!;
-    const data =
-      c.flags & ChunkFlag.COMPRESSED ? decompress(blob.compressor, stored, c.uncompressedSize) : stored;
-    if (opts.verify === true) {
-      if (c.id.every((x) => x === 0)) {
-        throw new NydusError(
-          'ERR_DIGEST',
-          `Chunk ${c.index} of blob ${blob.blobId} has no recorded digest to verify against`,
-        );
+  /**
+   * Fetch claimed chunks and settle their flights. Never rejects; resolves once fetched chunks
+   * are stored in the cache.
+   */
+  async #fetch(
+    claims: readonly Claim[],
+    reader: BlobReader,
+    check: Check,
+    prio: Priority,
+    mode: RunMode,
+    requestChunks: number,
+  ): Promise<void> {
+    const writes: Promise<void>[] = [];
+    try {
+      const store = await this.#cachedBlob(claims[0]!.c.blobIndex);
+      let need: readonly Claim[] = claims;
+      let hits = 0;
+      if (store !== undefined) {
+        const got = await Promise.all(claims.map((cl) => this.#fromCache(store, cl.c, check)));
+        const missing: Claim[] = [];
+        claims.forEach((cl, i) => {
+          const r = got[i];
+          if (r === undefined) {
+            missing.push(cl);
+          } else {
+            hits++;
+            this.#settle(cl, r);
+          }
+        });
+        need = missing;
       }
-      const h = digest(blob.digester, data);
-      if (!h.equals(c.id)) {
-        throw new NydusError(
-          'ERR_DIGEST',
-          `Chunk ${c.index} of blob ${blob.blobId} has digest ${h.toString('hex')}, expected ${c.id.toString('hex')}`,
-        );
+      if (!mode.low) this.cache?.noteRequest(requestChunks, hits);
+      let i = 0;
+      while (i < need.length) {
+        const start = need[i]!.c.compressedOffset;
+        let end = start + need[i]!.c.compressedSize;
+        let j = i + 1;
+        while (j < need.length) {
+          const n = need[j]!.c;
+          if (n.compressedOffset !== end || n.compressedOffset + n.compressedSize - start > mode.maxMerge)
+            break;
+          end = n.compressedOffset + n.compressedSize;
+          j++;
+        }
+        const group = need.slice(i, j);
+        i = j;
+        if (prio.low) await this.#gate(prio, mode.signal);
+        let raw: Buffer;
+        try {
+          raw = await this.#backendRead(reader, start, end - start, prio);
+        } catch (e) {
+          for (const cl of group) this.#fail(cl, e);
+          continue;
+        }
+        for (const cl of group) {
+          const c = cl.c;
+          let data: Buffer;
+          try {
+            data = this.#decode(
+              c,
+              raw.subarray(c.compressedOffset - start, c.compressedOffset - start + c.compressedSize),
+            );
+            this.#verify(c, data, check);
+          } catch (e) {
+            this.#fail(cl, e);
+            continue;
+          }
+          const got: Fetched = { data, verified: check !== 0 && hasDigest(c) };
+          if (store !== undefined && store.canStore(c)) {
+            // Readers get the bytes now; the flight stays joinable until they are stored, so no
+            // one fetches the chunk again in between.
+            cl.flight.settled = true;
+            cl.flight.resolve(got);
+            writes.push(
+              store
+                .write(c, data)
+                .catch(() => undefined)
+                .finally(() => this.#forget(cl)),
+            );
+          } else {
+            this.#settle(cl, got);
+          }
+        }
       }
-      if (c.flags & ChunkFlag.HAS_CRC32 && crc32cOf(data) !== c.crc32) {
-        throw new NydusError('ERR_DIGEST', `Chunk ${c.index} of blob ${blob.blobId} fails its CRC-32C check`);
+    } catch (e) {
+      for (const cl of claims) if (!cl.flight.settled) this.#fail(cl, e);
+    }
+    await Promise.all(writes);
+  }
+
+  /** A ready chunk from the cache, checked when asked; a wrong one is dropped and refetched. */
+  async #fromCache(store: CachedBlob, c: ChunkInfo, check: Check): Promise<Fetched | undefined> {
+    if (!store.isReady(c.index)) return undefined;
+    const data = await store.read(c);
+    if (data === undefined) return undefined;
+    if (check === 0 || !hasDigest(c)) return { data, verified: false };
+    const bad = this.#mismatch(c, data);
+    if (bad !== undefined) {
+      await store.invalidate(c, bad);
+      return undefined;
+    }
+    return { data, verified: true };
+  }
+
+  async #backendRead(reader: BlobReader, offset: number, length: number, prio: Priority): Promise<Buffer> {
+    const demand = !prio.low;
+    if (demand) this.#demandReads++;
+    this.#backendReads++;
+    this.#backendBytes += length;
+    this.cache?.noteBackendRead(length);
+    try {
+      return await reader.read(offset, length);
+    } finally {
+      if (demand && --this.#demandReads === 0) {
+        const waiters = this.#idleWaiters;
+        this.#idleWaiters = [];
+        for (const w of waiters) w();
       }
     }
-    return data;
+  }
+
+  /** Low-priority reads wait here while on-demand reads are waiting for the backend. */
+  async #gate(prio: Priority, signal: AbortSignal | undefined): Promise<void> {
+    while (prio.low && this.#demandReads > 0) {
+      if (signal?.aborted === true) throw cancelled();
+      await new Promise<void>((resolve) => {
+        const wake = (): void => {
+          signal?.removeEventListener('abort', wake);
+          prio.wake = undefined;
+          resolve();
+        };
+        prio.wake = wake;
+        this.#idleWaiters.push(wake);
+        signal?.addEventListener('abort', wake, { once: true });
+      });
+    }
+    if (prio.low && signal?.aborted === true) throw cancelled();
+  }
+
+  #settle(cl: Claim, got: Fetched): void {
+    cl.flight.settled = true;
+    cl.flight.resolve(got);
+    this.#forget(cl);
+  }
+
+  #fail(cl: Claim, e: unknown): void {
+    cl.flight.settled = true;
+    cl.flight.reject(e);
+    this.#forget(cl);
+  }
+
+  #forget(cl: Claim): void {
+    if (this.#inflight.get(cl.key) === cl.flight) this.#inflight.delete(cl.key);
+  }
+
+  #decode(c: ChunkInfo, stored: Buffer): Buffer {
+    const blob = this.bootstrap.blobs[c.blobIndex]!;
+    return c.flags & ChunkFlag.COMPRESSED ? decompress(blob.compressor, stored, c.uncompressedSize) : stored;
+  }
+
+  /** Why `data` is not chunk `c` (digest, then CRC-32C when recorded); undefined when it is. */
+  #mismatch(c: ChunkInfo, data: Buffer): string | undefined {
+    const blob = this.bootstrap.blobs[c.blobIndex]!;
+    const h = digest(blob.digester, data);
+    if (!h.equals(c.id)) return `has digest ${h.toString('hex')}, expected ${c.id.toString('hex')}`;
+    if (c.flags & ChunkFlag.HAS_CRC32 && crc32cOf(data) !== c.crc32) return 'fails its CRC-32C check';
+    return undefined;
+  }
+
+  #verify(c: ChunkInfo, data: Buffer, check: Check): void {
+    if (check === 0) return;
+    const blob = this.bootstrap.blobs[c.blobIndex]!;
+    if (!hasDigest(c)) {
+      if (check === 1) return;
+      throw new NydusError(
+        'ERR_DIGEST',
+        `Chunk ${c.index} of blob ${blob.blobId} has no recorded digest to verify against`,
+      );
+    }
+    const bad = this.#mismatch(c, data);
+    if (bad !== undefined)
+      throw new NydusError('ERR_DIGEST', `Chunk ${c.index} of blob ${blob.blobId} ${bad}`);
   }
 
   /**
@@ -302,7 +654,8 @@ export class RafsImage {
       if (last !== undefined && last[0]!.blobIndex === c.blobIndex) last.push(c);
       else runs.push([c]);
     }
-    const results = await Promise.all(runs.map((r) => this.#readRun(r, opts)));
+    const check = this.#check(opts);
+    const results = await Promise.all(runs.map((r) => this.#readRun(r, check, ON_DEMAND)));
     for (let r = 0; r < runs.length; r++) {
       const run = runs[r]!;
       const datas = results[r]!;

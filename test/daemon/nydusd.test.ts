@@ -1,120 +1,30 @@
-import { test, type TestContext } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { promisify } from 'node:util';
-import { FIXTURE, IN_CI, upstreamFixture } from '../helpers/fixtures.js';
-import { needRoot } from '../helpers/env.js';
+import { FIXTURE, upstreamFixture } from '../helpers/fixtures.js';
+import {
+  canFuse,
+  cleanup,
+  md5sUnder,
+  mounted,
+  sh,
+  startDaemon,
+  stopDaemon,
+  tmp,
+  v1Config,
+  WAIT_MS,
+  type Daemon,
+} from '../helpers/nydusd.js';
 import { diffSnapshots, makeEveryEntryTree, snapshot, type PathFacts } from '../helpers/fs-tree.js';
-import { binPath, runBin } from '../helpers/run-bin.js';
+import { runBin } from '../helpers/run-bin.js';
 import { resultMd5s, resultTreeLines, treeJsonLines, type TreeNode } from '../helpers/tree-json.js';
 
 /**
  * nydusd end to end: the real binary mounts images over FUSE and ordinary tools read them.
  * Every wait is bounded, and whatever happens the mount is removed and the daemon killed.
  */
-
-const WAIT_MS = 15_000;
-const execFileP = promisify(execFile);
-
-function mounted(mnt: string): boolean {
-  return readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .some((l) => l.split(' ')[4] === mnt);
-}
-
-function canFuse(t: TestContext): boolean {
-  if (!needRoot(t, 'mounting a FUSE file system')) return false;
-  if (existsSync('/dev/fuse')) return true;
-  const why = '/dev/fuse is missing';
-  if (IN_CI) throw new Error(`${why}; under CI=true this is a failure`);
-  process.stderr.write(`\n*** SKIPPED: ${why} ***\n`);
-  t.skip(why);
-  return false;
-}
-
-interface Daemon {
-  child: ChildProcess;
-  mnt: string;
-  stderr: () => string;
-  exited: Promise<number | null>;
-}
-
-/** Start nydusd and wait until its mount appears (or it exits, or the wait runs out). */
-async function startDaemon(mnt: string, args: string[]): Promise<Daemon> {
-  const child = spawn(process.execPath, [binPath('nydusd'), ...args, '--mountpoint', mnt], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  let stderr = '';
-  child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  let code: number | null | undefined;
-  const exited = new Promise<number | null>((resolve) =>
-    child.on('exit', (c) => {
-      code = c;
-      resolve(c);
-    }),
-  );
-  const d: Daemon = { child, mnt, stderr: () => stderr, exited };
-  const deadline = Date.now() + WAIT_MS;
-  while (!mounted(mnt)) {
-    if (code !== undefined) throw new Error(`nydusd exited with ${code} before mounting: ${stderr}`);
-    if (Date.now() > deadline) throw new Error(`nydusd did not mount within ${WAIT_MS} ms: ${stderr}`);
-    await sleep(20);
-  }
-  return d;
-}
-
-/** SIGTERM, then the daemon must exit 0 with the mount gone. */
-async function stopDaemon(d: Daemon): Promise<void> {
-  d.child.kill('SIGTERM');
-  const code = await Promise.race([d.exited, sleep(WAIT_MS).then(() => 'hung' as const)]);
-  assert.equal(code, 0, `nydusd after SIGTERM: ${String(code)}: ${d.stderr()}`);
-  assert.equal(mounted(d.mnt), false, 'the mount is gone after SIGTERM');
-}
-
-/** Last resort in `finally`: never leave a mount or a daemon behind. */
-function cleanup(d: Daemon | undefined, mnt: string): void {
-  if (mounted(mnt)) spawnSync('umount', ['-l', mnt], { timeout: WAIT_MS });
-  if (d !== undefined && d.child.exitCode === null && d.child.signalCode === null) d.child.kill('SIGKILL');
-}
-
-async function sh(cmd: string, args: string[], cwd?: string): Promise<string> {
-  const r = await execFileP(cmd, args, { timeout: WAIT_MS * 4, maxBuffer: 64 << 20, ...(cwd && { cwd }) });
-  return r.stdout;
-}
-
-/** `find M -type f -exec md5sum {} + | sort`, with the mount path stripped. */
-async function md5sUnder(mnt: string): Promise<[string, string][]> {
-  const out = await sh('find', ['.', '-type', 'f', '-exec', 'md5sum', '{}', '+'], mnt);
-  return out
-    .split('\n')
-    .filter((l) => l.length > 0)
-    .map((l) => [l.slice(0, 32), l.slice(34).replace(/^\./, '')] as [string, string])
-    .sort((a, b) => (a[0] + a[1] < b[0] + b[1] ? -1 : 1));
-}
-
-function tmp(): { dir: string; mnt: string } {
-  const dir = mkdtempSync(join(tmpdir(), 'nydusd-'));
-  const mnt = join(dir, 'mnt');
-  mkdirSync(mnt);
-  return { dir, mnt };
-}
-
-function v1Config(dir: string, blobDir: string, extra: Record<string, unknown> = {}): string {
-  const p = join(dir, 'config.json');
-  writeFileSync(
-    p,
-    JSON.stringify({
-      device: { backend: { type: 'localfs', config: { dir: blobDir } } },
-      mode: 'direct',
-      ...extra,
-    }),
-  );
-  return p;
-}
 
 test('nydusd serves the upstream v5 image: tree -J and md5 of every file equal the .result file; SIGTERM unmounts', async (t) => {
   if (!canFuse(t)) return;
@@ -174,7 +84,11 @@ function withoutXattrs(m: Map<string, PathFacts>): Map<string, PathFacts> {
 
 for (const [version, compressor, useConfig] of [
   ['6', 'zstd', true],
-  ['5', 'lz4_block', false],
+  ['6', 'lz4_block', false],
+  ['6', 'none', true],
+  ['5', 'zstd', false],
+  ['5', 'lz4_block', true],
+  ['5', 'none', false],
 ] as const) {
   test(`an image built by nydus-image create (v${version}, ${compressor}) mounts and equals its source`, async (t) => {
     if (!canFuse(t)) return;

@@ -1,0 +1,424 @@
+import { Errno, InitFlag } from '../fuse/abi.js';
+import { direntType } from '../fuse/attr.js';
+import { FuseError } from '../fuse/errors.js';
+import type { InitOptions } from '../fuse/init.js';
+import type {
+  AccessRequest,
+  GetattrRequest,
+  GetxattrRequest,
+  ListxattrRequest,
+  LookupRequest,
+  OpenRequest,
+  OpendirRequest,
+  ReaddirplusRequest,
+  ReaddirRequest,
+  ReadlinkRequest,
+  ReadRequest,
+  ReleaseRequest,
+  StatfsRequest,
+} from '../fuse/messages.js';
+import {
+  packDirents,
+  packDirentsPlus,
+  type AttrOut,
+  type DirentPlus,
+  type EntryOut,
+  type FuseAttr,
+  type Kstatfs,
+  type OpenOut,
+} from '../fuse/replies.js';
+import type { FuseHandler } from '../fuse/session.js';
+import type { Fop, FsMetrics } from './metrics.js';
+import type { RafsFs } from './rafs-fs.js';
+
+/**
+ * The daemon's FUSE file system: a pseudo tree of directories with RAFS instances mounted on
+ * it (upstream's pseudo mounts: `POST /api/v1/mount?mountpoint=/a/b`). Node ids carry the
+ * instance in their top 8 bits (slot << 56; the pseudo tree is slot 0), so each request goes
+ * straight to its instance. An instance mounted at "/" takes the whole tree (the usual
+ * `nydusd --bootstrap` case) and keeps plain node ids, root 1.
+ *
+ * Pseudo entries, and the roots of instances looked up through them, are never cached by the
+ * kernel (timeouts 0): after an umount or remount the next path walk sees the change. Inside an
+ * instance the RAFS timeouts apply.
+ */
+
+export interface VfsInstance {
+  readonly fs: RafsFs;
+  readonly metrics: FsMetrics;
+  /** Called with errors of reads that were not plain "not found/invalid" answers (events). */
+  readonly onReadError?: (e: unknown) => void;
+}
+
+interface PseudoNode {
+  readonly node: bigint;
+  readonly name: string;
+  readonly parent: PseudoNode | undefined;
+  readonly children: Map<string, PseudoNode>;
+  /** The instance mounted here, if any (its root replaces this directory). */
+  mount: { slot: number; inst: VfsInstance } | undefined;
+}
+
+const MAX_SLOT = 255;
+const PSEUDO_TIME = Math.floor(Date.now() / 1000);
+
+function pseudoAttr(node: bigint): FuseAttr {
+  return {
+    ino: node,
+    size: 4096,
+    blocks: 8,
+    atime: PSEUDO_TIME,
+    mtime: PSEUDO_TIME,
+    ctime: PSEUDO_TIME,
+    atimeNsec: 0,
+    mtimeNsec: 0,
+    ctimeNsec: 0,
+    mode: 0o040755,
+    nlink: 2,
+    uid: 0,
+    gid: 0,
+    rdev: 0,
+    blksize: 4096,
+    flags: 0,
+  };
+}
+
+function stale(what: string): FuseError {
+  return new FuseError('ERR_NOT_FOUND', what, Errno.ESTALE);
+}
+
+/** Components of an absolute pseudo path ("/" gives none); ".", ".." and empty parts refused. */
+export function pseudoPath(path: string): string[] {
+  if (!path.startsWith('/'))
+    throw new FuseError('ERR_INVALID_ARG', `Mountpoint "${path}" is not absolute`, Errno.EINVAL);
+  const parts = path.split('/').filter((p) => p.length > 0);
+  for (const p of parts) {
+    if (p === '.' || p === '..' || p.includes('\0'))
+      throw new FuseError('ERR_INVALID_ARG', `Mountpoint "${path}" must not contain "${p}"`, Errno.EINVAL);
+  }
+  return parts;
+}
+
+export class Vfs implements FuseHandler {
+  readonly #root: PseudoNode = {
+    node: 1n,
+    name: '',
+    parent: undefined,
+    children: new Map(),
+    mount: undefined,
+  };
+  readonly #nodes = new Map<bigint, PseudoNode>([[1n, this.#root]]);
+  readonly #slots: (VfsInstance | undefined)[] = [];
+  #nextNode = 2n;
+  #lastSlot = 0;
+  /** The instance mounted at "/", which then serves every node. */
+  #rootInst: VfsInstance | undefined;
+  #granted = 0n;
+  readonly #pseudo: boolean;
+
+  /**
+   * `pseudo`: the tree will hold pseudo mounts, so directory handles are real (the kernel
+   * then never caches a pseudo directory's listing); otherwise opendir costs no message.
+   */
+  constructor(opts: { pseudo: boolean }) {
+    this.#pseudo = opts.pseudo;
+  }
+
+  /** The node base the next mount will get (call `mount` right after, with its instance). */
+  nextBase(path: string): bigint {
+    if (pseudoPath(path).length === 0) return 0n;
+    return BigInt(this.#freeSlot()) << 56n;
+  }
+
+  #freeSlot(): number {
+    for (let k = 1; k <= MAX_SLOT; k++) {
+      // Rotate through the slots so a slot freed by an umount is not reused at once.
+      const s = ((this.#lastSlot + k - 1) % MAX_SLOT) + 1;
+      if (this.#slots[s] === undefined) return s;
+    }
+    throw new FuseError('ERR_INVALID_ARG', `All ${MAX_SLOT} mount slots are in use`, Errno.EBUSY);
+  }
+
+  /** Why `path` cannot take a mount now, or undefined. */
+  checkMountable(path: string): string | undefined {
+    const parts = pseudoPath(path);
+    if (parts.length === 0) {
+      if (this.#rootInst !== undefined) return `"/" is already mounted`;
+      if (this.#root.children.size > 0) return `"/" cannot be mounted while other mounts exist`;
+      return undefined;
+    }
+    if (this.#rootInst !== undefined)
+      return `an image is mounted at "/", so nothing can be mounted at "${path}"`;
+    let n = this.#root;
+    for (const p of parts) {
+      if (n.mount !== undefined) return `"${path}" is inside the image mounted at "/${this.#pathOf(n)}"`;
+      const c = n.children.get(p);
+      if (c === undefined) return undefined;
+      n = c;
+    }
+    if (n.mount !== undefined) return `"${path}" is already mounted`;
+    if (n.children.size > 0) return `"${path}" has mounts below it`;
+    return undefined;
+  }
+
+  #pathOf(n: PseudoNode): string {
+    const parts: string[] = [];
+    for (let c: PseudoNode | undefined = n; c !== undefined && c.parent !== undefined; c = c.parent)
+      parts.unshift(c.name);
+    return parts.join('/');
+  }
+
+  /** Mount `inst` (made with `nextBase(path)`) at `path`. */
+  mount(path: string, inst: VfsInstance): void {
+    const why = this.checkMountable(path);
+    if (why !== undefined) throw new FuseError('ERR_INVALID_ARG', `Cannot mount: ${why}`, Errno.EBUSY);
+    if (this.#granted !== 0n) inst.fs.initialized(this.#granted);
+    const parts = pseudoPath(path);
+    if (parts.length === 0) {
+      this.#rootInst = inst;
+      return;
+    }
+    const slot = this.#freeSlot();
+    let n = this.#root;
+    for (const p of parts) {
+      let c = n.children.get(p);
+      if (c === undefined) {
+        c = { node: this.#nextNode++, name: p, parent: n, children: new Map(), mount: undefined };
+        n.children.set(p, c);
+        this.#nodes.set(c.node, c);
+      }
+      n = c;
+    }
+    n.mount = { slot, inst };
+    this.#slots[slot] = inst;
+    this.#lastSlot = slot;
+  }
+
+  /** Replace the instance at `path` by `inst` (made with `nextBase(path)` before the old one left). */
+  replace(path: string, inst: VfsInstance): VfsInstance {
+    const old = this.umount(path);
+    this.mount(path, inst);
+    return old;
+  }
+
+  /** Take the instance at `path` off the tree and return it. */
+  umount(path: string): VfsInstance {
+    const parts = pseudoPath(path);
+    if (parts.length === 0) {
+      const inst = this.#rootInst;
+      if (inst === undefined) throw new FuseError('ERR_NOT_FOUND', `Nothing is mounted at "/"`, Errno.ENOENT);
+      this.#rootInst = undefined;
+      return inst;
+    }
+    let n: PseudoNode | undefined = this.#root;
+    for (const p of parts) n = n?.children.get(p);
+    if (n?.mount === undefined)
+      throw new FuseError('ERR_NOT_FOUND', `Nothing is mounted at "${path}"`, Errno.ENOENT);
+    const { slot, inst } = n.mount;
+    n.mount = undefined;
+    this.#slots[slot] = undefined;
+    // Drop pseudo directories left empty.
+    while (n !== undefined && n.parent !== undefined && n.mount === undefined && n.children.size === 0) {
+      n.parent.children.delete(n.name);
+      this.#nodes.delete(n.node);
+      n = n.parent;
+    }
+    return inst;
+  }
+
+  /** The instance serving `nodeid`, or the pseudo node. */
+  #route(nodeid: bigint): { inst: VfsInstance } | { pseudo: PseudoNode } {
+    if (this.#rootInst !== undefined) return { inst: this.#rootInst };
+    const slot = Number(nodeid >> 56n);
+    if (slot === 0) {
+      const p = this.#nodes.get(nodeid);
+      if (p === undefined) throw stale(`No pseudo node ${nodeid}`);
+      return { pseudo: p };
+    }
+    const inst = this.#slots[slot];
+    if (inst === undefined) throw stale(`Node ${nodeid} belongs to an image that is no longer mounted`);
+    return { inst };
+  }
+
+  /** Run `fn` on the instance, counting it in the instance's metrics. */
+  async #timed<T>(
+    inst: VfsInstance,
+    op: Fop,
+    nodeid: bigint,
+    fn: () => Promise<T> | T,
+    size?: (v: T) => number,
+  ): Promise<T> {
+    const t0 = performance.now();
+    const ino = inst.fs.inoOf(nodeid);
+    try {
+      const v = await fn();
+      inst.metrics.record(op, ino, true, (performance.now() - t0) * 1000, size?.(v) ?? 0);
+      return v;
+    } catch (e) {
+      inst.metrics.record(op, ino, false, (performance.now() - t0) * 1000);
+      throw e;
+    }
+  }
+
+  /** The entry of a pseudo child: its own directory, or the root of the image mounted there. */
+  #pseudoEntry(n: PseudoNode): EntryOut {
+    let nodeid = n.node;
+    let attr = pseudoAttr(n.node);
+    if (n.mount !== undefined) {
+      const fs = n.mount.inst.fs;
+      nodeid = fs.nodeOf(fs.image.bootstrap.rootIno);
+      attr = fs.getattr({ nodeid } as GetattrRequest).attr;
+    }
+    return { nodeid, generation: 0n, entryValid: 0, entryValidNsec: 0, attrValid: 0, attrValidNsec: 0, attr };
+  }
+
+  init(): InitOptions {
+    return {
+      want:
+        InitFlag.ASYNC_READ |
+        InitFlag.BIG_WRITES |
+        InitFlag.DO_READDIRPLUS |
+        InitFlag.PARALLEL_DIROPS |
+        InitFlag.MAX_PAGES |
+        InitFlag.CACHE_SYMLINKS |
+        (this.#pseudo ? 0n : InitFlag.NO_OPENDIR_SUPPORT) |
+        InitFlag.INIT_EXT,
+      maxPages: 256,
+    };
+  }
+
+  initialized(flags: bigint): void {
+    this.#granted = flags;
+    if (this.#rootInst !== undefined) this.#rootInst.fs.initialized(flags);
+    for (const inst of this.#slots) inst?.fs.initialized(flags);
+  }
+
+  async lookup(req: LookupRequest): Promise<EntryOut> {
+    const r = this.#route(req.nodeid);
+    if ('inst' in r) return this.#timed(r.inst, 'lookup', req.nodeid, () => r.inst.fs.lookup(req));
+    const c = r.pseudo.children.get(req.name.toString());
+    if (c === undefined || !req.name.equals(Buffer.from(c.name)))
+      throw new FuseError('ERR_NOT_FOUND', `No "${req.name.toString()}" in the pseudo tree`, Errno.ENOENT);
+    return this.#pseudoEntry(c);
+  }
+
+  async getattr(req: GetattrRequest): Promise<AttrOut> {
+    const r = this.#route(req.nodeid);
+    if ('inst' in r) return this.#timed(r.inst, 'getattr', req.nodeid, () => r.inst.fs.getattr(req));
+    return { attrValid: 0, attrValidNsec: 0, attr: pseudoAttr(r.pseudo.node) };
+  }
+
+  async readlink(req: ReadlinkRequest): Promise<Buffer> {
+    const r = this.#route(req.nodeid);
+    if ('inst' in r) return this.#timed(r.inst, 'readlink', req.nodeid, () => r.inst.fs.readlink(req));
+    throw new FuseError('ERR_INODE_TYPE', 'Not a symlink', Errno.EINVAL);
+  }
+
+  async open(req: OpenRequest): Promise<OpenOut> {
+    const r = this.#route(req.nodeid);
+    if ('inst' in r) return this.#timed(r.inst, 'open', req.nodeid, () => r.inst.fs.open(req));
+    throw new FuseError('ERR_INODE_TYPE', 'Is a directory', Errno.EISDIR);
+  }
+
+  async opendir(req: OpendirRequest): Promise<OpenOut> {
+    const r = this.#route(req.nodeid);
+    if ('inst' in r) return this.#timed(r.inst, 'opendir', req.nodeid, () => r.inst.fs.opendir());
+    if ((this.#granted & InitFlag.NO_OPENDIR_SUPPORT) !== 0n)
+      throw new FuseError('ERR_UNSUPPORTED', 'opendir needs no handle', Errno.ENOSYS);
+    // No CACHE_DIR: the listing changes with every mount and umount.
+    return { fh: 0n, openFlags: 0, backingId: 0 };
+  }
+
+  async read(req: ReadRequest): Promise<Buffer> {
+    const r = this.#route(req.nodeid);
+    if (!('inst' in r)) throw new FuseError('ERR_INODE_TYPE', 'Is a directory', Errno.EISDIR);
+    const inst = r.inst;
+    return this.#timed(
+      inst,
+      'read',
+      req.nodeid,
+      async () => {
+        try {
+          return await inst.fs.read(req);
+        } catch (e) {
+          if (e instanceof FuseError) throw e;
+          // A backend or digest failure: EIO for this read only, recorded as an event.
+          inst.onReadError?.(e);
+          throw new FuseError('ERR_IO', e instanceof Error ? e.message : String(e), Errno.EIO, { cause: e });
+        }
+      },
+      (b) => b.length,
+    );
+  }
+
+  #pseudoChildren(p: PseudoNode): { name: Buffer; node: bigint }[] {
+    return [
+      { name: Buffer.from('.'), node: p.node },
+      { name: Buffer.from('..'), node: p.parent?.node ?? p.node },
+      ...[...p.children.values()].map((c) => ({ name: Buffer.from(c.name), node: c.node })),
+    ];
+  }
+
+  async readdir(req: ReaddirRequest): Promise<Buffer> {
+    const r = this.#route(req.nodeid);
+    if ('inst' in r) return this.#timed(r.inst, 'readdir', req.nodeid, () => r.inst.fs.readdir(req));
+    const list = this.#pseudoChildren(r.pseudo)
+      .map((c, i) => ({ ino: c.node, off: i + 1, type: direntType(0o040000), name: c.name }))
+      .slice(Math.max(0, req.offset));
+    return packDirents(list, req.size).buf;
+  }
+
+  async readdirplus(req: ReaddirplusRequest): Promise<Buffer> {
+    const r = this.#route(req.nodeid);
+    if ('inst' in r) return this.#timed(r.inst, 'readdirplus', req.nodeid, () => r.inst.fs.readdirplus(req));
+    // Node id 0: the kernel makes no dentry and looks each name up itself.
+    const list: DirentPlus[] = this.#pseudoChildren(r.pseudo)
+      .map((c, i) => ({
+        entry: {
+          nodeid: 0n,
+          generation: 0n,
+          entryValid: 0,
+          entryValidNsec: 0,
+          attrValid: 0,
+          attrValidNsec: 0,
+          attr: pseudoAttr(c.node),
+        },
+        dirent: { ino: c.node, off: i + 1, type: direntType(0o040000), name: c.name },
+      }))
+      .slice(Math.max(0, req.offset));
+    return packDirentsPlus(list, req.size).buf;
+  }
+
+  async statfs(req: StatfsRequest): Promise<Kstatfs> {
+    const r = this.#route(req.nodeid);
+    if ('inst' in r) return this.#timed(r.inst, 'statfs', req.nodeid, () => r.inst.fs.statfs());
+    return { blocks: 0, bfree: 0, bavail: 0, files: 0, ffree: 0, bsize: 4096, namelen: 255, frsize: 4096 };
+  }
+
+  async getxattr(req: GetxattrRequest): Promise<Buffer> {
+    const r = this.#route(req.nodeid);
+    if ('inst' in r) return this.#timed(r.inst, 'getxattr', req.nodeid, () => r.inst.fs.getxattr(req));
+    throw new FuseError('ERR_NOT_FOUND', 'No such xattr', Errno.ENODATA);
+  }
+
+  async listxattr(req: ListxattrRequest): Promise<Buffer> {
+    const r = this.#route(req.nodeid);
+    if ('inst' in r) return this.#timed(r.inst, 'listxattr', req.nodeid, () => r.inst.fs.listxattr(req));
+    return Buffer.alloc(0);
+  }
+
+  async access(req: AccessRequest): Promise<void> {
+    const r = this.#route(req.nodeid);
+    if ('inst' in r) return this.#timed(r.inst, 'access', req.nodeid, () => r.inst.fs.access(req));
+    if ((req.mask & 2) !== 0) throw new FuseError('ERR_UNSUPPORTED', 'Read-only file system', Errno.EROFS);
+  }
+
+  async release(req: ReleaseRequest): Promise<void> {
+    const r = this.#route(req.nodeid);
+    if ('inst' in r) await this.#timed(r.inst, 'release', req.nodeid, () => r.inst.fs.release());
+  }
+
+  releasedir(): void {}
+
+  destroy(): void {}
+}
