@@ -152,3 +152,203 @@ export function outputOf(cmd, args, all = false) {
   const text = `${r.stdout ?? ''}${r.stderr ?? ''}`.trim();
   return all ? text : (text.split('\n')[0] ?? '');
 }
+
+/** PF_KTHREAD in /proc/PID/stat's flags: kernel threads are not "other work". */
+const PF_KTHREAD = 0x00200000;
+
+/**
+ * Fields of /proc/PID/stat after the command name (field 3 onwards), or undefined when the
+ * process is gone.
+ * @param {number | string} pid
+ * @returns {string[] | undefined}
+ */
+function statFields(pid) {
+  let text;
+  try {
+    text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  return text.slice(text.lastIndexOf(')') + 2).split(' ');
+}
+
+/**
+ * CPU seconds (user + system, all threads) a living process has used, NaN when it is gone.
+ * @param {number} pid
+ */
+export function processCpuSeconds(pid) {
+  const f = statFields(pid);
+  if (f === undefined) return NaN;
+  // utime and stime are fields 14 and 15 (index 11 and 12 from field 3).
+  return (Number(f[11]) + Number(f[12])) / HZ;
+}
+
+/**
+ * CPU ticks of every user-space process (own time plus that of its reaped children), by pid and
+ * start time, leaving out the pids in `exclude` (this process, the daemon being measured).
+ * @param {ReadonlySet<number>} exclude
+ * @returns {Map<string, number>}
+ */
+export function userCpuSnapshot(exclude) {
+  /** @type {Map<string, number>} */
+  const snap = new Map();
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name) || exclude.has(Number(name))) continue;
+    const f = statFields(name);
+    if (f === undefined) continue;
+    if ((Number(f[6]) & PF_KTHREAD) !== 0) continue;
+    // utime, stime, cutime, cstime (fields 14-17); starttime (field 22) tells a reused pid.
+    const ticks = Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
+    snap.set(`${name}:${f[19]}`, ticks);
+  }
+  return snap;
+}
+
+/**
+ * CPU seconds other user-space processes used between two snapshots: the growth of those seen
+ * twice, all of those that started in between (processes that started and ended in between are
+ * counted in their parent's children time once it reaped them).
+ * @param {Map<string, number>} before
+ * @param {Map<string, number>} after
+ */
+export function userCpuBetween(before, after) {
+  let ticks = 0;
+  for (const [key, t] of after) ticks += Math.max(0, t - (before.get(key) ?? 0));
+  return ticks / HZ;
+}
+
+/**
+ * Memory figures of a living process from /proc/PID/status, in KiB (NaN when gone): peak
+ * resident set (VmHWM) and the current one (VmRSS).
+ * @param {number} pid
+ */
+export function processMemory(pid) {
+  let text = '';
+  try {
+    text = readFileSync(`/proc/${pid}/status`, 'utf8');
+  } catch {
+    return { hwmKiB: NaN, rssKiB: NaN };
+  }
+  const field = (/** @type {string} */ k) =>
+    Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? NaN);
+  return { hwmKiB: field('VmHWM'), rssKiB: field('VmRSS') };
+}
+
+/**
+ * A process and its living descendants (from the ppid field of /proc/PID/stat).
+ * @param {number} pid
+ * @returns {number[]}
+ */
+export function processTree(pid) {
+  /** @type {Map<number, number[]>} */
+  const children = new Map();
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    const f = statFields(name);
+    if (f === undefined) continue;
+    const ppid = Number(f[1]);
+    children.set(ppid, [...(children.get(ppid) ?? []), Number(name)]);
+  }
+  const out = [];
+  const todo = [pid];
+  while (todo.length > 0) {
+    const p = /** @type {number} */ (todo.pop());
+    out.push(p);
+    todo.push(...(children.get(p) ?? []));
+  }
+  return out;
+}
+
+/**
+ * @typedef {object} ShellResult
+ * @property {number} wall seconds, measured here around the command (monotonic clock)
+ * @property {number} cpu user + system seconds of the command and its children (GNU time)
+ * @property {number} daemonCpu CPU seconds the daemon serving the mount used meanwhile (0 without one)
+ * @property {number} otherCpu CPU seconds other user-space processes used meanwhile
+ * @property {number} kernelCpu the rest of the machine's busy time meanwhile: kernel threads
+ *   (loop device, decompression workers, writeback), interrupts
+ * @property {string} stdout what the command printed (trimmed)
+ * @property {number | null} status exit code (-1 when it could not run or was killed)
+ * @property {boolean} dropped whether the caches were dropped before it
+ * @property {string} log its stderr, and why it failed
+ */
+
+/**
+ * Runs a bash script under GNU time, after dropping the caches, bounded by `timeoutSeconds`
+ * (coreutils timeout kills the script's whole process group), and accounts for the CPU time of
+ * the daemon `daemonPid` and of the rest of the machine while it ran.
+ * @param {string} script run with `bash -o pipefail -c script args...`
+ * @param {string[]} args
+ * @param {{ logPath: string, timeoutSeconds: number, daemonPid?: number, cwd?: string }} o
+ * @returns {ShellResult}
+ */
+export function timedShell(script, args, o) {
+  const dropped = dropCaches();
+  const timeFile = `${o.logPath}.time`;
+  rmSync(timeFile, { force: true });
+  const errFd = openSync(o.logPath, 'w');
+  const exclude = new Set([process.pid, ...(o.daemonPid !== undefined ? [o.daemonPid] : [])]);
+  const users0 = userCpuSnapshot(exclude);
+  const daemon0 = o.daemonPid !== undefined ? processCpuSeconds(o.daemonPid) : 0;
+  const busy0 = machineBusySeconds();
+  const t0 = process.hrtime.bigint();
+  const r = spawnSync(
+    GNU_TIME,
+    [
+      '-o',
+      timeFile,
+      '-f',
+      '%e %M %U %S',
+      'timeout',
+      '-s',
+      'KILL',
+      String(o.timeoutSeconds),
+      'bash',
+      '-o',
+      'pipefail',
+      '-c',
+      script,
+      ...args,
+    ],
+    {
+      stdio: ['ignore', 'pipe', errFd],
+      encoding: 'utf8',
+      // A backstop only: timeout(1) ends the script first.
+      timeout: (o.timeoutSeconds + 30) * 1000,
+      killSignal: 'SIGKILL',
+      ...(o.cwd !== undefined && { cwd: o.cwd }),
+    },
+  );
+  const wall = Number(process.hrtime.bigint() - t0) / 1e9;
+  const busy = machineBusySeconds() - busy0;
+  const daemonCpu = o.daemonPid !== undefined ? processCpuSeconds(o.daemonPid) - daemon0 : 0;
+  const otherCpu = userCpuBetween(users0, userCpuSnapshot(exclude));
+  closeSync(errFd);
+  let log = readFileSync(o.logPath, 'utf8');
+  let cpu = NaN;
+  try {
+    const line = readFileSync(timeFile, 'utf8').trim().split('\n').at(-1) ?? '';
+    const [, , u, s] = line.split(/\s+/).map(Number);
+    cpu = (u ?? NaN) + (s ?? NaN);
+  } catch {
+    log += '\n(no GNU time output)';
+  }
+  let status = r.status;
+  if (r.error !== undefined) {
+    status = -1;
+    log += `\n${r.error.message}`;
+  } else if (status === 137) {
+    log += `\nkilled after ${o.timeoutSeconds} s`;
+  }
+  return {
+    wall,
+    cpu,
+    daemonCpu: Number.isFinite(daemonCpu) ? daemonCpu : NaN,
+    otherCpu,
+    kernelCpu: Math.max(0, busy - cpu - (Number.isFinite(daemonCpu) ? daemonCpu : 0) - otherCpu),
+    stdout: (r.stdout ?? '').trim(),
+    status,
+    dropped,
+    log,
+  };
+}

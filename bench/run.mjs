@@ -1,11 +1,19 @@
-// B1, build throughput: `nydus-image create` against mksquashfs and mkfs.erofs on the same data
-// sets, side by side in one run (tools alternate within each round, cold page cache before
-// every run, medians of the rounds), written to BENCHMARKS.md at the project root.
+// The benchmarks of ../shared/docs/benchmarks.md that run on one machine, written to
+// BENCHMARKS.md at the project root:
+//   B1  build throughput: `nydus-image create` against mksquashfs and mkfs.erofs;
+//   B2  metadata walk of a mounted image, B3 cold read of every file of it, B6 peak RSS of the
+//       daemon serving B2 and B3: our nydusd against squashfuse and kernel EROFS (mount.mjs).
+// Side by side in one run (tools alternate within each round, cold caches before every run,
+// medians of the rounds).
 //
 //   npm run bench
 //
 // Ours is compiled from src/ into the work directory at the start (the project's tsc and
 // tsconfig), so that other builds of dist/ during the run cannot change what is measured.
+//
+// B1's measurements are saved in WORK/results.json, B2/B3/B6's in WORK/results-mount.json; a
+// run of only some benchmarks replaces its own file and the report takes the other one from
+// the earlier run (each part of the report gives its own date).
 //
 // Environment (all optional):
 //   NYDUS_BENCH_DIR      work directory for data sets, outputs and logs (/var/tmp/nydus-bench)
@@ -14,13 +22,17 @@
 //   NYDUS_BENCH_BIG_MIB  size of each of the 4 big files in MiB (96)
 //   NYDUS_BENCH_SMALL    number of small files (20000)
 //   NYDUS_BENCH_OUTPUT   report path (BENCHMARKS.md at the project root)
+//   NYDUS_BENCH_ONLY     comma-separated subset of b1,b2,b3,b6 (all); b2, b3 and b6 share their
+//                        mounts, and b6 alone runs both b2 and b3 (its peak is over both)
 //
-// `node bench/run.mjs --render [FILE]` writes the report again from the measurements a run
-// saved (WORK/results.json by default), e.g. after a change to the report's wording.
+// `node bench/run.mjs --render [FILE...]` writes the report again from the measurements runs
+// saved (WORK/results.json and WORK/results-mount.json by default; a file is taken as mount
+// results when its "kind" is "mount"), e.g. after a change to the report's wording.
 import { spawnSync } from 'node:child_process';
 import console from 'node:console';
 import {
   copyFileSync,
+  existsSync,
   mkdirSync,
   mkdtempSync,
   readFileSync,
@@ -34,6 +46,7 @@ import process from 'node:process';
 import { fileURLToPath } from 'node:url';
 import { bigFiles, manySmall, rootfs } from './datasets.mjs';
 import { disturbed, median, outputOf, timedRun, waitQuiet } from './measure.mjs';
+import { benchMounts, cleanupMountsSync, MOUNT_TOOLS, mountVersions, prepareImages } from './mount.mjs';
 import { renderReport } from './report.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -52,8 +65,14 @@ function envInt(name, dflt) {
   return n;
 }
 
+const BENCHMARKS = ['b1', 'b2', 'b3', 'b6'];
+
 const config = {
   work: resolve(process.env['NYDUS_BENCH_DIR'] || '/var/tmp/nydus-bench'),
+  only: (process.env['NYDUS_BENCH_ONLY'] || BENCHMARKS.join(','))
+    .split(',')
+    .map((s) => s.trim().toLowerCase())
+    .filter((s) => s !== ''),
   rounds: envInt('NYDUS_BENCH_ROUNDS', 5),
   sets: (process.env['NYDUS_BENCH_SETS'] || 'rootfs,big-files,many-small').split(',').map((s) => s.trim()),
   bigMiB: envInt('NYDUS_BENCH_BIG_MIB', 96),
@@ -134,12 +153,13 @@ export const TOOLS = [
   },
 ];
 
-/** Debian packages the benchmark drives, by the command that needs them. */
+/** Debian packages the benchmark drives, by the command that needs them (`mount`: only B2/B3/B6). */
 const DEBS = [
   { cmd: 'mksquashfs', pkg: 'squashfs-tools', needed: true },
   { cmd: 'mkfs.erofs', pkg: 'erofs-utils', needed: true },
   { cmd: '/usr/bin/time', pkg: 'time', needed: true },
   { cmd: 'debootstrap', pkg: 'debootstrap', needed: false },
+  { cmd: 'squashfuse', pkg: 'squashfuse', needed: true, mount: true },
 ];
 
 /** @param {string} pkg */
@@ -148,9 +168,12 @@ const dpkgInstalled = (pkg) => spawnSync('dpkg', ['-s', pkg], { stdio: 'ignore' 
 /** @param {string} pkg */
 const dpkgVersion = (pkg) => outputOf('dpkg-query', ['-W', '-f', '${Version}', pkg]) || 'not installed';
 
-/** Installs what is missing (as root, with apt-get); returns packages that could not be had. */
-function installDebs() {
-  const missing = DEBS.filter((d) => !dpkgInstalled(d.pkg));
+/**
+ * Installs what is missing (as root, with apt-get); returns packages that could not be had.
+ * @param {boolean} mounts whether B2/B3/B6 run
+ */
+function installDebs(mounts) {
+  const missing = DEBS.filter((d) => (mounts || d.mount !== true) && !dpkgInstalled(d.pkg));
   if (missing.length === 0) return [];
   const names = missing.map((d) => d.pkg);
   if (process.getuid?.() === 0) {
@@ -171,7 +194,7 @@ function installDebs() {
 
 /**
  * Compiles src/ with the project's tsc and tsconfig into WORK/build (package.json copied,
- * node_modules linked) and returns the CLI's path there.
+ * node_modules linked) and returns the build's directory.
  */
 function privateBuild() {
   const dir = join(config.work, 'build');
@@ -191,7 +214,7 @@ function privateBuild() {
   const tsc = join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
   const r = spawnSync(process.execPath, [tsc, '-p', join(dir, 'tsconfig.json')], { stdio: 'inherit' });
   if (r.status !== 0) throw new Error(`tsc failed on src/ (exit ${r.status ?? r.signal}): nothing measured`);
-  return join(dir, 'src', 'cli', 'nydus-image.js');
+  return dir;
 }
 
 /** What the machine is, for the report. */
@@ -353,18 +376,11 @@ function benchDataSet(ds) {
   return { results, cachesDropped, quiet };
 }
 
-async function main() {
-  const started = performance.now();
-  const unknown = config.sets.filter((s) => !['rootfs', 'big-files', 'many-small'].includes(s));
-  if (unknown.length > 0) throw new Error(`Unknown data set(s) ${unknown.join(', ')}`);
-  mkdirSync(config.work, { recursive: true });
-  say(`work directory ${config.work}, ${config.rounds} rounds, data sets ${config.sets.join(', ')}`);
-  const unavailable = installDebs();
-  // Before the build: the commit and src/ state it compiles.
-  const mach = machine();
-  cli = privateBuild();
-
-  // Data sets.
+/**
+ * The data sets of the run, made or taken from the cache.
+ * @param {string[]} unavailable Debian packages that could not be had
+ */
+function dataSets(unavailable) {
   /** @type {import('./datasets.mjs').DataSet[]} */
   const sets = [];
   for (const name of config.sets) {
@@ -389,8 +405,19 @@ async function main() {
         `data set ${name}: ${ds.stats.files} files, ${ds.stats.bytes} bytes (${ds.prepSeconds?.toFixed(1)} s)`,
       );
   }
-  const prepSeconds = sets.reduce((a, s) => a + (s.prepSeconds ?? 0), 0);
+  return sets;
+}
 
+const utcNow = () => new Date().toISOString().slice(0, 16).replace('T', ' ') + ' UTC';
+
+/**
+ * B1 on every data set.
+ * @param {import('./datasets.mjs').DataSet[]} sets
+ * @param {ReturnType<typeof machine>} mach
+ * @param {number} prepSeconds
+ * @param {number} started
+ */
+function runB1(sets, mach, prepSeconds, started) {
   const tmp = mkdtempSync(join(config.work, 'probe-'));
   const probe = probeOurs(tmp, config.rounds);
   rmSync(tmp, { recursive: true, force: true });
@@ -410,10 +437,10 @@ async function main() {
     measured.push({ ds, results: r.results, quiet: r.quiet });
   }
   const now = performance.now();
-  const input = {
+  return {
     command: 'npm run bench',
     config,
-    date: new Date().toISOString().slice(0, 16).replace('T', ' ') + ' UTC',
+    date: utcNow(),
     machine: mach,
     sets,
     measured,
@@ -424,28 +451,153 @@ async function main() {
     totalSeconds: (now - started) / 1000,
     tools: TOOLS,
   };
-  // Every measurement (not the tools' logs), so the report can be re-rendered without a rerun.
-  const saved = join(config.work, 'results.json');
-  writeFileSync(
-    saved,
-    JSON.stringify(input, (k, v) => (k === 'log' ? undefined : v), 1),
-  );
-  await writeReport(input);
-  say(`wrote ${config.output} and ${saved} (${((now - started) / 60000).toFixed(1)} min in all)`);
-}
-
-/** @param {Parameters<typeof renderReport>[0]} input */
-async function writeReport(input) {
-  writeFileSync(config.output, await formatMarkdown(renderReport(input), config.output));
 }
 
 /**
- * `node bench/run.mjs --render [results.json]`: the report again from saved measurements.
- * @param {string} path
+ * B2, B3 and B6 on every data set.
+ * @param {import('./datasets.mjs').DataSet[]} sets
+ * @param {ReturnType<typeof machine>} mach
+ * @param {string} build the private build's directory
+ * @param {number} started
  */
-async function renderOnly(path) {
-  await writeReport(JSON.parse(readFileSync(path, 'utf8')));
-  say(`wrote ${config.output} from ${path}`);
+async function runMounts(sets, mach, build, started) {
+  const b2 = config.only.includes('b2') || config.only.includes('b6');
+  const b3 = config.only.includes('b3') || config.only.includes('b6');
+  const benchStarted = performance.now();
+  let prepSeconds = 0;
+  /** @type {{ ds: import('./datasets.mjs').DataSet, images: Record<string, import('./mount.mjs').Image>,
+   *   results: import('./mount.mjs').MountResult[],
+   *   quiet: { waited: number, repeated: number, keptDisturbed: number } }[]} */
+  const measured = [];
+  let cachesDropped = true;
+  try {
+    for (const ds of sets) {
+      if (ds.skipped !== undefined) continue;
+      const t0 = performance.now();
+      const images = prepareImages(ds, {
+        work: config.work,
+        nydusImage: join(build, 'src', 'cli', 'nydus-image.js'),
+        say,
+      });
+      prepSeconds += (performance.now() - t0) / 1000;
+      const r = await benchMounts(ds, images, {
+        work: config.work,
+        rounds: config.rounds,
+        nydusd: join(build, 'src', 'cli', 'nydusd.cjs'),
+        b2,
+        b3,
+        say,
+      });
+      cachesDropped &&= r.cachesDropped;
+      measured.push({ ds, images, results: r.results, quiet: r.quiet });
+    }
+  } finally {
+    cleanupMountsSync();
+  }
+  const now = performance.now();
+  return {
+    kind: 'mount',
+    command: 'npm run bench',
+    config,
+    phases: { b2, b3, b6: config.only.includes('b6') },
+    date: utcNow(),
+    machine: { ...mach, mountVersions: mountVersions() },
+    sets,
+    measured,
+    cachesDropped,
+    imageSeconds: prepSeconds,
+    benchSeconds: (now - benchStarted) / 1000 - prepSeconds,
+    totalSeconds: (now - started) / 1000,
+    tools: MOUNT_TOOLS,
+  };
+}
+
+const resultsPath = () => join(config.work, 'results.json');
+const mountResultsPath = () => join(config.work, 'results-mount.json');
+
+/**
+ * Saves one part's measurements (not the tools' logs), so the report can be rendered again
+ * without a rerun.
+ * @param {string} path
+ * @param {unknown} input
+ */
+function save(path, input) {
+  writeFileSync(
+    path,
+    JSON.stringify(input, (k, v) => (k === 'log' ? undefined : v), 1),
+  );
+}
+
+/** @param {string} path */
+function load(path) {
+  return existsSync(path) ? JSON.parse(readFileSync(path, 'utf8')) : undefined;
+}
+
+async function main() {
+  const started = performance.now();
+  const unknown = config.sets.filter((s) => !['rootfs', 'big-files', 'many-small'].includes(s));
+  if (unknown.length > 0) throw new Error(`Unknown data set(s) ${unknown.join(', ')}`);
+  const unknownBench = config.only.filter((b) => !BENCHMARKS.includes(b));
+  if (unknownBench.length > 0 || config.only.length === 0)
+    throw new Error(
+      `NYDUS_BENCH_ONLY must list some of ${BENCHMARKS.join(',')}, got "${config.only.join(',')}"`,
+    );
+  const wantB1 = config.only.includes('b1');
+  const wantMounts = config.only.some((b) => b !== 'b1');
+  mkdirSync(config.work, { recursive: true });
+  say(
+    `work directory ${config.work}, ${config.rounds} rounds, data sets ${config.sets.join(', ')}, ` +
+      `benchmarks ${config.only.join(', ')}`,
+  );
+  const unavailable = installDebs(wantMounts);
+  // Before the build: the commit and src/ state it compiles.
+  const mach = machine();
+  const build = privateBuild();
+  cli = join(build, 'src', 'cli', 'nydus-image.js');
+
+  const sets = dataSets(unavailable);
+  const prepSeconds = sets.reduce((a, s) => a + (s.prepSeconds ?? 0), 0);
+
+  let b1;
+  if (wantB1) {
+    b1 = runB1(sets, mach, prepSeconds, started);
+    save(resultsPath(), b1);
+  } else b1 = load(resultsPath());
+  let mounts;
+  if (wantMounts) {
+    mounts = await runMounts(sets, mach, build, started);
+    save(mountResultsPath(), mounts);
+  } else mounts = load(mountResultsPath());
+  await writeReport(b1, mounts);
+  const saved = [wantB1 && resultsPath(), wantMounts && mountResultsPath()].filter(Boolean).join(' and ');
+  say(
+    `wrote ${config.output} and ${saved} (${((performance.now() - started) / 60000).toFixed(1)} min in all)`,
+  );
+}
+
+/**
+ * @param {Parameters<typeof renderReport>[0]} b1
+ * @param {Parameters<typeof renderReport>[1]} mounts
+ */
+async function writeReport(b1, mounts) {
+  writeFileSync(config.output, await formatMarkdown(renderReport(b1, mounts), config.output));
+}
+
+/**
+ * `node bench/run.mjs --render [FILE...]`: the report again from saved measurements.
+ * @param {string[]} paths
+ */
+async function renderOnly(paths) {
+  let b1;
+  let mounts;
+  const files = paths.length > 0 ? paths : [resultsPath(), mountResultsPath()].filter((p) => existsSync(p));
+  for (const path of files) {
+    const input = JSON.parse(readFileSync(path, 'utf8'));
+    if (input.kind === 'mount') mounts = input;
+    else b1 = input;
+  }
+  await writeReport(b1, mounts);
+  say(`wrote ${config.output} from ${files.join(' and ') || 'nothing (no saved results)'}`);
 }
 
 /**
@@ -466,11 +618,17 @@ async function formatMarkdown(text, path) {
 
 // Not while being imported (e.g. by a test of the report).
 if (process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  // Mounts never outlive the run: unmount on the way out, also on a signal.
+  process.on('exit', () => cleanupMountsSync());
+  for (const sig of /** @type {const} */ (['SIGINT', 'SIGTERM', 'SIGHUP'])) {
+    process.once(sig, () => {
+      cleanupMountsSync();
+      process.exit(128 + (sig === 'SIGINT' ? 2 : sig === 'SIGTERM' ? 15 : 1));
+    });
+  }
   const render = process.argv.indexOf('--render');
-  (render >= 0 ? renderOnly(process.argv[render + 1] ?? join(config.work, 'results.json')) : main()).catch(
-    (e) => {
-      console.error(`bench: ${e instanceof Error ? e.message : String(e)}`);
-      process.exitCode = 1;
-    },
-  );
+  (render >= 0 ? renderOnly(process.argv.slice(render + 1)) : main()).catch((e) => {
+    console.error(`bench: ${e instanceof Error ? e.message : String(e)}`);
+    process.exitCode = 1;
+  });
 }

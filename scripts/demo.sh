@@ -31,7 +31,7 @@ fi
 MNT="$WORK/mnt"
 mkdir -p "$MNT"
 echo "== nydusd --bootstrap $WORK/image.boot -D $WORK/blobs --mountpoint $MNT"
-node dist/src/cli/nydusd.js --log-level warn --bootstrap "$WORK/image.boot" -D "$WORK/blobs" \
+node dist/src/cli/nydusd.cjs --log-level warn --bootstrap "$WORK/image.boot" -D "$WORK/blobs" \
   --mountpoint "$MNT" --apisock "$WORK/api.sock" &
 PID=$!
 stop() {

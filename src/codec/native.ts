@@ -1,4 +1,11 @@
-import koffi from 'koffi';
+import { createRequire } from 'node:module';
+
+/** koffi, loaded on the first compression: readers (nydusd) never pay for it. */
+let koffiModule: typeof import('koffi') | undefined;
+function koffi(): typeof import('koffi') {
+  koffiModule ??= createRequire(import.meta.url)('koffi') as typeof import('koffi');
+  return koffiModule;
+}
 
 /**
  * The compressors upstream Nydus links, called in the system's shared libraries (Debian's
@@ -32,7 +39,7 @@ let lz4Loaded: NativeLz4 | null | undefined;
 export function nativeZstd(): NativeZstd | undefined {
   if (zstdLoaded === undefined) {
     try {
-      const lib = koffi.load('libzstd.so.1');
+      const lib = koffi().load('libzstd.so.1');
       const createCCtx = lib.func('void* ZSTD_createCCtx()');
       const setParameter = lib.func('size_t ZSTD_CCtx_setParameter(void*, int, int)');
       const compress2 = lib.func(
@@ -65,7 +72,7 @@ export function nativeZstd(): NativeZstd | undefined {
 export function nativeLz4(): NativeLz4 | undefined {
   if (lz4Loaded === undefined) {
     try {
-      const lib = koffi.load('liblz4.so.1');
+      const lib = koffi().load('liblz4.so.1');
       const compressDefault = lib.func('int LZ4_compress_default(const uint8_t*, _Out_ uint8_t*, int, int)');
       const versionString = lib.func('const char* LZ4_versionString()');
       lz4Loaded = {

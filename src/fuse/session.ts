@@ -1,10 +1,10 @@
 import { spawn } from 'node:child_process';
 import { basename, dirname, join, resolve } from 'node:path';
-import { Worker } from 'node:worker_threads';
 import {
   closeSync,
   constants,
   openSync,
+  read,
   readFileSync,
   writeFileSync,
   realpathSync,
@@ -207,25 +207,11 @@ function runCmd(cmd: string, args: string[], timeoutMs: number, fd?: number): Pr
   });
 }
 
-/** The reader thread (CommonJS, evaluated): read requests, post them, report how it ended. */
-const READER_SOURCE = `
-const { parentPort, workerData } = require('node:worker_threads');
-const { readSync } = require('node:fs');
-const buf = Buffer.alloc(workerData.size);
-for (;;) {
-  let n;
-  try {
-    n = readSync(workerData.fd, buf, 0, buf.length, null);
-  } catch (e) {
-    if (e.code === 'EINTR' || e.code === 'EAGAIN' || e.code === 'ENOENT') continue;
-    parentPort.postMessage({ end: String(e.code), message: String(e.message) });
-    break;
-  }
-  const out = new Uint8Array(n);
-  out.set(buf.subarray(0, n));
-  parentPort.postMessage(out, [out.buffer]);
+/** Threads of the libuv pool (fixed at its first use from UV_THREADPOOL_SIZE; libuv's default is 4). */
+function libuvPoolSize(): number {
+  const n = Number(process.env['UV_THREADPOOL_SIZE'] ?? 4);
+  return Number.isInteger(n) && n > 0 ? Math.min(n, 1024) : 4;
 }
-`;
 
 type Reply = Buffer | readonly Buffer[] | null;
 
@@ -311,7 +297,9 @@ export class FuseSession {
 
   #start(): void {
     const size = minReadBufferSize(MAX_WRITE);
-    const readers = Array.from({ length: this.#threads }, () => this.#reader(size));
+    // Each reader holds a libuv pool thread while it waits: leave at least two for blob I/O.
+    const n = Math.max(1, Math.min(this.#threads, libuvPoolSize() - 2));
+    const readers = Array.from({ length: n }, () => this.#reader(size));
     this.#done = Promise.all(readers).then(
       () => this.#close(),
       (e: unknown) => {
@@ -330,22 +318,31 @@ export class FuseSession {
   }
 
   /**
-   * One reader: a worker thread blocked in read(2) on the fd, posting each request here. Worker
-   * threads keep the libuv pool free for blob I/O. Settles when the connection ends (ENODEV).
+   * One reader: a read(2) on the fd kept outstanding on the libuv pool, each request decoded
+   * (copying what it keeps) before the next read reuses the buffer. Settles when the connection
+   * ends (ENODEV after unmount).
    */
   #reader(size: number): Promise<void> {
+    const buf = Buffer.allocUnsafeSlow(size);
     return new Promise((resolve, reject) => {
-      const w = new Worker(READER_SOURCE, { eval: true, workerData: { fd: this.#fd, size } });
-      w.on('message', (m: Uint8Array | { end: string; message: string }) => {
-        if (m instanceof Uint8Array) {
-          void this.#serve(Buffer.from(m.buffer, m.byteOffset, m.byteLength));
+      const next = (): void => {
+        if (!this.#fdOpen) {
+          resolve();
           return;
         }
-        if (m.end === 'ENODEV' || m.end === 'EBADF') resolve();
-        else reject(new NydusError('ERR_IO', `Reading /dev/fuse failed: ${m.message}`));
-      });
-      w.on('error', (e) => reject(new NydusError('ERR_IO', `FUSE reader thread failed: ${errorText(e)}`)));
-      w.on('exit', () => resolve());
+        read(this.#fd, buf, 0, size, null, (err, n) => {
+          if (err !== null) {
+            const code = err.code;
+            if (code === 'EINTR' || code === 'EAGAIN' || code === 'ENOENT') next();
+            else if (code === 'ENODEV' || code === 'EBADF') resolve();
+            else reject(new NydusError('ERR_IO', `Reading /dev/fuse failed: ${errorText(err)}`));
+            return;
+          }
+          void this.#serve(buf.subarray(0, n));
+          next();
+        });
+      };
+      next();
     });
   }
 

@@ -58,6 +58,37 @@ export interface RafsImageOptions {
   cache?: ChunkCache;
   /** Verify every chunk before it is used or cached (upstream `rafs.validate`), whatever a read asks. */
   validate?: boolean;
+  /**
+   * Bytes of recently used decompressed chunks kept in memory (least recently used out first),
+   * so a file read in pieces smaller than a chunk decompresses each chunk once. Default 8 MiB;
+   * 0 turns it off.
+   */
+  recentBytes?: number;
+}
+
+const DEFAULT_RECENT_BYTES = 8 << 20;
+/** Files whose chunk lists are remembered. */
+const CHUNK_LISTS_KEPT = 256;
+
+/**
+ * Chunks overlapping [offset, end) of a list in file order: a binary search for the first one,
+ * so a read of a huge file does not scan all its chunks.
+ */
+function chunksIn(chunks: readonly ChunkInfo[], offset: number, end: number): ChunkInfo[] {
+  let lo = 0;
+  let hi = chunks.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    const c = chunks[mid]!;
+    if (c.fileOffset + c.uncompressedSize <= offset) lo = mid + 1;
+    else hi = mid;
+  }
+  const out: ChunkInfo[] = [];
+  for (let i = lo; i < chunks.length && chunks[i]!.fileOffset < end; i++) {
+    const c = chunks[i]!;
+    if (c.fileOffset + c.uncompressedSize > offset) out.push(c);
+  }
+  return out;
 }
 
 /** Hooks a bootstrap may offer beyond `Bootstrap` (v6): raw chunk refs and plain inline data. */
@@ -178,12 +209,19 @@ export class RafsImage {
   #idleWaiters: (() => void)[] = [];
   #backendReads = 0;
   #backendBytes = 0;
+  /** Recently used chunks by key, least recently used first. */
+  readonly #recent = new Map<string, Fetched>();
+  #recentBytes = 0;
+  readonly #recentLimit: number;
+  /** Chunk lists of recently read files, least recently used first. */
+  readonly #chunkLists = new Map<number, ChunkInfo[]>();
 
   constructor(bootstrap: Bootstrap, source: BlobSource, opts: RafsImageOptions = {}) {
     this.bootstrap = bootstrap;
     this.#source = source;
     this.cache = opts.cache;
     this.#validate = opts.validate === true;
+    this.#recentLimit = Math.max(0, opts.recentBytes ?? DEFAULT_RECENT_BYTES);
     this.#resolver = opts.resolver ?? ((blobIndex, ciIndex) => this.#fromBlobMeta(blobIndex, ciIndex));
   }
 
@@ -251,6 +289,8 @@ export class RafsImage {
     const readers = [...this.#readers.values()];
     this.#readers.clear();
     this.#stores.clear();
+    this.#recent.clear();
+    this.#recentBytes = 0;
     await Promise.allSettled(readers.map(async (r) => (await r).close()));
   }
 
@@ -413,8 +453,21 @@ export class RafsImage {
     const prio: Priority = { low: mode.low, wake: undefined };
     const flights: Flight[] = [];
     const claims: Claim[] = [];
+    let recentHits = 0;
     for (const c of run) {
       const key = `${c.blobIndex}:${c.index}:${c.compressedOffset}`;
+      // Prefetch skips the memory: it is there to fill the cache.
+      const hit = mode.low ? undefined : this.#recent.get(key);
+      if (hit !== undefined) {
+        this.#recent.delete(key);
+        this.#recent.set(key, hit);
+        const f = newFlight(prio);
+        f.settled = true;
+        f.resolve(hit);
+        flights.push(f);
+        recentHits++;
+        continue;
+      }
       let f = this.#inflight.get(key);
       if (f === undefined) {
         f = newFlight(prio);
@@ -433,7 +486,7 @@ export class RafsImage {
       void fetching.finally(() => this.#background.delete(fetching));
       if (mode.awaitStored) await fetching;
     } else if (!mode.low) {
-      this.cache?.noteRequest(run.length, 0);
+      this.cache?.noteRequest(run.length, recentHits);
     }
     const fetched = await Promise.all(flights.map((f) => f.promise));
     return fetched.map((r, i) => {
@@ -586,6 +639,24 @@ export class RafsImage {
     cl.flight.settled = true;
     cl.flight.resolve(got);
     this.#forget(cl);
+    this.#remember(cl.key, got);
+  }
+
+  /** Keep a fetched chunk in the recent-chunks memory, evicting the least recently used. */
+  #remember(key: string, got: Fetched): void {
+    if (got.data.length > this.#recentLimit) return;
+    const old = this.#recent.get(key);
+    if (old !== undefined) {
+      this.#recent.delete(key);
+      this.#recentBytes -= old.data.length;
+    }
+    this.#recent.set(key, got);
+    this.#recentBytes += got.data.length;
+    for (const [k, v] of this.#recent) {
+      if (this.#recentBytes <= this.#recentLimit) break;
+      this.#recent.delete(k);
+      this.#recentBytes -= v.data.length;
+    }
   }
 
   #fail(cl: Claim, e: unknown): void {
@@ -629,24 +700,29 @@ export class RafsImage {
 
   /**
    * Read `length` bytes at `offset` of regular file `ino` (fewer at the end of the file).
-   * Holes not covered by any chunk read as zeros.
+   * Holes not covered by any chunk read as zeros. The result may be a view of a shared chunk
+   * buffer: callers must not modify it.
    */
   async readFile(ino: number, offset: number, length: number, opts: ReadOptions = {}): Promise<Buffer> {
     const attr = this.bootstrap.getAttr(ino);
     if (!isReg(attr.mode)) throw new NydusError('ERR_INODE_TYPE', `Inode ${ino} is not a regular file`);
     if (offset >= attr.size || length <= 0) return Buffer.alloc(0);
     const end = Math.min(attr.size, offset + length);
-    const out = Buffer.alloc(end - offset);
     const b = this.bootstrap;
     if (hasV6Extras(b)) {
       const inline = b.inlineData(ino);
-      if (inline !== undefined) {
-        inline.copy(out, 0, offset, end);
-        return out;
-      }
+      if (inline !== undefined) return Buffer.from(inline.subarray(offset, end));
     }
-    const chunks = await this.chunks(ino);
-    const wanted = chunks.filter((c) => c.fileOffset < end && c.fileOffset + c.uncompressedSize > offset);
+    const chunks = await this.#fileChunks(ino);
+    const wanted = chunksIn(chunks, offset, end);
+    const check = this.#check(opts);
+    const only = wanted.length === 1 ? wanted[0]! : undefined;
+    if (only !== undefined && only.fileOffset <= offset && only.fileOffset + only.uncompressedSize >= end) {
+      // The common case (a read inside one chunk): a view of the chunk, no copy.
+      const [data] = await this.#readRun([only], check, ON_DEMAND);
+      return data!.subarray(offset - only.fileOffset, end - only.fileOffset);
+    }
+    const out = Buffer.alloc(end - offset);
     // Group by blob, preserving order, so contiguous chunks of one blob merge into one read.
     const runs: ChunkInfo[][] = [];
     for (const c of wanted) {
@@ -654,7 +730,6 @@ export class RafsImage {
       if (last !== undefined && last[0]!.blobIndex === c.blobIndex) last.push(c);
       else runs.push([c]);
     }
-    const check = this.#check(opts);
     const results = await Promise.all(runs.map((r) => this.#readRun(r, check, ON_DEMAND)));
     for (let r = 0; r < runs.length; r++) {
       const run = runs[r]!;
@@ -668,6 +743,24 @@ export class RafsImage {
       }
     }
     return out;
+  }
+
+  /** `chunks(ino)`, remembered for the most recently read files. */
+  async #fileChunks(ino: number): Promise<ChunkInfo[]> {
+    const known = this.#chunkLists.get(ino);
+    if (known !== undefined) {
+      this.#chunkLists.delete(ino);
+      this.#chunkLists.set(ino, known);
+      return known;
+    }
+    let list = await this.chunks(ino);
+    // chunksIn needs file order; an image that lists chunks otherwise still reads right.
+    if (list.some((c, i) => i > 0 && c.fileOffset < list[i - 1]!.fileOffset))
+      list = [...list].sort((a, b) => a.fileOffset - b.fileOffset);
+    this.#chunkLists.set(ino, list);
+    if (this.#chunkLists.size > CHUNK_LISTS_KEPT)
+      this.#chunkLists.delete(this.#chunkLists.keys().next().value!);
+    return list;
   }
 
   /** The whole content of a regular file as a stream of chunk-sized buffers. */

@@ -18,7 +18,12 @@ test('16 concurrent reads of one chunk make one backend read, and all get the ri
     for (const cache of [undefined, createChunkCache({ type: 'dummycache' })]) {
       const src = new CountingSource(img.blobDir);
       src.delayMs = 20;
-      const image = new RafsImage(img.bootstrap, src, cache === undefined ? {} : { cache });
+      // No recent-chunk memory: this test is about the backend.
+      const image = new RafsImage(
+        img.bootstrap,
+        src,
+        cache === undefined ? { recentBytes: 0 } : { cache, recentBytes: 0 },
+      );
       const ino = image.lookupPath('/f')!.ino;
       const got = await Promise.all(Array.from({ length: 16 }, () => image.readFile(ino, 1000, 4096)));
       for (const g of got) assert.deepEqual(g, data.subarray(1000, 5096));
@@ -41,7 +46,7 @@ test('overlapping concurrent reads of a multi-chunk file fetch every chunk once,
   try {
     const src = new CountingSource(img.blobDir);
     src.delayMs = 20;
-    const image = new RafsImage(img.bootstrap, src);
+    const image = new RafsImage(img.bootstrap, src, { recentBytes: 0 });
     const ino = image.lookupPath('/f')!.ino;
     const chunks = await image.chunks(ino);
     assert.equal(chunks.length, 7);
@@ -125,6 +130,29 @@ test('a reader asking verify joins an unverified fetch and still checks the byte
     assert.equal(checked.status, 'rejected');
     assert.ok(checked.status === 'rejected' && checked.reason instanceof NydusError);
     assert.equal(checked.reason.code, 'ERR_DIGEST');
+    await image.close();
+  } finally {
+    img.cleanup();
+  }
+});
+
+test('recently used chunks stay in memory: a chunk read in 16 pieces is fetched once, and the memory is bounded', async () => {
+  const data = randomBytes(64 * 1024 * 6 + 123, 5);
+  const img = await buildImage({ f: data }, { compressor: 'none' });
+  try {
+    const src = new CountingSource(img.blobDir);
+    // Room for two 64 KiB chunks.
+    const image = new RafsImage(img.bootstrap, src, { recentBytes: 2 * 64 * 1024 });
+    const ino = image.lookupPath('/f')!.ino;
+    for (let off = 0; off < 64 * 1024; off += 4096) {
+      assert.deepEqual(await image.readFile(ino, off, 4096), data.subarray(off, off + 4096));
+    }
+    assert.equal(src.reads, 1, 'one backend read for 16 pieces of one chunk');
+    // Chunks 1, 2 and 3 push chunk 0 out; reading it again goes to the backend.
+    await image.readFile(ino, 64 * 1024, 3 * 64 * 1024);
+    const before = src.reads;
+    assert.deepEqual(await image.readFile(ino, 0, 100), data.subarray(0, 100));
+    assert.equal(src.reads, before + 1, 'the least recently used chunk was evicted');
     await image.close();
   } finally {
     img.cleanup();

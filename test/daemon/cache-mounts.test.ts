@@ -265,10 +265,12 @@ test('--prefetch-files with fs_prefetch fills the blob cache in the background: 
     ]);
     // Wait (bounded) for the prefetch to finish.
     const deadline = Date.now() + WAIT_MS;
-    let bc: { prefetch_data_amount: number; prefetch_end_time_secs: number } | undefined;
+    let bc:
+      { prefetch_data_amount: number; prefetch_end_time_secs: number; prefetch_workers: number } | undefined;
     for (;;) {
       bc = (await curl(sock, 'GET', '/api/v1/metrics/blobcache')).json as typeof bc;
-      if (bc!.prefetch_end_time_secs > 0) break;
+      // Workers go back to 0 when the whole prefetch has ended.
+      if (bc!.prefetch_end_time_secs > 0 && bc!.prefetch_workers === 0) break;
       if (Date.now() > deadline) assert.fail(`prefetch did not finish: ${JSON.stringify(bc)}`);
       await sleep(50);
     }

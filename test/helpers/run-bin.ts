@@ -12,7 +12,8 @@ export interface RunResult {
 
 /** Path of a compiled binary entry, e.g. `nydus-image`. */
 export function binPath(name: string): string {
-  return join(PROJECT_ROOT, 'dist', 'src', 'cli', `${name}.js`);
+  // nydusd's entry is CommonJS (it sizes the libuv pool before anything starts it).
+  return join(PROJECT_ROOT, 'dist', 'src', 'cli', name === 'nydusd' ? 'nydusd.cjs' : `${name}.js`);
 }
 
 /** Run one of our binaries; a run longer than `timeoutMs` is killed and reported as a hang. */

@@ -1,4 +1,3 @@
-#!/usr/bin/env node
 import { extname } from 'node:path';
 import { Command, Option } from 'commander';
 import { NydusError } from '../errors/errors.js';
@@ -8,10 +7,8 @@ import { buildInfo, EXIT_FAILURE, packageVersion, runCli } from './common.js';
 
 /**
  * `nydusd`: serve a RAFS image over FUSE (upstream-compatible flags; `nydusd fuse ...` and the
- * bare form are the same). Requests are read by worker threads; blob reads use the libuv pool,
- * sized before its first use where the environment does not already set it.
+ * bare form are the same). Loaded by nydusd.ts once the libuv pool size is set.
  */
-process.env['UV_THREADPOOL_SIZE'] ??= '16';
 
 function threads(s: string): number {
   const n = /^\d+$/.test(s) ? Number(s) : NaN;

@@ -1,0 +1,407 @@
+// The B2, B3 and B6 part of BENCHMARKS.md, from the measurements of one run of mount.mjs. As in
+// B1's part, every number and sentence comes from those measurements.
+
+/** @param {number} x @param {number} [d] */
+const fx = (x, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : 'n/a');
+/** @param {number} x */
+const int = (x) => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : 'n/a');
+/** @param {number} x */
+const pct = (x) => `${fx(x * 100, 0)}%`;
+/** @param {number} kib */
+const mib = (kib) => fx(kib / 1024, 1);
+/** @param {number} n @param {string} what */
+const plural = (n, what) => `${n} ${what}${n === 1 ? '' : 's'}`;
+
+/** The bar of ../shared/docs/benchmarks.md, as ratios of times ours/peer. */
+export const BAR = { squashfuse: 1.0, erofs: 1.5, rssFactor: 1.5, rssExtraBytes: 50e6 };
+
+/**
+ * @typedef {import('./datasets.mjs').DataSet} DataSet
+ * @typedef {import('./mount.mjs').MountResult} MountResult
+ * @typedef {import('./mount.mjs').MountTool} MountTool
+ * @typedef {import('./mount.mjs').Image} Image
+ * @typedef {{ waited: number, repeated: number, keptDisturbed: number }} Quiet
+ * @typedef {{
+ *   kind: 'mount',
+ *   command: string,
+ *   config: { work: string, rounds: number, sets: string[], bigMiB: number, smallFiles: number, only: string[] },
+ *   phases: { b2: boolean, b3: boolean, b6: boolean },
+ *   date: string,
+ *   machine: ReturnType<typeof import('./run.mjs').machine> & {
+ *     mountVersions: ReturnType<typeof import('./mount.mjs').mountVersions> },
+ *   sets: DataSet[],
+ *   measured: { ds: DataSet, images: Record<string, Image>, results: MountResult[], quiet: Quiet }[],
+ *   cachesDropped: boolean,
+ *   imageSeconds: number,
+ *   benchSeconds: number,
+ *   totalSeconds: number,
+ *   tools: MountTool[],
+ * }} MountInput
+ */
+
+/**
+ * Ratio of median times ours/peer in one phase (below 1: we are faster).
+ * @param {MountResult | undefined} ours
+ * @param {MountResult | undefined} peer
+ * @param {'b2' | 'b3'} ph
+ */
+export function timeRatio(ours, peer, ph) {
+  const a = ours?.median?.[ph]?.wall;
+  const b = peer?.median?.[ph]?.wall;
+  return a !== undefined && b !== undefined ? a / b : NaN;
+}
+
+/**
+ * B6's limit for ours in KiB: 1.5 x squashfuse's peak RSS + 50 MB.
+ * @param {MountResult | undefined} sq
+ */
+export function rssLimitKiB(sq) {
+  const h = sq?.median?.hwmKiB;
+  return h !== undefined && Number.isFinite(h) ? BAR.rssFactor * h + BAR.rssExtraBytes / 1024 : NaN;
+}
+
+/** @param {number} r @param {number} bar */
+const verdict = (r, bar) => (Number.isFinite(r) ? (r <= bar ? 'met' : 'missed') : 'n/a');
+
+/** @param {string[][]} rows */
+const md = (rows) =>
+  rows.map((row) => `| ${row.map((c) => c.replaceAll('|', '\\|')).join(' | ')} |`).join('\n');
+
+/**
+ * @param {MountResult[]} results
+ * @param {string} id
+ */
+const get = (results, id) => results.find((r) => r.tool.id === id);
+
+/** Ratio columns of the B2 and B3 tables, for our rows. */
+const RATIO_COLUMNS = [
+  { id: 'squashfuse', head: `ours/squashfuse (bar ≤ ${fx(BAR.squashfuse, 1)})` },
+  { id: 'erofs', head: `ours/kernel EROFS (bar ≤ ${fx(BAR.erofs, 1)})` },
+  { id: 'squashfuse_ll', head: 'ours/squashfuse_ll' },
+];
+
+/**
+ * @param {DataSet} ds
+ * @param {MountResult[]} results
+ * @param {'b2' | 'b3'} ph
+ */
+function phaseTable(ds, results, ph) {
+  const bytes = ds.stats?.bytes ?? NaN;
+  const head = [
+    'tool',
+    'median s',
+    'min-max s',
+    ...(ph === 'b2' ? ['entries', 'µs per entry'] : ['MB/s', 'tar bytes']),
+    ph === 'b2' ? 'find CPU s' : 'tar + wc CPU s',
+    'daemon CPU s',
+    'kernel threads CPU s',
+    'others CPU s',
+    ...RATIO_COLUMNS.map((c) => c.head),
+  ];
+  const rows = [head, head.map(() => '---')];
+  for (const r of results) {
+    const name = r.tool.kind === 'ours' ? `**${r.tool.label}**` : r.tool.label;
+    const m = r.median?.[ph];
+    if (m === undefined) {
+      rows.push([name, `failed: ${r.failed ?? 'no run'}`, ...head.slice(2).map(() => '')]);
+      continue;
+    }
+    rows.push([
+      name,
+      fx(m.wall),
+      `${fx(m.min)}-${fx(m.max)}`,
+      ...(ph === 'b2'
+        ? [int(m.output), fx((m.wall / m.output) * 1e6, 0)]
+        : [fx(bytes / 1e6 / m.wall, 1), int(m.output)]),
+      fx(m.cpu),
+      r.tool.how === 'kernel' ? '-' : fx(m.daemonCpu),
+      fx(m.kernelCpu),
+      fx(m.otherCpu),
+      ...RATIO_COLUMNS.map((c) => (r.tool.kind === 'ours' ? fx(timeRatio(r, get(results, c.id), ph)) : '-')),
+    ]);
+  }
+  return md(rows);
+}
+
+/**
+ * @param {MountResult[]} results
+ */
+function memoryTable(results) {
+  const sq = get(results, 'squashfuse');
+  const limit = rssLimitKiB(sq);
+  const head = [
+    'tool',
+    'peak RSS MiB (VmHWM)',
+    'RSS after mount MiB',
+    'processes',
+    'mount s',
+    `limit MiB (1.5 x squashfuse + 50 MB)`,
+    'bar',
+  ];
+  const rows = [head, head.map(() => '---')];
+  for (const r of results) {
+    const name = r.tool.kind === 'ours' ? `**${r.tool.label}**` : r.tool.label;
+    const m = r.median;
+    if (m === undefined) {
+      rows.push([name, `failed: ${r.failed ?? 'no run'}`, ...head.slice(2).map(() => '')]);
+      continue;
+    }
+    const kernel = r.tool.how === 'kernel';
+    rows.push([
+      name,
+      kernel ? 'n/a (in the kernel)' : mib(m.hwmKiB),
+      kernel ? '-' : mib(m.idleRssKiB),
+      kernel ? '-' : fx(m.processes, 0),
+      fx(m.mountSeconds),
+      r.tool.kind === 'ours' ? mib(limit) : '-',
+      r.tool.kind === 'ours'
+        ? Number.isFinite(limit)
+          ? m.hwmKiB <= limit
+            ? 'met'
+            : 'missed'
+          : 'n/a'
+        : '-',
+    ]);
+  }
+  return md(rows);
+}
+
+/**
+ * Whether every tool counted the same entries (B2) or tar bytes (B3), in every round.
+ * @param {MountResult[]} results
+ * @param {'b2' | 'b3'} ph
+ * @param {string} dsName
+ */
+function consistency(results, ph, dsName) {
+  const seen = results.flatMap((r) => {
+    const outs = r.median?.[ph]?.outputs ?? [];
+    return outs.length > 0 ? [{ label: r.tool.label, outs }] : [];
+  });
+  const all = new Set(seen.flatMap((s) => s.outs));
+  if (all.size <= 1) return '';
+  return (
+    `**${dsName}: the tools do not agree on the ${ph === 'b2' ? 'number of entries' : 'tar size'}**: ` +
+    seen.map((s) => `${s.label} ${[...new Set(s.outs)].map(int).join('/')}`).join(', ') +
+    (ph === 'b3'
+      ? ' (tar stores the data of hard-linked files once per inode number it sees: a larger archive ' +
+        'means the daemon gave the links of one file different inode numbers, and tar read that data again).'
+      : '.')
+  );
+}
+
+/**
+ * Sentences about where our daemon spends the time, from the numbers only.
+ * @param {DataSet} ds
+ * @param {MountResult[]} results
+ */
+function reading(ds, results) {
+  const z = get(results, 'nydusd-zstd');
+  const l = get(results, 'nydusd-lz4_block');
+  const sq = get(results, 'squashfuse');
+  const ll = get(results, 'squashfuse_ll');
+  const er = get(results, 'erofs');
+  const out = [];
+  const zb2 = z?.median?.b2;
+  const zb3 = z?.median?.b3;
+  if (zb2 !== undefined && zb2.output < 100) {
+    const r = timeRatio(z, sq, 'b2');
+    const e = timeRatio(z, er, 'b2');
+    out.push(
+      `B2: only ${int(zb2.output)} entries, so the walk (${fx(zb2.wall)} s) is mostly the start of find itself: ` +
+        `ours/squashfuse ${fx(r)} (${verdict(r, BAR.squashfuse)}), ours/EROFS ${fx(e)} (${verdict(e, BAR.erofs)}), ` +
+        'differences of milliseconds.',
+    );
+  } else if (zb2 !== undefined) {
+    const sb2 = sq?.median?.b2;
+    const r = timeRatio(z, sq, 'b2');
+    const e = timeRatio(z, er, 'b2');
+    let s =
+      `B2: our walk takes ${fx(zb2.wall)} s for ${int(zb2.output)} entries (${fx((zb2.wall / zb2.output) * 1e6, 0)} µs each), ` +
+      `ours/squashfuse **${fx(r)}** (${verdict(r, BAR.squashfuse)}), ours/EROFS **${fx(e)}** (${verdict(e, BAR.erofs)}). ` +
+      `nydusd used ${fx(zb2.daemonCpu)} CPU s (${fx((zb2.daemonCpu / zb2.output) * 1e6, 0)} µs per entry, ` +
+      `${fx(zb2.daemonCpu / zb2.wall, 2)} cores while find ran)`;
+    if (sb2 !== undefined)
+      s += `, squashfuse ${fx(sb2.daemonCpu)} CPU s (${fx((sb2.daemonCpu / sb2.output) * 1e6, 0)} µs per entry)`;
+    s += `; find itself ${fx(zb2.cpu)} CPU s with us (its system time includes the FUSE round trips).`;
+    out.push(s);
+  }
+  if (zb3 !== undefined) {
+    const bytes = ds.stats?.bytes ?? NaN;
+    const sb3 = sq?.median?.b3;
+    const r = timeRatio(z, sq, 'b3');
+    const e = timeRatio(z, er, 'b3');
+    let s =
+      `B3: we read ${fx(bytes / 1e6 / zb3.wall, 1)} MB/s, ours/squashfuse **${fx(r)}** (${verdict(r, BAR.squashfuse)}), ` +
+      `ours/EROFS **${fx(e)}** (${verdict(e, BAR.erofs)}); nydusd used ${fx(zb3.daemonCpu)} CPU s ` +
+      `(${fx(zb3.daemonCpu / zb3.wall, 2)} cores, ${fx((zb3.daemonCpu / (bytes / 1e6)) * 1000, 1)} ms per MB)`;
+    if (sb3 !== undefined)
+      s += ` against squashfuse's ${fx(sb3.daemonCpu)} CPU s (${fx((sb3.daemonCpu / (bytes / 1e6)) * 1000, 1)} ms per MB)`;
+    s += '.';
+    const lb3 = l?.median?.b3;
+    if (lb3 !== undefined)
+      s += ` With lz4_block chunks: ${fx(lb3.wall)} s, ${fx(lb3.daemonCpu)} daemon CPU s (zstd ${fx(zb3.wall)} s).`;
+    const llb3 = ll?.median?.b3;
+    if (llb3 !== undefined && sb3 !== undefined)
+      s += ` squashfuse_ll (the low-level libfuse API) takes ${fx(llb3.wall)} s against squashfuse's ${fx(sb3.wall)} s.`;
+    out.push(s);
+  }
+  const zm = z?.median;
+  if (zm !== undefined && Number.isFinite(zm.hwmKiB)) {
+    const limit = rssLimitKiB(sq);
+    out.push(
+      `B6: nydusd peaked at ${mib(zm.hwmKiB)} MiB (${mib(zm.idleRssKiB)} MiB right after mounting), squashfuse at ` +
+        `${mib(sq?.median?.hwmKiB ?? NaN)} MiB: the limit is ${mib(limit)} MiB, ` +
+        `**${Number.isFinite(limit) ? (zm.hwmKiB <= limit ? 'met' : 'missed') : 'n/a'}**. ` +
+        `Mounting took ${fx(zm.mountSeconds)} s (squashfuse ${fx(sq?.median?.mountSeconds ?? NaN)} s).`,
+    );
+  }
+  for (const ph of /** @type {const} */ (['b2', 'b3'])) {
+    const c = consistency(results, ph, ds.name);
+    if (c !== '') out.push(c);
+  }
+  return `- **${ds.name}**: ${out.length > 0 ? out.join(' ') : 'no result for our daemon.'}`;
+}
+
+/**
+ * @param {MountInput} o
+ * @returns {string[]}
+ */
+export function renderMounts(o) {
+  const m = o.machine;
+  const v = m.mountVersions;
+  const L = [];
+  const shown = ['b2', 'b3', 'b6'].filter((b) => o.config.only.includes(b)).map((b) => b.toUpperCase());
+  L.push(`## ${shown.join(', ')}: mounted images`, '');
+  L.push(`Measured on ${o.date} (nydus-ts commit ${m.commit}).`, '');
+  if (o.config.rounds < 5) {
+    L.push(
+      `> **Trial run: ${o.config.rounds} round(s) per tool, fewer than the 5 the rules ask for.** ` +
+        'These numbers are not a result.',
+      '',
+    );
+  }
+  L.push('### How it was produced', '');
+  L.push(
+    `- Command: \`${o.command}\` (\`node bench/run.mjs\`; \`NYDUS_BENCH_ONLY=b2,b3,b6 npm run bench\` runs ` +
+      `these alone); work directory \`${o.config.work}\`, measurements saved in \`results-mount.json\` there.`,
+    '- Images of the same data set directories as B1: ours `nydus-image create --compressor zstd` (and ' +
+      '`lz4_block`) `--fs-version 6 -B bootstrap -D blobs SRC`, from the private build of src/; ' +
+      "`mksquashfs SRC IMG -comp zstd -noappend -quiet`; `mkfs.erofs -zlz4hc IMG SRC`. The peers' " +
+      'images are cached between runs (keyed by the data set and the tool version), ours are made again.',
+    '- Mounted by: ours `nydusd --config nydusd.json --bootstrap bootstrap --mountpoint MNT` (the private ' +
+      'build, default 4 FUSE threads) with a v1 config: `localfs` backend over the blob directory, cache ' +
+      '`dummycache` (none: every read decompresses from the blob file), `digest_validate: false`; ' +
+      '`squashfuse -f IMG MNT` (the peer of the bar) and `squashfuse_ll -f IMG MNT` (its low-level-API ' +
+      'variant, for context only), both in the foreground so the pid is the daemon; kernel EROFS by ' +
+      '`mount -t erofs -o loop,ro IMG MNT`.',
+    `- ${plural(o.config.rounds, 'round')} per data set; a round mounts every image once, in a rotating ` +
+      'order as in B1. Each mount is new (a new daemon process, so its own caches start empty), then: ' +
+      (o.phases.b2
+        ? `**B2** \`sync; echo 3 > /proc/sys/vm/drop_caches\` and \`find MNT -printf '%s %m %u %g\\n' | wc -l\`; `
+        : '') +
+      (o.phases.b3
+        ? `**B3** the same drop, then \`tar -cf - . | wc -c\` in MNT (tar reads every file: its output is a pipe); `
+        : '') +
+      "**B6** the daemon's VmHWM from `/proc/PID/status` (summed over its processes: each daemon is one " +
+      'process, threads included), then the unmount (SIGTERM to the daemon, umount for EROFS). B3 runs on ' +
+      'the mount B2 walked, with the kernel caches dropped in between: what the daemon itself keeps from ' +
+      'B2 stays, as in a container that lists and then reads.',
+    '- Wall time is measured around the command (monotonic clock). CPU columns: the command itself (GNU ' +
+      "time: find, or tar and wc; its system time includes the kernel's FUSE and EROFS work done in its " +
+      "context), the daemon (`/proc/PID/stat`, all threads), kernel threads (the machine's busy time less " +
+      'all user-space processes: loop device, EROFS decompression workers, writeback), others (every ' +
+      'other user-space process).',
+    '- The machine is shared: before every command the harness waits (at most 1 min) until the machine ' +
+      'has used under 10% of a core for half a second, and a mount session during which other user-space ' +
+      'processes used more than max(0.3 s, 20% of the wall time) of CPU is repeated, at most twice ' +
+      `(${o.measured.map(({ ds, quiet }) => `${ds.name}: ${plural(quiet.repeated, 'session')} repeated, ${quiet.keptDisturbed} kept though disturbed, ${fx(quiet.waited, 0)} s waited`).join('; ')}).`,
+    o.cachesDropped
+      ? '- Every drop of the caches succeeded.'
+      : '- **The caches could not be dropped here (not permitted): runs were not cold.**',
+    `- Ratios are of median times, ours/peer: **at or below 1.0 we are at least as fast**. The bar: ` +
+      `B2 and B3 ours/squashfuse ≤ ${fx(BAR.squashfuse, 1)} and ours/kernel EROFS ≤ ${fx(BAR.erofs, 1)}; ` +
+      `B6 our peak RSS ≤ ${fx(BAR.rssFactor, 1)} x squashfuse's + 50 MB (50 x 10^6 bytes). The bar is ` +
+      'judged on the zstd image (the default); lz4_block is an extra row.',
+    `- Run time: images ${fx(o.imageSeconds / 60, 1)} min, measurements ${fx(o.benchSeconds / 60, 1)} min, ` +
+      `${fx(o.totalSeconds / 60, 1)} min in all (data set sizes as in B1: big-files 4 x ${o.config.bigMiB} MiB, ` +
+      `many-small ${int(o.config.smallFiles)} files).`,
+    '',
+  );
+
+  L.push('### Machine', '');
+  const mach = [
+    ['CPU, cores, memory', `${m.cpu}, ${m.nproc}, ${fx(m.memGiB, 1)} GiB`],
+    ['kernel', `${m.kernel} (${v.fuse})`],
+    ['Node.js', m.node],
+    ['nydus-ts', `commit ${m.commit}`],
+    ['squashfuse, libfuse3', `Debian ${v.squashfuse}, ${v.libfuse3}`],
+    ['squashfs-tools, erofs-utils', `${v.squashfsTools}, ${v.erofsUtils}`],
+    ['util-linux, tar, findutils', `${v.utilLinux}, ${v.tar}, ${v.findutils}`],
+  ];
+  L.push('| what | value |', '| --- | --- |', ...mach.map(([k, x]) => `| ${k} | ${x} |`), '');
+
+  L.push('### Images', '');
+  const imgRows = [['data set', 'image', 'bytes', 'of the source', 'made in s']];
+  imgRows.push(imgRows[0]?.map(() => '---') ?? []);
+  for (const { ds, images } of o.measured) {
+    for (const img of Object.values(images)) {
+      imgRows.push([
+        ds.name,
+        img.label,
+        img.failed !== undefined ? `failed: ${img.failed}` : int(img.bytes),
+        img.failed !== undefined ? '' : pct(img.bytes / (ds.stats?.bytes ?? NaN)),
+        img.cached ? 'cached' : fx(img.seconds, 1),
+      ]);
+    }
+  }
+  L.push(md(imgRows), '');
+
+  L.push('### The bar', '');
+  const barHead = [
+    'data set',
+    ...(o.phases.b2 ? ['B2 ours/squashfuse', 'B2 ours/EROFS'] : []),
+    ...(o.phases.b3 ? ['B3 ours/squashfuse', 'B3 ours/EROFS'] : []),
+    ...(o.phases.b6 ? ['B6 ours MiB / limit MiB'] : []),
+  ];
+  const barRows = [barHead, barHead.map(() => '---')];
+  for (const { ds, results } of o.measured) {
+    const z = get(results, 'nydusd-zstd');
+    const cell = (/** @type {number} */ r, /** @type {number} */ bar) => `${fx(r)} (${verdict(r, bar)})`;
+    const row = [ds.name];
+    for (const ph of /** @type {const} */ (['b2', 'b3'])) {
+      if (!o.phases[ph]) continue;
+      row.push(
+        cell(timeRatio(z, get(results, 'squashfuse'), ph), BAR.squashfuse),
+        cell(timeRatio(z, get(results, 'erofs'), ph), BAR.erofs),
+      );
+    }
+    if (o.phases.b6) {
+      const limit = rssLimitKiB(get(results, 'squashfuse'));
+      const h = z?.median?.hwmKiB ?? NaN;
+      row.push(
+        `${mib(h)} / ${mib(limit)} (${Number.isFinite(h / limit) ? (h <= limit ? 'met' : 'missed') : 'n/a'})`,
+      );
+    }
+    barRows.push(row);
+  }
+  L.push(md(barRows), '');
+
+  for (const ph of /** @type {const} */ (['b2', 'b3'])) {
+    if (!o.phases[ph] || !o.config.only.includes(ph)) continue;
+    L.push(ph === 'b2' ? '### B2: metadata walk' : '### B3: cold read of every file', '');
+    for (const { ds, results } of o.measured) L.push(`#### ${ds.name}`, '', phaseTable(ds, results, ph), '');
+  }
+  if (o.phases.b6) {
+    L.push('### B6: daemon memory (through B2 and B3)', '');
+    for (const { ds, results } of o.measured) L.push(`#### ${ds.name}`, '', memoryTable(results), '');
+  }
+
+  L.push('### Reading', '');
+  for (const { ds, results } of o.measured) L.push(reading(ds, results));
+  const failed = o.measured.flatMap(({ ds, results }) =>
+    results.filter((r) => r.failed !== undefined).map((r) => `${ds.name}: ${r.tool.label}: ${r.failed}`),
+  );
+  if (failed.length > 0) L.push('', `Failures: ${failed.join('; ')}.`);
+  L.push('');
+  return L;
+}
