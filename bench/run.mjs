@@ -205,7 +205,7 @@ function privateBuild() {
     JSON.stringify({
       extends: join(ROOT, 'tsconfig.json'),
       compilerOptions: { outDir: dir, rootDir: ROOT, sourceMap: false },
-      include: [join(ROOT, 'src', '**', '*.ts')],
+      include: [join(ROOT, 'src', '**', '*.ts'), join(ROOT, 'src', '**', '*.cts')],
     }),
   );
   copyFileSync(join(ROOT, 'package.json'), join(dir, 'package.json'));

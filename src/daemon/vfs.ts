@@ -281,6 +281,7 @@ export class Vfs implements FuseHandler {
         InitFlag.PARALLEL_DIROPS |
         InitFlag.MAX_PAGES |
         InitFlag.CACHE_SYMLINKS |
+        InitFlag.NO_OPEN_SUPPORT |
         (this.#pseudo ? 0n : InitFlag.NO_OPENDIR_SUPPORT) |
         InitFlag.INIT_EXT,
       maxPages: 256,
@@ -316,6 +317,8 @@ export class Vfs implements FuseHandler {
 
   async open(req: OpenRequest): Promise<OpenOut> {
     const r = this.#route(req.nodeid);
+    if ((this.#granted & InitFlag.NO_OPEN_SUPPORT) !== 0n)
+      throw new FuseError('ERR_UNSUPPORTED', 'open needs no handle', Errno.ENOSYS);
     if ('inst' in r) return this.#timed(r.inst, 'open', req.nodeid, () => r.inst.fs.open(req));
     throw new FuseError('ERR_INODE_TYPE', 'Is a directory', Errno.EISDIR);
   }
