@@ -250,7 +250,12 @@ export class NydusDaemon implements DaemonControl {
           }
         : { type: 'dummycache', logger: this.#log },
     );
-    const image = new RafsImage(loaded.bootstrap, source, { cache, validate: config.rafs.validate });
+    // rafs.batch_size (v1 amplify_io) is how far a read that misses fetches ahead.
+    const image = new RafsImage(loaded.bootstrap, source, {
+      cache,
+      validate: config.rafs.validate,
+      readAheadBytes: config.rafs.batch_size,
+    });
     // Missing blobs show up now as a warning, not at the first read as an EIO only.
     for (let i = 0; i < image.bootstrap.blobs.length; i++) {
       try {

@@ -1,3 +1,4 @@
+import type { BlobCacheStats } from '../cache/index.js';
 import type { BlobInfo } from '../format/model.js';
 import type { BlobReader, BlobSource } from '../rafs/blob-source.js';
 
@@ -309,29 +310,8 @@ export class EventRing {
   }
 }
 
-/** The blob cache counters the cache layer keeps (src/cache), as upstream names them. */
-export interface BlobcacheCounters {
-  storePath: string;
-  underlyingFiles: Set<string>;
-  partialHits: number;
-  wholeHits: number;
-  total: number;
-  entriesCount: number;
-  prefetchDataAmount: number;
-  prefetchRequestsCount: number;
-  prefetchWorkers: number;
-  prefetchUnmergedChunks: number;
-  prefetchCumulativeTimeMillis: number;
-  prefetchBeginTimeSecs: number;
-  prefetchBeginTimeMillis: number;
-  prefetchEndTimeSecs: number;
-  prefetchEndTimeMillis: number;
-  bufferedBackendSize: number;
-  dataAllReady: boolean;
-}
-
 /** `GET /api/v1/metrics/blobcache`. */
-export function blobcacheJSON(s: BlobcacheCounters): Record<string, unknown> {
+export function blobcacheJSON(s: BlobCacheStats): Record<string, unknown> {
   return {
     underlying_files: [...s.underlyingFiles].sort(),
     store_path: s.storePath,

@@ -50,6 +50,27 @@ export interface RafsFsOptions {
   readonly nodeBase?: bigint;
 }
 
+/**
+ * What a read-only RAFS mount asks of the kernel in INIT: async and big reads, readdirplus,
+ * parallel lookups, symlink caching, no OPEN/RELEASE round trips, and with `noOpendir` none
+ * for OPENDIR either (the listing is then cached by the kernel).
+ */
+export function rafsInit(noOpendir: boolean): InitOptions {
+  return {
+    want:
+      InitFlag.ASYNC_READ |
+      InitFlag.BIG_WRITES |
+      InitFlag.DO_READDIRPLUS |
+      InitFlag.PARALLEL_DIROPS |
+      InitFlag.MAX_PAGES |
+      InitFlag.CACHE_SYMLINKS |
+      InitFlag.NO_OPEN_SUPPORT |
+      (noOpendir ? InitFlag.NO_OPENDIR_SUPPORT : 0n) |
+      InitFlag.INIT_EXT,
+    maxPages: 256,
+  };
+}
+
 /** Node ids and inode numbers of one instance stay below this (the VFS uses the top 8 bits). */
 export const NODE_MASK = (1n << 56n) - 1n;
 
@@ -147,19 +168,7 @@ export class RafsFs implements FuseHandler {
   }
 
   init(): InitOptions {
-    return {
-      want:
-        InitFlag.ASYNC_READ |
-        InitFlag.BIG_WRITES |
-        InitFlag.DO_READDIRPLUS |
-        InitFlag.PARALLEL_DIROPS |
-        InitFlag.MAX_PAGES |
-        InitFlag.CACHE_SYMLINKS |
-        InitFlag.NO_OPEN_SUPPORT |
-        InitFlag.NO_OPENDIR_SUPPORT |
-        InitFlag.INIT_EXT,
-      maxPages: 256,
-    };
+    return rafsInit(true);
   }
 
   initialized(flags: bigint): void {

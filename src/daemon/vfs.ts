@@ -29,7 +29,7 @@ import {
 } from '../fuse/replies.js';
 import type { FuseHandler } from '../fuse/session.js';
 import type { Fop, FsMetrics } from './metrics.js';
-import type { RafsFs } from './rafs-fs.js';
+import { rafsInit, type RafsFs } from './rafs-fs.js';
 
 /**
  * The daemon's FUSE file system: a pseudo tree of directories with RAFS instances mounted on
@@ -273,19 +273,7 @@ export class Vfs implements FuseHandler {
   }
 
   init(): InitOptions {
-    return {
-      want:
-        InitFlag.ASYNC_READ |
-        InitFlag.BIG_WRITES |
-        InitFlag.DO_READDIRPLUS |
-        InitFlag.PARALLEL_DIROPS |
-        InitFlag.MAX_PAGES |
-        InitFlag.CACHE_SYMLINKS |
-        InitFlag.NO_OPEN_SUPPORT |
-        (this.#pseudo ? 0n : InitFlag.NO_OPENDIR_SUPPORT) |
-        InitFlag.INIT_EXT,
-      maxPages: 256,
-    };
+    return rafsInit(!this.#pseudo);
   }
 
   initialized(flags: bigint): void {

@@ -51,7 +51,7 @@ for (const fsVersion of [5, 6] as const) {
       assert.ok(cache1 instanceof BlobCache);
       assert.ok(existsSync(work), 'work_dir is created');
       const src1 = new CountingSource(img.blobDir);
-      const image1 = new RafsImage(img.bootstrap, src1, { cache: cache1 });
+      const image1 = new RafsImage(img.bootstrap, src1, { cache: cache1, readAheadBytes: 0 });
       const first = await readAllFiles(image1);
       for (const [p, want] of img.files) assert.deepEqual(first.get(p), want, p);
       assert.ok(src1.reads > 0);
@@ -76,7 +76,7 @@ for (const fsVersion of [5, 6] as const) {
 
       const cache2 = createChunkCache({ type: 'blobcache', workDir: work });
       const src2 = new CountingSource(img.blobDir);
-      const image2 = new RafsImage(img.bootstrap, src2, { cache: cache2 });
+      const image2 = new RafsImage(img.bootstrap, src2, { cache: cache2, readAheadBytes: 0 });
       const second = await readAllFiles(image2);
       for (const [p, want] of img.files) assert.deepEqual(second.get(p), want, p);
       assert.equal(src2.reads, 0, 'no backend read on the second pass');
@@ -104,7 +104,7 @@ test('the chunk map has one bit per chunk index, most significant bit first, set
   const work = join(img.dir, 'cache');
   try {
     const cache = createChunkCache({ type: 'blobcache', workDir: work });
-    const image = new RafsImage(img.bootstrap, new CountingSource(img.blobDir), { cache });
+    const image = new RafsImage(img.bootstrap, new CountingSource(img.blobDir), { cache, readAheadBytes: 0 });
     const ino = image.lookupPath('/f')!.ino;
     const chunks = await image.chunks(ino);
     // chunks 1, 9 and 10 of the file
@@ -136,7 +136,7 @@ test('a cache directory laid out as upstream writes it (hand-made map and data f
   const work = join(img.dir, 'cache');
   mkdirSync(work);
   try {
-    const probe = new RafsImage(img.bootstrap, new CountingSource(img.blobDir));
+    const probe = new RafsImage(img.bootstrap, new CountingSource(img.blobDir), { readAheadBytes: 0 });
     const chunks = await probe.chunks(probe.lookupPath('/f')!.ino);
     await probe.close();
     const n = img.blob.chunkCount;
@@ -155,7 +155,7 @@ test('a cache directory laid out as upstream writes it (hand-made map and data f
 
     const cache = createChunkCache({ type: 'blobcache', workDir: work, validate: true });
     const src = new CountingSource(img.blobDir);
-    const image = new RafsImage(img.bootstrap, src, { cache });
+    const image = new RafsImage(img.bootstrap, src, { cache, readAheadBytes: 0 });
     const ino = image.lookupPath('/f')!.ino;
     assert.deepEqual(await image.readFile(ino, 0, 65536), data.subarray(0, 65536));
     assert.deepEqual(
@@ -190,7 +190,7 @@ test('a chunk map of the wrong size is started afresh with a warning; the cache 
     const { logger, lines } = memoryLogger();
     const cache = createChunkCache({ type: 'blobcache', workDir: work, logger });
     const src = new CountingSource(img.blobDir);
-    const image = new RafsImage(img.bootstrap, src, { cache });
+    const image = new RafsImage(img.bootstrap, src, { cache, readAheadBytes: 0 });
     const got = await readAllFiles(image);
     assert.deepEqual(got.get('/f'), img.files.get('/f'));
     assert.ok(src.reads > 0, 'nothing was taken as ready');
@@ -228,7 +228,7 @@ test('cache file problems are one-line NydusErrors naming the path', async () =>
     const dataPath = join(work, `${img.blob.blobId}.blob.data`);
     mkdirSync(dataPath, { recursive: true });
     const cache = createChunkCache({ type: 'blobcache', workDir: work });
-    const image = new RafsImage(img.bootstrap, new CountingSource(img.blobDir), { cache });
+    const image = new RafsImage(img.bootstrap, new CountingSource(img.blobDir), { cache, readAheadBytes: 0 });
     await assert.rejects(
       image.readFile(image.lookupPath('/f')!.ino, 0, 10),
       (e: unknown) =>
@@ -272,7 +272,7 @@ test('upstream fixtures through the blob cache: v5 md5s match the .result file, 
       for (const pass of [1, 2]) {
         const cache = createChunkCache({ type: 'blobcache', workDir: dir, validate: true });
         const src = new CountingSource(blobs);
-        const image = new RafsImage(bootstrap, src, { cache, validate: true });
+        const image = new RafsImage(bootstrap, src, { cache, validate: true, readAheadBytes: 0 });
         const files = await readAllFiles(image);
         const sums = [...files].map(([p, b]): [string, string] => [md5(b), p]);
         const sort = (l: [string, string][]): [string, string][] =>

@@ -14,7 +14,7 @@ test('dummycache reads every file correctly, stores nothing and reads the backen
     assert.ok(cache instanceof DummyCache);
     assert.equal(cache.storesData, false);
     const src = new CountingSource(img.blobDir);
-    const image = new RafsImage(img.bootstrap, src, { cache, recentBytes: 0 });
+    const image = new RafsImage(img.bootstrap, src, { cache, recentBytes: 0, readAheadBytes: 0 });
     for (let pass = 0; pass < 2; pass++) {
       const got = await readAllFiles(image);
       for (const [p, want] of img.files) assert.deepEqual(got.get(p), want, p);

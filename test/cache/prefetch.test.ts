@@ -50,7 +50,7 @@ async function setup(o: { validate?: boolean; prefetch?: string[] } = {}): Promi
     validate: o.validate === true,
   }) as BlobCache;
   const src = new CountingSource(img.blobDir);
-  const image = new RafsImage(img.bootstrap, src, { cache });
+  const image = new RafsImage(img.bootstrap, src, { cache, readAheadBytes: 0 });
   return {
     img,
     cache,

@@ -46,7 +46,7 @@ test('overlapping concurrent reads of a multi-chunk file fetch every chunk once,
   try {
     const src = new CountingSource(img.blobDir);
     src.delayMs = 20;
-    const image = new RafsImage(img.bootstrap, src, { recentBytes: 0 });
+    const image = new RafsImage(img.bootstrap, src, { recentBytes: 0, readAheadBytes: 0 });
     const ino = image.lookupPath('/f')!.ino;
     const chunks = await image.chunks(ino);
     assert.equal(chunks.length, 7);
@@ -74,7 +74,7 @@ test('concurrent readers of a corrupt chunk all get the same ERR_DIGEST error fr
   const data = randomBytes(100_000, 3);
   const img = await buildImage({ f: data, g: randomBytes(5000, 4) }, { compressor: 'none' });
   try {
-    const probe = new RafsImage(img.bootstrap, new CountingSource(img.blobDir));
+    const probe = new RafsImage(img.bootstrap, new CountingSource(img.blobDir), { readAheadBytes: 0 });
     const [c] = await probe.chunks(probe.lookupPath('/f')!.ino);
     const fd = openSync(img.blobPath, 'r+');
     const one = Buffer.alloc(1);
@@ -85,7 +85,7 @@ test('concurrent readers of a corrupt chunk all get the same ERR_DIGEST error fr
 
     const src = new CountingSource(img.blobDir);
     src.delayMs = 20;
-    const image = new RafsImage(img.bootstrap, src);
+    const image = new RafsImage(img.bootstrap, src, { readAheadBytes: 0 });
     const ino = image.lookupPath('/f')!.ino;
     const results = await Promise.allSettled(
       Array.from({ length: 16 }, () => image.readFile(ino, 0, 100, { verify: true })),
@@ -111,7 +111,7 @@ test('a reader asking verify joins an unverified fetch and still checks the byte
   const data = randomBytes(30_000, 5);
   const img = await buildImage({ f: data }, { compressor: 'none' });
   try {
-    const probe = new RafsImage(img.bootstrap, new CountingSource(img.blobDir));
+    const probe = new RafsImage(img.bootstrap, new CountingSource(img.blobDir), { readAheadBytes: 0 });
     const [c] = await probe.chunks(probe.lookupPath('/f')!.ino);
     await probe.close();
     const fd = openSync(img.blobPath, 'r+');
@@ -119,7 +119,7 @@ test('a reader asking verify joins an unverified fetch and still checks the byte
     closeSync(fd);
     const src = new CountingSource(img.blobDir);
     src.delayMs = 20;
-    const image = new RafsImage(img.bootstrap, src);
+    const image = new RafsImage(img.bootstrap, src, { readAheadBytes: 0 });
     const ino = image.lookupPath('/f')!.ino;
     const [plain, checked] = await Promise.allSettled([
       image.readFile(ino, 0, 10),
@@ -142,7 +142,7 @@ test('recently used chunks stay in memory: a chunk read in 16 pieces is fetched 
   try {
     const src = new CountingSource(img.blobDir);
     // Room for two 64 KiB chunks.
-    const image = new RafsImage(img.bootstrap, src, { recentBytes: 2 * 64 * 1024 });
+    const image = new RafsImage(img.bootstrap, src, { recentBytes: 2 * 64 * 1024, readAheadBytes: 0 });
     const ino = image.lookupPath('/f')!.ino;
     for (let off = 0; off < 64 * 1024; off += 4096) {
       assert.deepEqual(await image.readFile(ino, off, 4096), data.subarray(off, off + 4096));
@@ -154,6 +154,36 @@ test('recently used chunks stay in memory: a chunk read in 16 pieces is fetched 
     assert.deepEqual(await image.readFile(ino, 0, 100), data.subarray(0, 100));
     assert.equal(src.reads, before + 1, 'the least recently used chunk was evicted');
     await image.close();
+  } finally {
+    img.cleanup();
+  }
+});
+
+test('a read fetches the next chunks of its file in the background (read-ahead), so a sequential reader finds them in memory', async () => {
+  const data = randomBytes(64 * 1024 * 6 + 123, 6);
+  const img = await buildImage({ f: data, g: randomBytes(1000, 7) }, { compressor: 'none' });
+  try {
+    const src = new CountingSource(img.blobDir);
+    const image = new RafsImage(img.bootstrap, src, { readAheadBytes: 2 * 64 * 1024 });
+    const ino = image.lookupPath('/f')!.ino;
+    // Chunk 0 is read; chunks 1 and 2 follow in the background.
+    assert.deepEqual(await image.readFile(ino, 0, 100), data.subarray(0, 100));
+    // Wait (bounded) for the background fetch.
+    for (let i = 0; i < 200 && src.bytes < 3 * 64 * 1024; i++) await new Promise((r) => setTimeout(r, 10));
+    const afterFirst = src.bytes;
+    assert.equal(afterFirst, 3 * 64 * 1024, 'chunk 0 plus two chunks of read-ahead');
+    const reads = src.reads;
+    // Both read-ahead chunks are served from memory.
+    assert.deepEqual(
+      await image.readFile(ino, 64 * 1024, 2 * 64 * 1024),
+      data.subarray(64 * 1024, 3 * 64 * 1024),
+    );
+    await image.close();
+    assert.ok(src.bytes - afterFirst <= 2 * 64 * 1024, 'no chunk fetched twice');
+    assert.ok(src.reads <= reads + 1, 'at most one more (read-ahead) backend read');
+    // The read-ahead stops at the file's end: nothing of g is fetched.
+    const fChunks = await image.chunks(ino);
+    assert.equal(fChunks.length, 7);
   } finally {
     img.cleanup();
   }

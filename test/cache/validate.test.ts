@@ -28,7 +28,7 @@ function isReadyOnDisk(work: string, img: BuiltImage, index: number): boolean {
 }
 
 async function firstChunk(img: BuiltImage, path: string): Promise<ChunkInfo> {
-  const probe = new RafsImage(img.bootstrap, new CountingSource(img.blobDir));
+  const probe = new RafsImage(img.bootstrap, new CountingSource(img.blobDir), { readAheadBytes: 0 });
   const [c] = await probe.chunks(probe.lookupPath(path)!.ino);
   await probe.close();
   return c!;
@@ -55,7 +55,11 @@ for (const mode of ['rafs.validate', 'cache.validate'] as const) {
         validate: mode === 'cache.validate',
       });
       const src = new CountingSource(img.blobDir);
-      const image = new RafsImage(img.bootstrap, src, { cache, validate: mode === 'rafs.validate' });
+      const image = new RafsImage(img.bootstrap, src, {
+        cache,
+        validate: mode === 'rafs.validate',
+        readAheadBytes: 0,
+      });
       for (const f of ['/victim', '/victim-copy']) {
         await assert.rejects(
           image.readFile(image.lookupPath(f)!.ino, 0, 100),
@@ -101,7 +105,7 @@ test('without any validation a flipped byte goes unnoticed (and is cached), as u
     const victim = await firstChunk(img, '/victim');
     flipByte(img.blobPath, victim.compressedOffset + 10);
     const cache = createChunkCache({ type: 'blobcache', workDir: work });
-    const image = new RafsImage(img.bootstrap, new CountingSource(img.blobDir), { cache });
+    const image = new RafsImage(img.bootstrap, new CountingSource(img.blobDir), { cache, readAheadBytes: 0 });
     const got = await image.readFile(image.lookupPath('/victim')!.ino, 0, 40_000);
     assert.notDeepEqual(got, shared);
     await image.close();
@@ -118,7 +122,10 @@ test('cache.validate: a corrupt chunk in the cache file is reported, refetched f
   try {
     // Fill the cache.
     const cache1 = createChunkCache({ type: 'blobcache', workDir: work });
-    const image1 = new RafsImage(img.bootstrap, new CountingSource(img.blobDir), { cache: cache1 });
+    const image1 = new RafsImage(img.bootstrap, new CountingSource(img.blobDir), {
+      cache: cache1,
+      readAheadBytes: 0,
+    });
     for (const f of Object.keys(FILES)) await image1.readFile(image1.lookupPath(`/${f}`)!.ino, 0, 1 << 20);
     await image1.close();
     await cache1.close();
@@ -128,7 +135,7 @@ test('cache.validate: a corrupt chunk in the cache file is reported, refetched f
     const { logger, lines } = memoryLogger();
     const cache2 = createChunkCache({ type: 'blobcache', workDir: work, validate: true, logger });
     const src2 = new CountingSource(img.blobDir);
-    const image2 = new RafsImage(img.bootstrap, src2, { cache: cache2 });
+    const image2 = new RafsImage(img.bootstrap, src2, { cache: cache2, readAheadBytes: 0 });
     assert.deepEqual(await image2.readFile(image2.lookupPath('/bystander')!.ino, 0, 40_000), FILES.bystander);
     assert.deepEqual(await image2.readFile(image2.lookupPath('/victim')!.ino, 0, 40_000), shared);
     assert.equal(src2.reads, 1, 'only the corrupt chunk came from the backend');
@@ -146,7 +153,7 @@ test('cache.validate: a corrupt chunk in the cache file is reported, refetched f
     // The refetched copy is good: a third instance needs no backend at all.
     const cache3 = createChunkCache({ type: 'blobcache', workDir: work, validate: true });
     const src3 = new CountingSource(img.blobDir);
-    const image3 = new RafsImage(img.bootstrap, src3, { cache: cache3 });
+    const image3 = new RafsImage(img.bootstrap, src3, { cache: cache3, readAheadBytes: 0 });
     assert.deepEqual(await image3.readFile(image3.lookupPath('/bystander')!.ino, 0, 40_000), FILES.bystander);
     assert.equal(src3.reads, 0);
     assert.equal(cache3.corruptChunks, 0);
@@ -162,7 +169,10 @@ test('rafs.validate also checks chunks served by the cache (upstream: either fla
   const work = join(img.dir, 'cache');
   try {
     const cache1 = createChunkCache({ type: 'blobcache', workDir: work });
-    const image1 = new RafsImage(img.bootstrap, new CountingSource(img.blobDir), { cache: cache1 });
+    const image1 = new RafsImage(img.bootstrap, new CountingSource(img.blobDir), {
+      cache: cache1,
+      readAheadBytes: 0,
+    });
     await image1.readFile(image1.lookupPath('/f')!.ino, 0, 20_000);
     await image1.close();
     await cache1.close();
@@ -170,7 +180,7 @@ test('rafs.validate also checks chunks served by the cache (upstream: either fla
     flipByte(join(work, `${img.blob.blobId}.blob.data`), c.uncompressedOffset + 5);
     const cache2 = createChunkCache({ type: 'blobcache', workDir: work });
     const src = new CountingSource(img.blobDir);
-    const image2 = new RafsImage(img.bootstrap, src, { cache: cache2, validate: true });
+    const image2 = new RafsImage(img.bootstrap, src, { cache: cache2, validate: true, readAheadBytes: 0 });
     assert.equal(
       (await image2.readFile(image2.lookupPath('/f')!.ino, 0, 20_000)).equals(
         readFileSync(join(img.dir, 'src', 'f')),
