@@ -17,6 +17,7 @@ import {
   type DaemonConfig,
 } from './config/index.js';
 import { BackendMetrics, blobcacheJSON, EventRing, FsMetrics, MeteredBlobSource } from './metrics.js';
+import { tuneMalloc } from './malloc.js';
 import { RafsFs } from './rafs-fs.js';
 import { pseudoPath, Vfs, type VfsInstance } from './vfs.js';
 
@@ -143,6 +144,7 @@ export class NydusDaemon implements DaemonControl {
   static async start(opts: DaemonOptions): Promise<NydusDaemon> {
     const d = new NydusDaemon(opts);
     checkMountpoint(opts.mountpoint);
+    tuneMalloc(opts.logger);
     if (opts.configFile !== undefined && opts.localfsDir !== undefined)
       invalid('--config and --localfs-dir cannot be used together');
     if (opts.prefetchFilesList !== undefined && opts.bootstrap === undefined)
