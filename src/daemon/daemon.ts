@@ -135,11 +135,6 @@ export class NydusDaemon implements DaemonControl {
     return this.#session;
   }
 
-  /** The instance mounted at `mountpoint` (tests, the CLI). */
-  instance(mountpoint: string): { image: RafsImage; cache: ChunkCache; backend: BackendMetrics } | undefined {
-    return this.#instances.get(mountpoint);
-  }
-
   /** Check everything, mount, open the API socket, serve. */
   static async start(opts: DaemonOptions): Promise<NydusDaemon> {
     const d = new NydusDaemon(opts);

@@ -1,3 +1,4 @@
+import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK } from '../util/mode.js';
 import type { Compressor, Digester } from '../codec/algorithms.js';
 
 /** RafsSuperFlags (rafs-format.md 1.1): v5 superblock and v6 ext-superblock `flags`. */
@@ -103,15 +104,8 @@ export const InodeFlag = {
   HAS_HOLE: 0x8,
 } as const;
 
-/** st_mode file-type bits. */
-export const S_IFMT = 0o170000;
-export const S_IFSOCK = 0o140000;
-export const S_IFLNK = 0o120000;
-export const S_IFREG = 0o100000;
-export const S_IFBLK = 0o060000;
-export const S_IFDIR = 0o040000;
-export const S_IFCHR = 0o020000;
-export const S_IFIFO = 0o010000;
+/** st_mode file-type bits (util/mode.ts). */
+export { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK };
 
 export function isDir(mode: number): boolean {
   return (mode & S_IFMT) === S_IFDIR;

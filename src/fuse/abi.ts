@@ -1,3 +1,4 @@
+import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK } from '../util/mode.js';
 /**
  * The FUSE kernel ABI as this layer speaks it: protocol version, opcodes, flag bits, struct
  * sizes and errno values. Facts come from the Linux UAPI header `include/uapi/linux/fuse.h`
@@ -374,12 +375,5 @@ export const DirentType = {
   SOCK: 12,
 } as const;
 
-/** File type bits of st_mode. */
-export const S_IFMT = 0o170000;
-export const S_IFSOCK = 0o140000;
-export const S_IFLNK = 0o120000;
-export const S_IFREG = 0o100000;
-export const S_IFBLK = 0o060000;
-export const S_IFDIR = 0o040000;
-export const S_IFCHR = 0o020000;
-export const S_IFIFO = 0o010000;
+/** st_mode file-type bits (util/mode.ts). */
+export { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK };

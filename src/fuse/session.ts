@@ -148,6 +148,14 @@ export function isMountPoint(path: string): boolean {
   return mountPoints().includes(real);
 }
 
+function refuseBusy(real: string, path: string): void {
+  if (mountPoints().includes(real))
+    throw new NydusError(
+      'ERR_INVALID_ARG',
+      `Mountpoint "${path}" is busy: something is already mounted there`,
+    );
+}
+
 /**
  * Check a mountpoint before mounting: it exists, is a directory, and nothing is mounted there.
  * The mount table is read before the path is touched: stat on a mount this process serves (or
@@ -160,21 +168,13 @@ export function checkMountpoint(path: string): string {
   } catch (e) {
     throw new NydusError('ERR_INVALID_ARG', `Mountpoint "${path}" does not exist: ${errorText(e)}`);
   }
-  if (mountPoints().includes(real))
-    throw new NydusError(
-      'ERR_INVALID_ARG',
-      `Mountpoint "${path}" is busy: something is already mounted there`,
-    );
+  refuseBusy(real, path);
   try {
     real = realpathSync(real);
   } catch (e) {
     throw new NydusError('ERR_INVALID_ARG', `Mountpoint "${path}" does not exist: ${errorText(e)}`);
   }
-  if (mountPoints().includes(real))
-    throw new NydusError(
-      'ERR_INVALID_ARG',
-      `Mountpoint "${path}" is busy: something is already mounted there`,
-    );
+  refuseBusy(real, path);
   if (!statSync(real).isDirectory())
     throw new NydusError('ERR_INVALID_ARG', `Mountpoint "${path}" is not a directory`);
   return real;
@@ -226,7 +226,6 @@ export class FuseSession {
   #fdOpen = true;
   #mounted = true;
   #done: Promise<void> | undefined;
-  #inFlight = 0;
   /** Requests being served, by unique: what `GET /api/v1/metrics/inflight` lists. */
   readonly #requests = new Map<bigint, { opcode: number; nodeid: bigint; startMs: number }>();
   /** The connection number (the mount's device minor), for fusectl. */
@@ -360,7 +359,6 @@ export class FuseSession {
       }
       return;
     }
-    this.#inFlight++;
     this.#requests.set(req.unique, { opcode: req.opcode, nodeid: req.nodeid, startMs: Date.now() });
     try {
       const reply = await this.#dispatch(req);
@@ -373,7 +371,6 @@ export class FuseSession {
       }
       if (expectsReply(req.opcode)) this.#write(errorReply(req.unique, errno === 0 ? Errno.EIO : errno));
     } finally {
-      this.#inFlight--;
       this.#requests.delete(req.unique);
     }
   }
@@ -504,11 +501,6 @@ export class FuseSession {
     } catch {
       // fusectl not mounted: nothing more to do
     }
-  }
-
-  /** Requests being served right now. */
-  get inFlight(): number {
-    return this.#inFlight;
   }
 
   /** The requests being served right now, oldest first. */

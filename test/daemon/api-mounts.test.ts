@@ -5,7 +5,16 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { curl, localfsConfigText } from '../helpers/api.js';
 import { diffSnapshots, snapshot } from '../helpers/fs-tree.js';
-import { canFuse, cleanup, mounted, startDaemon, tmp, WAIT_MS, type Daemon } from '../helpers/nydusd.js';
+import {
+  canFuse,
+  cleanup,
+  mounted,
+  startDaemon,
+  tmp,
+  WAIT_MS,
+  type Daemon,
+  createImage,
+} from '../helpers/nydusd.js';
 import { prng } from '../helpers/prng.js';
 import { runBin } from '../helpers/run-bin.js';
 
@@ -38,17 +47,6 @@ function makeTree(dir: string, seed: number, files: number): number {
   return total;
 }
 
-async function buildImage(src: string, boot: string, blobDir: string, extra: string[] = []): Promise<void> {
-  const r = await runBin(
-    'nydus-image',
-    ['create', '--log-level', 'warn', '-B', boot, '-D', blobDir, ...extra, src],
-    {
-      timeoutMs: 120_000,
-    },
-  );
-  assert.equal(r.code, 0, r.stderr);
-}
-
 function mountBody(source: string, blobDir: string): string {
   return JSON.stringify({
     source,
@@ -71,8 +69,8 @@ test('nydusd without --bootstrap: curl mounts images at /a and /b/c, both read r
     mkdirSync(srcB);
     const bytesA = makeTree(srcA, 1, 30);
     makeTree(srcB, 2, 20);
-    await buildImage(srcA, join(dir, 'a.boot'), blobs);
-    await buildImage(srcB, join(dir, 'b.boot'), blobs, ['--fs-version', '5', '--compressor', 'lz4_block']);
+    await createImage(srcA, join(dir, 'a.boot'), blobs);
+    await createImage(srcB, join(dir, 'b.boot'), blobs, ['--fs-version', '5', '--compressor', 'lz4_block']);
 
     d = await startDaemon(mnt, ['--apisock', sock]);
     assert.deepEqual(readdirSync(mnt), [], 'an empty root until something is mounted');
@@ -218,7 +216,7 @@ test('the legacy PUT /api/v1/mount body of the virtio-fs doc (seed 002, its miss
     mkdirSync(src);
     makeTree(src, 3, 5);
     const boot = join(dir, 'image.boot');
-    await buildImage(src, boot, blobs);
+    await createImage(src, boot, blobs);
     const cfg = join(dir, 'config.json');
     writeFileSync(cfg, localfsConfigText(blobs));
     d = await startDaemon(mnt, ['--apisock', sock]);

@@ -28,9 +28,9 @@ import {
   tmp,
   WAIT_MS,
   type Daemon,
+  createImage,
 } from '../helpers/nydusd.js';
 import { prng } from '../helpers/prng.js';
-import { runBin } from '../helpers/run-bin.js';
 
 /**
  * The blob cache, digest validation and prefetch through real mounts: many concurrent readers,
@@ -41,17 +41,6 @@ function v1(dir: string, name: string, doc: Record<string, unknown>): string {
   const p = join(dir, name);
   writeFileSync(p, JSON.stringify(doc));
   return p;
-}
-
-async function build(src: string, boot: string, blobDir: string, extra: string[] = []): Promise<void> {
-  const r = await runBin(
-    'nydus-image',
-    ['create', '--log-level', 'warn', '-B', boot, '-D', blobDir, ...extra, src],
-    {
-      timeoutMs: 180_000,
-    },
-  );
-  assert.equal(r.code, 0, r.stderr);
 }
 
 /** `find . -type f | sort | xargs md5sum` under `dir` (one reader). */
@@ -106,7 +95,7 @@ test('16 parallel readers hashing every file get the right sums; after a restart
     writeFileSync(join(src, 'big1'), big);
     writeFileSync(join(src, 'big2'), big.subarray(1024 * 1024));
     const boot = join(dir, 'image.boot');
-    await build(src, boot, blobs, ['--chunk-size', '0x100000']);
+    await createImage(src, boot, blobs, ['--chunk-size', '0x100000']);
     const want = await md5All(src);
     const cfg = v1(dir, 'cfg.json', blobCacheConfig(blobs, cache));
 
@@ -177,7 +166,7 @@ test('one flipped byte in a blob with digest_validate: EIO for the files sharing
     writeFileSync(join(src, 'bystander'), bytes(300_000));
     writeFileSync(join(src, 'small'), 'hello\n');
     const boot = join(dir, 'image.boot');
-    await build(src, boot, blobs, ['--compressor', 'none']);
+    await createImage(src, boot, blobs, ['--compressor', 'none']);
 
     // Where the victim's chunk sits in the blob.
     const loaded = await loadBootstrapFile(boot);
@@ -243,7 +232,7 @@ test('--prefetch-files with fs_prefetch fills the blob cache in the background: 
       writeFileSync(join(src, `cold${i}`), b.subarray(7));
     }
     const boot = join(dir, 'image.boot');
-    await build(src, boot, blobs);
+    await createImage(src, boot, blobs);
     const list = join(dir, 'prefetch.txt');
     writeFileSync(list, '/hot\n\n/does-not-exist\n');
     const cfg = v1(

@@ -8,7 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { IN_CI } from './fixtures.js';
 import { needRoot } from './env.js';
-import { binPath } from './run-bin.js';
+import { binPath, runBin } from './run-bin.js';
 
 /**
  * Running the real nydusd in tests: start it, wait for its mount, stop it, and clean up so no
@@ -112,4 +112,21 @@ export function v1Config(dir: string, blobDir: string, extra: Record<string, unk
     }),
   );
   return p;
+}
+
+/** `nydus-image create -B boot -D blobDir [extra] src`, which must succeed. */
+export async function createImage(
+  src: string,
+  boot: string,
+  blobDir: string,
+  extra: string[] = [],
+): Promise<void> {
+  const r = await runBin(
+    'nydus-image',
+    ['create', '--log-level', 'warn', '-B', boot, '-D', blobDir, ...extra, src],
+    {
+      timeoutMs: 180_000,
+    },
+  );
+  assert.equal(r.code, 0, r.stderr);
 }
