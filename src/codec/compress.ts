@@ -3,7 +3,7 @@ import lz4 from 'lz4-napi';
 import zstd from 'zstd-napi/binding.js';
 import { errorText, NydusError } from '../errors/errors.js';
 import type { Compressor } from './algorithms.js';
-import { nativeLz4, nativeZstd } from './native.js';
+import { nativeLz4, nativeLz4Decoder, nativeZstd, nativeZstdDecoder } from './native.js';
 
 /**
  * Chunk compression as upstream frames it (rafs-format.md 5): lz4_block is a raw LZ4 block with
@@ -61,6 +61,47 @@ export function decompress(algo: Compressor, src: Buffer, size: number): Buffer 
     );
   }
   return out;
+}
+
+/** Units at least this large are decoded on a worker thread when the system library is there. */
+const WORKER_DECODE_MIN = 64 * 1024;
+
+/**
+ * Decompress one unit, as `decompress`, into `out` when given (a buffer of at least `size`
+ * bytes; the result is its prefix) or else a new buffer. Large zstd and lz4_block units are
+ * decoded by the system library on a worker thread, so the event loop goes on serving meanwhile;
+ * `out` and `src` must stay untouched until the promise settles.
+ */
+export async function decompressTo(
+  algo: Compressor,
+  src: Buffer,
+  size: number,
+  out?: Buffer,
+): Promise<Buffer> {
+  const native =
+    algo === 'zstd' ? nativeZstdDecoder() : algo === 'lz4_block' ? nativeLz4Decoder() : undefined;
+  if (native === undefined || size > MAX_DECOMPRESSED_SIZE * 64 || (out !== undefined && out.length < size)) {
+    const data = decompress(algo, src, size);
+    if (out === undefined || out.length < size) return data;
+    data.copy(out, 0, 0, size);
+    return out.subarray(0, size);
+  }
+  const dst = out === undefined ? Buffer.allocUnsafe(size) : out.subarray(0, size);
+  let n: number;
+  try {
+    n = size >= WORKER_DECODE_MIN ? await native.decodeAsync(src, dst) : native.decode(src, dst);
+  } catch (e) {
+    throw new NydusError(
+      'ERR_DECOMPRESS',
+      `Cannot decompress ${algo} data of ${src.length} bytes: ${errorText(e)}`,
+      {
+        cause: e,
+      },
+    );
+  }
+  if (n !== size)
+    throw new NydusError('ERR_DECOMPRESS', `${algo} data decompressed to ${n} bytes, expected ${size}`);
+  return dst;
 }
 
 const ZSTD_LEVEL = 3;

@@ -92,3 +92,101 @@ export function nativeLz4(): NativeLz4 | undefined {
   }
   return lz4Loaded ?? undefined;
 }
+
+/**
+ * A decoder in a system library: decompresses into a caller's buffer, either here or on one of
+ * koffi's worker threads, so that a big chunk does not stall the event loop.
+ */
+export interface NativeDecoder {
+  /** Decompress `src` into `dst`; the decompressed size, or an Error naming the library's reason. */
+  decode(src: Buffer, dst: Buffer): number;
+  /**
+   * The same on a worker thread. Both buffers must stay untouched until it settles; the
+   * callback holds them, so they cannot be collected meanwhile.
+   */
+  decodeAsync(src: Buffer, dst: Buffer): Promise<number>;
+}
+
+let zstdDecoder: NativeDecoder | null | undefined;
+let lz4Decoder: NativeDecoder | null | undefined;
+
+/**
+ * Call a library function on a koffi worker thread. The callback refers to `args`, so the
+ * buffers among them stay alive (unmoved and uncollected) until the worker is done with them.
+ */
+function onWorker(fn: { async(...a: unknown[]): void }, args: unknown[]): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    fn.async(...args, (err: unknown, res: unknown) => {
+      args.length = 0;
+      if (err === null || err === undefined) resolve(res);
+      else reject(err instanceof Error ? err : new Error(`koffi call failed: ${JSON.stringify(err)}`));
+    });
+  });
+}
+
+/** libzstd's ZSTD_decompressDCtx, with decompression contexts reused (one per concurrent call). */
+export function nativeZstdDecoder(): NativeDecoder | undefined {
+  if (zstdDecoder === undefined) {
+    try {
+      const lib = koffi().load('libzstd.so.1');
+      const createDCtx = lib.func('void* ZSTD_createDCtx()');
+      const decompressDCtx = lib.func(
+        'size_t ZSTD_decompressDCtx(void*, void*, size_t, const void*, size_t)',
+      );
+      const isError = lib.func('unsigned int ZSTD_isError(size_t)');
+      const getErrorName = lib.func('const char* ZSTD_getErrorName(size_t)');
+      const idle: unknown[] = [];
+      const result = (n: unknown): number => {
+        if (isError(n) !== 0) throw new Error(`ZSTD_decompressDCtx failed: ${getErrorName(n) as string}`);
+        return Number(n);
+      };
+      zstdDecoder = {
+        decode(src, dst) {
+          const ctx: unknown = idle.pop() ?? createDCtx();
+          try {
+            return result(decompressDCtx(ctx, dst, dst.length, src, src.length));
+          } finally {
+            idle.push(ctx);
+          }
+        },
+        async decodeAsync(src, dst) {
+          const ctx: unknown = idle.pop() ?? createDCtx();
+          try {
+            return result(await onWorker(decompressDCtx, [ctx, dst, dst.length, src, src.length]));
+          } finally {
+            idle.push(ctx);
+          }
+        },
+      };
+    } catch {
+      zstdDecoder = null;
+    }
+  }
+  return zstdDecoder ?? undefined;
+}
+
+/** liblz4's LZ4_decompress_safe (stateless). */
+export function nativeLz4Decoder(): NativeDecoder | undefined {
+  if (lz4Decoder === undefined) {
+    try {
+      const lib = koffi().load('liblz4.so.1');
+      const decompressSafe = lib.func('int LZ4_decompress_safe(const void*, void*, int, int)');
+      const result = (n: unknown): number => {
+        if (typeof n !== 'number' || n < 0)
+          throw new Error(`LZ4_decompress_safe failed: the block is malformed (${String(n)})`);
+        return n;
+      };
+      lz4Decoder = {
+        decode(src, dst) {
+          return result(decompressSafe(src, dst, src.length, dst.length));
+        },
+        async decodeAsync(src, dst) {
+          return result(await onWorker(decompressSafe, [src, dst, src.length, dst.length]));
+        },
+      };
+    } catch {
+      lz4Decoder = null;
+    }
+  }
+  return lz4Decoder ?? undefined;
+}

@@ -260,10 +260,10 @@ export class MeteredBlobSource implements BlobSource {
     const m = this.metrics;
     return {
       size: r.size,
-      async read(offset: number, length: number): Promise<Buffer> {
+      async read(offset: number, length: number, into?: Buffer): Promise<Buffer> {
         const t0 = performance.now();
         try {
-          const b = await r.read(offset, length);
+          const b = await r.read(offset, length, into);
           m.record(b.length, true, performance.now() - t0);
           return b;
         } catch (e) {

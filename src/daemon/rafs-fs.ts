@@ -25,7 +25,7 @@ import {
   type Kstatfs,
   type OpenOut,
 } from '../fuse/replies.js';
-import type { FuseHandler } from '../fuse/session.js';
+import type { FuseHandler, LentBytes } from '../fuse/session.js';
 import { isDir, isReg, isSymlink } from '../format/flags.js';
 import type { InodeAttr } from '../format/model.js';
 import type { RafsImage } from '../rafs/image.js';
@@ -220,11 +220,11 @@ export class RafsFs implements FuseHandler {
     return { fh: 0n, openFlags: FopenFlag.KEEP_CACHE, backingId: 0 };
   }
 
-  async read(req: ReadRequest): Promise<Buffer> {
+  async read(req: ReadRequest): Promise<LentBytes> {
     const ino = this.inoOf(req.nodeid);
     if (!isReg(this.#attr(ino).mode))
       throw new FuseError('ERR_INODE_TYPE', 'Not a regular file', Errno.EINVAL);
-    return this.image.readFile(ino, req.offset, req.size, { verify: this.#validate });
+    return this.image.readFileShared(ino, req.offset, req.size, { verify: this.#validate });
   }
 
   #dirEntries(

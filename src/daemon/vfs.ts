@@ -27,7 +27,7 @@ import {
   type Kstatfs,
   type OpenOut,
 } from '../fuse/replies.js';
-import type { FuseHandler } from '../fuse/session.js';
+import type { FuseHandler, LentBytes } from '../fuse/session.js';
 import type { Fop, FsMetrics } from './metrics.js';
 import { rafsInit, type RafsFs } from './rafs-fs.js';
 
@@ -320,7 +320,7 @@ export class Vfs implements FuseHandler {
     return { fh: 0n, openFlags: 0, backingId: 0 };
   }
 
-  async read(req: ReadRequest): Promise<Buffer> {
+  async read(req: ReadRequest): Promise<Buffer | LentBytes> {
     const r = this.#route(req.nodeid);
     if (!('inst' in r)) throw new FuseError('ERR_INODE_TYPE', 'Is a directory', Errno.EISDIR);
     const inst = r.inst;

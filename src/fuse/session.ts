@@ -77,8 +77,11 @@ export interface FuseHandler {
   readlink?(req: ReadlinkRequest): Promise<Buffer> | Buffer;
   open?(req: OpenRequest): Promise<OpenOut> | OpenOut;
   opendir?(req: OpendirRequest): Promise<OpenOut> | OpenOut;
-  /** The data (at most req.size bytes; fewer at the end of the file). */
-  read?(req: ReadRequest): Promise<Buffer> | Buffer;
+  /**
+   * The data (at most req.size bytes; fewer at the end of the file), or data lent until the
+   * reply is written, when the session calls its `release`.
+   */
+  read?(req: ReadRequest): Promise<Buffer | LentBytes> | Buffer | LentBytes;
   /** A packed body (packDirents); empty at the end of the directory. */
   readdir?(req: ReaddirRequest): Promise<Buffer> | Buffer;
   readdirplus?(req: ReaddirplusRequest): Promise<Buffer> | Buffer;
@@ -92,6 +95,17 @@ export interface FuseHandler {
   release?(req: ReleaseRequest): Promise<void> | void;
   releasedir?(req: ReleasedirRequest): Promise<void> | void;
   destroy?(): void;
+}
+
+/**
+ * Bytes lent to the session for one reply, in parts written in order: `release()` is called
+ * once the reply is written.
+ */
+export interface LentBytes {
+  readonly parts: readonly Buffer[];
+  /** Bytes in all parts. */
+  readonly length: number;
+  release(): void;
 }
 
 export interface MountOptions {
@@ -108,6 +122,12 @@ export interface MountOptions {
 export interface SessionOptions extends MountOptions {
   /** Reads kept outstanding on the fd. Default 4. */
   readonly threads?: number;
+  /**
+   * The kernel's read-ahead for this mount, in KiB (its bdi `read_ahead_kb`), set once INIT is
+   * done; the kernel's own default (128) when absent. A sequential reader then has up to this
+   * much in flight, in reads of up to max_pages each, instead of one 128 KiB read at a time.
+   */
+  readonly readAheadKb?: number;
   readonly logger?: Logger;
 }
 
@@ -223,6 +243,7 @@ export class FuseSession {
   readonly #log: Logger | undefined;
   readonly #timeoutMs: number;
   readonly #threads: number;
+  readonly #readAheadKb: number | undefined;
   #fdOpen = true;
   #mounted = true;
   #done: Promise<void> | undefined;
@@ -238,6 +259,7 @@ export class FuseSession {
     this.#log = opts.logger;
     this.#timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     this.#threads = Math.max(1, opts.threads ?? 4);
+    this.#readAheadKb = opts.readAheadKb;
   }
 
   /**
@@ -363,6 +385,8 @@ export class FuseSession {
     try {
       const reply = await this.#dispatch(req);
       if (reply !== null) this.#write(reply);
+      // The kernel caps read-ahead while it takes the INIT reply: raise it only afterwards.
+      if (req.op === 'init') this.#setReadAhead();
     } catch (e) {
       const errno = errnoOf(e);
       if (!(e instanceof FuseError)) {
@@ -416,8 +440,15 @@ export class FuseSession {
         return h.opendir ? openReply(u, await h.opendir(req)) : nosys();
       case 'read': {
         if (!h.read) return nosys();
-        const data = await h.read(req);
-        return data.length === 0 ? replyHeader(u, 0) : [replyHeader(u, data.length), data];
+        const r = await h.read(req);
+        if (Buffer.isBuffer(r)) return r.length === 0 ? replyHeader(u, 0) : [replyHeader(u, r.length), r];
+        // Lent bytes: written here, synchronously, then given back.
+        try {
+          this.#write([replyHeader(u, r.length), ...r.parts]);
+        } finally {
+          r.release();
+        }
+        return null;
       }
       case 'readdir':
         return h.readdir ? dataReply(u, await h.readdir(req)) : nosys();
@@ -491,6 +522,19 @@ export class FuseSession {
         });
     });
     await bounded;
+  }
+
+  /** Set the mount's read-ahead (readAheadKb); a failure only costs speed, so it is logged. */
+  #setReadAhead(): void {
+    if (this.#readAheadKb === undefined || this.#dev === undefined) return;
+    // FUSE mounts have anonymous devices (major 0): their bdi is named "0:<minor>".
+    const path = `/sys/class/bdi/0:${this.#dev}/read_ahead_kb`;
+    try {
+      writeFileSync(path, String(this.#readAheadKb));
+      this.#log?.debug(`FUSE read-ahead set to ${this.#readAheadKb} KiB`);
+    } catch (e) {
+      this.#log?.warn(`Cannot set the FUSE read-ahead (${path}): ${errorText(e)}`);
+    }
   }
 
   /** Abort the connection through fusectl (when mounted): every waiter fails at once. */

@@ -8,8 +8,12 @@ import type { BlobInfo } from '../format/model.js';
 export interface BlobReader {
   /** Size of the blob file in bytes. */
   readonly size: number;
-  /** Exactly `length` bytes at `offset`; rejects with ERR_IO / ERR_FORMAT when the blob is shorter. */
-  read(offset: number, length: number): Promise<Buffer>;
+  /**
+   * Exactly `length` bytes at `offset`; rejects with ERR_IO / ERR_FORMAT when the blob is
+   * shorter. With `into` (at least `length` bytes) the bytes land at its start and the result is
+   * that prefix; a reader that cannot do that may answer with a buffer of its own.
+   */
+  read(offset: number, length: number, into?: Buffer): Promise<Buffer>;
   close(): Promise<void>;
 }
 

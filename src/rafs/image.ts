@@ -1,10 +1,11 @@
 import { NydusError, FormatError } from '../errors/errors.js';
-import { decompress } from '../codec/compress.js';
+import { decompressTo } from '../codec/compress.js';
 import { crc32cOf, digest } from '../codec/digest.js';
 import { ChunkFlag, isDir, isReg, Limits } from '../format/flags.js';
 import type { BlobInfo, Bootstrap, ChunkInfo, DirEntry, InodeAttr } from '../format/model.js';
 import type { BlobReader, BlobSource } from './blob-source.js';
 import { loadBlobChunks } from './blob-chunks.js';
+import { BufferPool } from './buffer-pool.js';
 
 export interface ReadOptions {
   /** Verify every chunk's digest (and CRC-32C when recorded) before using it. */
@@ -70,6 +71,31 @@ export interface RafsImageOptions {
    * amplification, `rafs.batch_size`). Default 1 MiB; 0 turns it off.
    */
   readAheadBytes?: number;
+  /**
+   * Reuse chunk-sized buffers instead of allocating one per fetched chunk (a daemon streaming
+   * big files). Reads then go through `readFileShared`, whose bytes stay valid until released;
+   * `readFile` and `readChunk` return copies.
+   */
+  reuseBuffers?: boolean;
+}
+
+/**
+ * Bytes of a read, as views of shared (maybe pooled) chunk buffers: valid until `release()`.
+ * A read across chunks comes in several parts, to be used in order.
+ */
+export interface SharedBytes {
+  readonly parts: readonly Buffer[];
+  /** Bytes in all parts. */
+  readonly length: number;
+  /** Let the buffers be reused; call once, after the last use of the parts. */
+  release(): void;
+}
+
+const NOTHING_TO_RELEASE = (): void => undefined;
+
+/** Bytes no one else shares. */
+function owned(data: Buffer): SharedBytes {
+  return { parts: [data], length: data.length, release: NOTHING_TO_RELEASE };
 }
 
 const DEFAULT_RECENT_BYTES = 8 << 20;
@@ -135,10 +161,21 @@ const MAX_MERGED_READ = 4 * 1024 * 1024;
 /** Digest checking of a read: none, only chunks with a recorded digest, or every chunk. */
 type Check = 0 | 1 | 2;
 
-/** A chunk's bytes and whether they were checked against its digest. */
+/**
+ * A chunk's bytes and whether they were checked against its digest. When the bytes live in a
+ * pool slot, the slot goes back to the pool once no reader or cache write holds them (`pins`)
+ * and the recent-chunk memory has let them go (`kept`).
+ */
 interface Fetched {
   data: Buffer;
   verified: boolean;
+  slot: Buffer | undefined;
+  pins: number;
+  kept: boolean;
+}
+
+function fetched(data: Buffer, verified: boolean, slot?: Buffer): Fetched {
+  return { data, verified, slot, pins: 0, kept: false };
 }
 
 /** Priority of the fetches of one run; prefetch runs are low until an on-demand read joins them. */
@@ -155,6 +192,10 @@ interface Flight {
   readonly reject: (e: unknown) => void;
   settled: boolean;
   readonly prio: Priority;
+  /** Readers waiting for it: each gets a pin on the bytes when it settles. */
+  waiters: number;
+  /** The bytes, once settled with them (the flight stays joinable while they are being cached). */
+  got: Fetched | undefined;
 }
 
 interface Claim {
@@ -184,7 +225,7 @@ function newFlight(prio: Priority): Flight {
   });
   // Every flight is awaited by its claimer; this only keeps an early failure from counting as unhandled.
   promise.catch(() => undefined);
-  return { promise, resolve: resolve!, reject: reject!, settled: false, prio };
+  return { promise, resolve: resolve!, reject: reject!, settled: false, prio, waiters: 0, got: undefined };
 }
 
 function hasDigest(c: ChunkInfo): boolean {
@@ -228,6 +269,7 @@ export class RafsImage {
   #recentBytes = 0;
   readonly #recentLimit: number;
   readonly #readAhead: number;
+  readonly #pool: BufferPool | undefined;
   /** Chunk lists of recently read files, least recently used first. */
   readonly #chunkLists = new Map<number, ChunkInfo[]>();
 
@@ -240,6 +282,11 @@ export class RafsImage {
     // Read-ahead lands in the recent memory: without it there is nowhere to keep it.
     this.#readAhead = this.#recentLimit === 0 ? 0 : Math.max(0, opts.readAheadBytes ?? DEFAULT_READ_AHEAD);
     this.#resolver = opts.resolver ?? ((blobIndex, ciIndex) => this.#fromBlobMeta(blobIndex, ciIndex));
+    if (opts.reuseBuffers === true) {
+      const slot = Math.max(bootstrap.superblock.chunkSize, 4096);
+      // Free slots kept: 16 MiB worth, at least two.
+      this.#pool = new BufferPool(slot, Math.max(2, Math.floor((16 << 20) / slot)));
+    }
   }
 
   /** Reads issued to the backend so far (merged reads count once). */
@@ -250,6 +297,14 @@ export class RafsImage {
   /** Bytes asked of the backend so far. */
   get backendBytes(): number {
     return this.#backendBytes;
+  }
+
+  /** How the chunk buffer pool is doing (undefined without `reuseBuffers`). */
+  get bufferPool(): { slotSize: number; created: number; reused: number; idle: number } | undefined {
+    const p = this.#pool;
+    return p === undefined
+      ? undefined
+      : { slotSize: p.slotSize, created: p.created, reused: p.reused, idle: p.idle };
   }
 
   async #fromBlobMeta(blobIndex: number, ciIndex: number): Promise<ChunkInfo> {
@@ -402,8 +457,10 @@ export class RafsImage {
 
   /** Bytes of one chunk, decompressed, verified when asked. */
   async readChunk(c: ChunkInfo, opts: ReadOptions = {}): Promise<Buffer> {
-    const [data] = await this.#readRun([c], this.#check(opts), ON_DEMAND);
-    return data!;
+    const [got] = await this.#readRun([c], this.#check(opts), ON_DEMAND);
+    const data = got!.slot === undefined ? got!.data : Buffer.from(got!.data);
+    this.#unpin(got!);
+    return data;
   }
 
   /** Whether chunk `c` is stored in the cache (false without a cache). */
@@ -423,12 +480,13 @@ export class RafsImage {
     const blobIndex = chunks[0]!.blobIndex;
     if (chunks.some((c) => c.blobIndex !== blobIndex))
       throw new NydusError('ERR_INVALID_ARG', 'Prefetch request mixes chunks of different blobs');
-    await this.#readRun(chunks, this.#check({}), {
+    const got = await this.#readRun(chunks, this.#check({}), {
       low: true,
       signal,
       maxMerge: Number.MAX_SAFE_INTEGER,
       awaitStored: true,
     });
+    for (const g of got) this.#unpin(g);
   }
 
   /** The digest check a read gets: rafs validate or the read's own ask, else the cache's. */
@@ -460,15 +518,16 @@ export class RafsImage {
   }
 
   /**
-   * Bytes of a run of chunks of one blob. Chunks already in flight are joined; the others are
-   * claimed and fetched (from the cache, else from the backend with contiguous ranges merged).
+   * Bytes of a run of chunks of one blob, each pinned for the caller (who unpins them). Chunks
+   * already in flight are joined; the others are claimed and fetched (from the cache, else from
+   * the backend with contiguous ranges merged).
    */
-  async #readRun(run: readonly ChunkInfo[], check: Check, mode: RunMode): Promise<Buffer[]> {
+  async #readRun(run: readonly ChunkInfo[], check: Check, mode: RunMode): Promise<Fetched[]> {
     const first = run[0]!;
     const reader = await this.blobReader(first.blobIndex);
     for (const c of run) this.#checkChunk(c, reader);
     const prio: Priority = { low: mode.low, wake: undefined };
-    const flights: Flight[] = [];
+    const waits: Promise<Fetched>[] = [];
     const claims: Claim[] = [];
     let recentHits = 0;
     for (const c of run) {
@@ -478,10 +537,8 @@ export class RafsImage {
       if (hit !== undefined) {
         this.#recent.delete(key);
         this.#recent.set(key, hit);
-        const f = newFlight(prio);
-        f.settled = true;
-        f.resolve(hit);
-        flights.push(f);
+        hit.pins++;
+        waits.push(Promise.resolve(hit));
         recentHits++;
         continue;
       }
@@ -495,7 +552,9 @@ export class RafsImage {
         f.prio.low = false;
         f.prio.wake?.();
       }
-      flights.push(f);
+      if (f.got !== undefined) f.got.pins++;
+      else f.waiters++;
+      waits.push(f.promise);
     }
     if (claims.length > 0) {
       const fetching = this.#fetch(claims, reader, check, prio, mode, run.length);
@@ -505,12 +564,29 @@ export class RafsImage {
     } else if (!mode.low) {
       this.cache?.noteRequest(run.length, recentHits);
     }
-    const fetched = await Promise.all(flights.map((f) => f.promise));
-    return fetched.map((r, i) => {
+    const settled = await Promise.allSettled(waits);
+    const got: Fetched[] = [];
+    let failure: { e: unknown } | undefined;
+    settled.forEach((r, i) => {
+      if (r.status === 'rejected') {
+        failure ??= { e: r.reason };
+        return;
+      }
+      got.push(r.value);
       // Joined flights may have been fetched under a weaker check than this read asks.
-      if (check !== 0 && !r.verified) this.#verify(run[i]!, r.data, check);
-      return r.data;
+      if (failure === undefined && check !== 0 && !r.value.verified) {
+        try {
+          this.#verify(run[i]!, r.value.data, check);
+        } catch (e) {
+          failure = { e };
+        }
+      }
     });
+    if (failure !== undefined) {
+      for (const g of got) this.#unpin(g);
+      throw failure.e;
+    }
+    return got;
   }
 
   /**
@@ -560,42 +636,40 @@ export class RafsImage {
         const group = need.slice(i, j);
         i = j;
         if (prio.low) await this.#gate(prio, mode.signal);
-        let raw: Buffer;
-        try {
-          raw = await this.#backendRead(reader, start, end - start, prio);
-        } catch (e) {
-          for (const cl of group) this.#fail(cl, e);
-          continue;
-        }
-        for (const cl of group) {
-          const c = cl.c;
-          let data: Buffer;
-          try {
-            data = this.#decode(
-              c,
-              raw.subarray(c.compressedOffset - start, c.compressedOffset - start + c.compressedSize),
-            );
-            this.#verify(c, data, check);
-          } catch (e) {
-            this.#fail(cl, e);
-            continue;
+        const decoded = await this.#fetchGroup(group, reader, start, end - start, prio);
+        group.forEach((cl, k) => {
+          const r = decoded[k]!;
+          if (r.status === 'rejected') {
+            this.#fail(cl, r.reason);
+            return;
           }
-          const got: Fetched = { data, verified: check !== 0 && hasDigest(c) };
-          if (store !== undefined && store.canStore(c)) {
+          const got = r.value;
+          try {
+            this.#verify(cl.c, got.data, check);
+          } catch (e) {
+            this.#recycle(got);
+            this.#fail(cl, e);
+            return;
+          }
+          got.verified = check !== 0 && hasDigest(cl.c);
+          if (store !== undefined && store.canStore(cl.c)) {
             // Readers get the bytes now; the flight stays joinable until they are stored, so no
             // one fetches the chunk again in between.
-            cl.flight.settled = true;
-            cl.flight.resolve(got);
+            this.#resolveFlight(cl.flight, got);
+            got.pins++;
             writes.push(
               store
-                .write(c, data)
+                .write(cl.c, got.data)
                 .catch(() => undefined)
-                .finally(() => this.#forget(cl)),
+                .finally(() => {
+                  this.#forget(cl);
+                  this.#unpin(got);
+                }),
             );
           } else {
             this.#settle(cl, got);
           }
-        }
+        });
       }
     } catch (e) {
       for (const cl of claims) if (!cl.flight.settled) this.#fail(cl, e);
@@ -603,28 +677,94 @@ export class RafsImage {
     await Promise.all(writes);
   }
 
+  /**
+   * One merged backend read and the decoding of the chunks in it (in parallel; big ones on
+   * worker threads). Pool slots hold the bytes when the image reuses buffers: the read lands in
+   * one, a lone uncompressed chunk keeps it, every other chunk decodes into a slot of its own.
+   */
+  async #fetchGroup(
+    group: readonly Claim[],
+    reader: BlobReader,
+    offset: number,
+    length: number,
+    prio: Priority,
+  ): Promise<PromiseSettledResult<Fetched>[]> {
+    const pool = this.#pool;
+    let rawSlot = pool?.serves(length) === true ? pool.take() : undefined;
+    let raw: Buffer;
+    try {
+      raw = await this.#backendRead(reader, offset, length, prio, rawSlot);
+    } catch (e) {
+      if (rawSlot !== undefined) pool!.give(rawSlot);
+      return group.map(() => ({ status: 'rejected', reason: e }));
+    }
+    // A reader may answer with a buffer of its own instead of filling the slot.
+    if (rawSlot !== undefined && (raw.buffer !== rawSlot.buffer || raw.byteOffset !== rawSlot.byteOffset)) {
+      pool!.give(rawSlot);
+      rawSlot = undefined;
+    }
+    const decoded = await Promise.allSettled(
+      group.map(async ({ c }) => {
+        const stored = raw.subarray(
+          c.compressedOffset - offset,
+          c.compressedOffset - offset + c.compressedSize,
+        );
+        if ((c.flags & ChunkFlag.COMPRESSED) === 0) {
+          if (rawSlot === undefined) return fetched(stored, false);
+          if (group.length === 1) {
+            const slot = rawSlot;
+            rawSlot = undefined;
+            return fetched(stored, false, slot);
+          }
+        }
+        const size = c.uncompressedSize;
+        const slot = pool?.serves(size) === true ? pool.take() : undefined;
+        try {
+          if ((c.flags & ChunkFlag.COMPRESSED) === 0) {
+            const data = slot === undefined ? Buffer.from(stored) : slot.subarray(0, size);
+            if (slot !== undefined) stored.copy(data);
+            return fetched(data, false, slot);
+          }
+          const algo = this.bootstrap.blobs[c.blobIndex]!.compressor;
+          return fetched(await decompressTo(algo, stored, size, slot), false, slot);
+        } catch (e) {
+          if (slot !== undefined) pool!.give(slot);
+          throw e;
+        }
+      }),
+    );
+    if (rawSlot !== undefined) pool!.give(rawSlot);
+    return decoded;
+  }
+
   /** A ready chunk from the cache, checked when asked; a wrong one is dropped and refetched. */
   async #fromCache(store: CachedBlob, c: ChunkInfo, check: Check): Promise<Fetched | undefined> {
     if (!store.isReady(c.index)) return undefined;
     const data = await store.read(c);
     if (data === undefined) return undefined;
-    if (check === 0 || !hasDigest(c)) return { data, verified: false };
+    if (check === 0 || !hasDigest(c)) return fetched(data, false);
     const bad = this.#mismatch(c, data);
     if (bad !== undefined) {
       await store.invalidate(c, bad);
       return undefined;
     }
-    return { data, verified: true };
+    return fetched(data, true);
   }
 
-  async #backendRead(reader: BlobReader, offset: number, length: number, prio: Priority): Promise<Buffer> {
+  async #backendRead(
+    reader: BlobReader,
+    offset: number,
+    length: number,
+    prio: Priority,
+    into: Buffer | undefined,
+  ): Promise<Buffer> {
     const demand = !prio.low;
     if (demand) this.#demandReads++;
     this.#backendReads++;
     this.#backendBytes += length;
     this.cache?.noteBackendRead(length);
     try {
-      return await reader.read(offset, length);
+      return await reader.read(offset, length, into);
     } finally {
       if (demand && --this.#demandReads === 0) {
         const waiters = this.#idleWaiters;
@@ -653,26 +793,59 @@ export class RafsImage {
   }
 
   #settle(cl: Claim, got: Fetched): void {
-    cl.flight.settled = true;
-    cl.flight.resolve(got);
+    this.#resolveFlight(cl.flight, got);
     this.#forget(cl);
     this.#remember(cl.key, got);
+    // Nobody may be left to hold it (every waiter gave up): back to the pool.
+    this.#recycle(got);
+  }
+
+  /** Settle a flight with bytes: each reader waiting for it gets a pin on them. */
+  #resolveFlight(f: Flight, got: Fetched): void {
+    got.pins += f.waiters;
+    f.waiters = 0;
+    f.got = got;
+    f.settled = true;
+    f.resolve(got);
+  }
+
+  #unpin(got: Fetched): void {
+    got.pins--;
+    this.#recycle(got);
+  }
+
+  /** Return the bytes' slot to the pool once no one holds them. */
+  #recycle(got: Fetched): void {
+    if (got.slot !== undefined && got.pins <= 0 && !got.kept) {
+      this.#pool!.give(got.slot);
+      got.slot = undefined;
+    }
+  }
+
+  /** Bytes a chunk takes in memory: its whole slot when pooled. */
+  #footprint(got: Fetched): number {
+    return got.slot?.length ?? got.data.length;
   }
 
   /** Keep a fetched chunk in the recent-chunks memory, evicting the least recently used. */
   #remember(key: string, got: Fetched): void {
-    if (got.data.length > this.#recentLimit) return;
+    if (this.#footprint(got) > this.#recentLimit) return;
     const old = this.#recent.get(key);
     if (old !== undefined) {
       this.#recent.delete(key);
-      this.#recentBytes -= old.data.length;
+      this.#recentBytes -= this.#footprint(old);
+      old.kept = false;
+      this.#recycle(old);
     }
+    got.kept = true;
     this.#recent.set(key, got);
-    this.#recentBytes += got.data.length;
+    this.#recentBytes += this.#footprint(got);
     for (const [k, v] of this.#recent) {
       if (this.#recentBytes <= this.#recentLimit) break;
       this.#recent.delete(k);
-      this.#recentBytes -= v.data.length;
+      this.#recentBytes -= this.#footprint(v);
+      v.kept = false;
+      this.#recycle(v);
     }
   }
 
@@ -684,11 +857,6 @@ export class RafsImage {
 
   #forget(cl: Claim): void {
     if (this.#inflight.get(cl.key) === cl.flight) this.#inflight.delete(cl.key);
-  }
-
-  #decode(c: ChunkInfo, stored: Buffer): Buffer {
-    const blob = this.bootstrap.blobs[c.blobIndex]!;
-    return c.flags & ChunkFlag.COMPRESSED ? decompress(blob.compressor, stored, c.uncompressedSize) : stored;
   }
 
   /** Why `data` is not chunk `c` (digest, then CRC-32C when recorded); undefined when it is. */
@@ -717,30 +885,42 @@ export class RafsImage {
 
   /**
    * Read `length` bytes at `offset` of regular file `ino` (fewer at the end of the file).
-   * Holes not covered by any chunk read as zeros. The result may be a view of a shared chunk
-   * buffer: callers must not modify it.
+   * Holes not covered by any chunk read as zeros. The result may be a view of a chunk buffer
+   * shared with other reads: callers must not modify it.
    */
   async readFile(ino: number, offset: number, length: number, opts: ReadOptions = {}): Promise<Buffer> {
+    const r = await this.readFileShared(ino, offset, length, opts);
+    // Pooled bytes are reused once released: the caller gets its own copy.
+    const only = r.parts.length === 1 && r.release === NOTHING_TO_RELEASE ? r.parts[0] : undefined;
+    const data = only ?? Buffer.concat(r.parts, r.length);
+    r.release();
+    return data;
+  }
+
+  /**
+   * `readFile` without copies: views of the chunks' buffers (zeros for holes), valid and not to
+   * be modified until `release()`. With `reuseBuffers` those buffers are reused after the
+   * release, so the caller must be done with the bytes by then (a FUSE reply written).
+   */
+  async readFileShared(
+    ino: number,
+    offset: number,
+    length: number,
+    opts: ReadOptions = {},
+  ): Promise<SharedBytes> {
     const attr = this.bootstrap.getAttr(ino);
     if (!isReg(attr.mode)) throw new NydusError('ERR_INODE_TYPE', `Inode ${ino} is not a regular file`);
-    if (offset >= attr.size || length <= 0) return Buffer.alloc(0);
+    if (offset >= attr.size || length <= 0) return owned(Buffer.alloc(0));
     const end = Math.min(attr.size, offset + length);
     const b = this.bootstrap;
     if (hasV6Extras(b)) {
       const inline = b.inlineData(ino);
-      if (inline !== undefined) return Buffer.from(inline.subarray(offset, end));
+      if (inline !== undefined) return owned(Buffer.from(inline.subarray(offset, end)));
     }
     const chunks = await this.#fileChunks(ino);
     const wanted = chunksIn(chunks, offset, end);
     const check = this.#check(opts);
     this.#maybeReadAhead(chunks, wanted);
-    const only = wanted.length === 1 ? wanted[0]! : undefined;
-    if (only !== undefined && only.fileOffset <= offset && only.fileOffset + only.uncompressedSize >= end) {
-      // The common case (a read inside one chunk): a view of the chunk, no copy.
-      const [data] = await this.#readRun([only], check, ON_DEMAND);
-      return data!.subarray(offset - only.fileOffset, end - only.fileOffset);
-    }
-    const out = Buffer.alloc(end - offset);
     // Group by blob, preserving order, so contiguous chunks of one blob merge into one read.
     const runs: ChunkInfo[][] = [];
     for (const c of wanted) {
@@ -748,19 +928,41 @@ export class RafsImage {
       if (last !== undefined && last[0]!.blobIndex === c.blobIndex) last.push(c);
       else runs.push([c]);
     }
-    const results = await Promise.all(runs.map((r) => this.#readRun(r, check, ON_DEMAND)));
-    for (let r = 0; r < runs.length; r++) {
-      const run = runs[r]!;
-      const datas = results[r]!;
-      for (let k = 0; k < run.length; k++) {
-        const c = run[k]!;
-        const data = datas[k]!;
-        const from = Math.max(offset, c.fileOffset);
-        const to = Math.min(end, c.fileOffset + data.length);
-        if (to > from) data.copy(out, from - offset, from - c.fileOffset, to - c.fileOffset);
-      }
+    const settled = await Promise.allSettled(runs.map((r) => this.#readRun(r, check, ON_DEMAND)));
+    const held: Fetched[] = [];
+    let failure: { e: unknown } | undefined;
+    for (const res of settled) {
+      if (res.status === 'fulfilled') held.push(...res.value);
+      else failure ??= { e: res.reason };
     }
-    return out;
+    if (failure !== undefined) {
+      for (const g of held) this.#unpin(g);
+      throw failure.e;
+    }
+    const parts: Buffer[] = [];
+    let pos = offset;
+    held.forEach((got, k) => {
+      const c = wanted[k]!;
+      const from = Math.max(pos, c.fileOffset);
+      const to = Math.min(end, c.fileOffset + got.data.length);
+      if (to <= from) return;
+      if (from > pos) parts.push(Buffer.alloc(from - pos));
+      parts.push(got.data.subarray(from - c.fileOffset, to - c.fileOffset));
+      pos = to;
+    });
+    if (end > pos) parts.push(Buffer.alloc(end - pos));
+    let release = NOTHING_TO_RELEASE;
+    if (held.some((g) => g.slot !== undefined)) {
+      let released = false;
+      release = () => {
+        if (released) return;
+        released = true;
+        for (const g of held) this.#unpin(g);
+      };
+    } else {
+      for (const g of held) this.#unpin(g);
+    }
+    return { parts, length: end - offset, release };
   }
 
   /**
@@ -784,7 +986,11 @@ export class RafsImage {
       ahead.push(c);
       bytes += c.uncompressedSize;
     }
-    if (ahead.length > 0) this.#readRun(ahead, this.#check({}), ON_DEMAND).catch(() => undefined);
+    if (ahead.length > 0)
+      this.#readRun(ahead, this.#check({}), ON_DEMAND).then(
+        (got) => got.forEach((g) => this.#unpin(g)),
+        () => undefined,
+      );
   }
 
   /** `chunks(ino)`, remembered for the most recently read files. */

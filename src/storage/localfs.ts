@@ -40,14 +40,15 @@ export class FileBlobReader implements BlobReader {
     return new FileBlobReader(fh, st.size, path);
   }
 
-  async read(offset: number, length: number): Promise<Buffer> {
+  async read(offset: number, length: number, into?: Buffer): Promise<Buffer> {
     if (offset < 0 || length < 0 || offset + length > this.size) {
       throw new NydusError(
         'ERR_FORMAT',
         `Read of ${length} bytes at ${offset} is past the end of blob "${this.path}" (${this.size} bytes)`,
       );
     }
-    const buf = Buffer.allocUnsafe(length);
+    const buf =
+      into !== undefined && into.length >= length ? into.subarray(0, length) : Buffer.allocUnsafe(length);
     let done = 0;
     while (done < length) {
       const bytesRead = await pread(this.#fh.fd, buf, done, length - done, offset + done);

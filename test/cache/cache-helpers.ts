@@ -109,13 +109,13 @@ export class CountingSource implements BlobSource {
     const r = await this.#inner.open(blob);
     return {
       size: r.size,
-      read: async (offset: number, length: number): Promise<Buffer> => {
+      read: async (offset: number, length: number, into?: Buffer): Promise<Buffer> => {
         this.reads++;
         this.bytes += length;
         const hold = this.hold;
         if (hold !== undefined && (this.holdIf === undefined || this.holdIf(offset, length))) await hold;
         if (this.delayMs > 0) await new Promise((res) => setTimeout(res, this.delayMs));
-        return r.read(offset, length);
+        return r.read(offset, length, into);
       },
       close: () => r.close(),
     };
