@@ -61,6 +61,8 @@ const CMD_TIMEOUT_MS = 20_000;
  *   shown for context only
  * @property {string} image the id of the image it serves
  * @property {'fuse' | 'kernel'} how a user-space daemon, or the kernel itself
+ * @property {string} [bin] the peer daemon's program (default: the id)
+ * @property {number} [readAheadKb] the kernel read-ahead the harness sets on the peer's mount
  */
 
 /** @type {MountTool[]} */
@@ -80,6 +82,17 @@ export const MOUNT_TOOLS = [
     kind: 'extra',
     image: 'squashfs-zstd',
     how: 'fuse',
+  },
+  {
+    // nydusd sets its mount's read-ahead to 4 MiB: the same for squashfuse shows what that
+    // setting alone is worth.
+    id: 'squashfuse-ra4m',
+    label: 'squashfuse, zstd, read-ahead 4 MiB',
+    kind: 'extra',
+    image: 'squashfs-zstd',
+    how: 'fuse',
+    bin: 'squashfuse',
+    readAheadKb: 4096,
   },
   {
     id: 'erofs',
@@ -187,6 +200,7 @@ async function waitExit(child, ms) {
  * @property {string} [image] the loop device's backing file (kernel)
  * @property {string} logPath the daemon's or mount(8)'s output
  * @property {number} mountSeconds from spawning the daemon (or mount(8)) to a served root
+ * @property {number} [readAheadKb] the mount's kernel read-ahead once mounted (FUSE)
  */
 
 /**
@@ -230,7 +244,17 @@ async function mountFuse(argv, mnt, logPath) {
     throw e;
   }
   m.mountSeconds = (performance.now() - t0) / 1000;
+  m.readAheadKb = Number(readFileSync(bdiReadAhead(mnt), 'utf8').trim());
   return m;
+}
+
+/**
+ * The sysfs file of a mount's kernel read-ahead (its bdi, named by the device numbers).
+ * @param {string} mnt
+ */
+function bdiReadAhead(mnt) {
+  const dev = outputOf('mountpoint', ['-d', mnt]);
+  return `/sys/class/bdi/${dev}/read_ahead_kb`;
 }
 
 /**
@@ -422,7 +446,12 @@ async function mountTool(tool, img, mnt, logPath, nydusd) {
       logPath,
     );
   }
-  return mountFuse([tool.id, '-f', join(img.dir, 'image.sqfs'), mnt], mnt, logPath);
+  const m = await mountFuse([tool.bin ?? tool.id, '-f', join(img.dir, 'image.sqfs'), mnt], mnt, logPath);
+  if (tool.readAheadKb !== undefined) {
+    writeFileSync(bdiReadAhead(mnt), String(tool.readAheadKb));
+    m.readAheadKb = tool.readAheadKb;
+  }
+  return m;
 }
 
 /**
@@ -459,6 +488,7 @@ function writeNydusdConfig(img) {
  * @property {number} mountSeconds
  * @property {PhaseRun} [b2]
  * @property {PhaseRun} [b3]
+ * @property {number} readAheadKb the mount's kernel read-ahead (NaN for the kernel)
  * @property {number} idleRssKiB the daemon's RSS right after the mount (NaN for the kernel)
  * @property {number} hwmKiB the daemon's peak RSS at the end, summed over its processes
  * @property {number} processes how many processes the daemon was at the end
@@ -471,7 +501,7 @@ function writeNydusdConfig(img) {
  * @property {SessionRun[]} runs
  * @property {string} [failed]
  * @property {Record<'b2' | 'b3', PhaseMedian | undefined> & { mountSeconds: number,
- *   idleRssKiB: number, hwmKiB: number, processes: number }} [median]
+ *   readAheadKb: number, idleRssKiB: number, hwmKiB: number, processes: number }} [median]
  */
 
 /**
@@ -569,6 +599,7 @@ export async function benchMounts(ds, images, ctx) {
           /** @type {SessionRun} */
           const s = {
             mountSeconds: m.mountSeconds,
+            readAheadKb: m.readAheadKb ?? NaN,
             idleRssKiB: m.pid !== undefined ? processMemory(m.pid).rssKiB : NaN,
             hwmKiB: NaN,
             processes: 0,
@@ -651,6 +682,7 @@ export async function benchMounts(ds, images, ctx) {
       b2: phaseMedian(b2),
       b3: phaseMedian(b3),
       mountSeconds: median(res.runs.map((r) => r.mountSeconds)),
+      readAheadKb: median(res.runs.map((r) => r.readAheadKb)),
       idleRssKiB: median(res.runs.map((r) => r.idleRssKiB)),
       hwmKiB: median(res.runs.map((r) => r.hwmKiB)),
       processes: median(res.runs.map((r) => r.processes)),

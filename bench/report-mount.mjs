@@ -78,6 +78,7 @@ const RATIO_COLUMNS = [
   { id: 'squashfuse', head: `ours/squashfuse (bar ≤ ${fx(BAR.squashfuse, 1)})` },
   { id: 'erofs', head: `ours/kernel EROFS (bar ≤ ${fx(BAR.erofs, 1)})` },
   { id: 'squashfuse_ll', head: 'ours/squashfuse_ll' },
+  { id: 'squashfuse-ra4m', head: 'ours/squashfuse read-ahead 4 MiB' },
 ];
 
 /**
@@ -135,6 +136,7 @@ function memoryTable(results) {
     'RSS after mount MiB',
     'processes',
     'mount s',
+    'read-ahead KiB',
     `limit MiB (1.5 x squashfuse + 50 MB)`,
     'bar',
   ];
@@ -153,6 +155,7 @@ function memoryTable(results) {
       kernel ? '-' : mib(m.idleRssKiB),
       kernel ? '-' : fx(m.processes, 0),
       fx(m.mountSeconds),
+      kernel || !Number.isFinite(m.readAheadKb) ? '-' : fx(m.readAheadKb, 0),
       r.tool.kind === 'ours' ? mib(limit) : '-',
       r.tool.kind === 'ours'
         ? Number.isFinite(limit)
@@ -294,6 +297,11 @@ export function renderMounts(o) {
       '`squashfuse -f IMG MNT` (the peer of the bar) and `squashfuse_ll -f IMG MNT` (its low-level-API ' +
       'variant, for context only), both in the foreground so the pid is the daemon; kernel EROFS by ' +
       '`mount -t erofs -o loop,ro IMG MNT`.',
+    "- Kernel read-ahead: nydusd sets its own mount's to 4 MiB (the bdi's `read_ahead_kb`; the kernel's " +
+      'default for FUSE is 128 KiB), so a sequential reader has up to four 1 MiB reads in flight. The peers ' +
+      'run at their defaults; the extra row "squashfuse, zstd, read-ahead 4 MiB" is squashfuse with the ' +
+      'harness setting the same on its mount, to show what the setting alone is worth. The memory tables ' +
+      "give each mount's read-ahead as read back from sysfs.",
     `- ${plural(o.config.rounds, 'round')} per data set; a round mounts every image once, in a rotating ` +
       'order as in B1. Each mount is new (a new daemon process, so its own caches start empty), then: ' +
       (o.phases.b2
