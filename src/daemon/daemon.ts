@@ -5,6 +5,7 @@ import { LOG_LEVELS, type Logger, type LogLevel } from '../log/logger.js';
 import { RafsImage } from '../rafs/image.js';
 import { loadBootstrapFile } from '../rafs/open.js';
 import { LocalFsBlobSource } from '../storage/localfs.js';
+import { inlineBlobFiles, localfsOptions } from './local-blobs.js';
 import { createChunkCache } from '../cache/index.js';
 import { prefetchInodes, startPrefetch } from '../cache/prefetch.js';
 import { ApiError, type DaemonControl, type MetricsKind, type MountRequest } from './api/control.js';
@@ -215,15 +216,8 @@ export class NydusDaemon implements DaemonControl {
   }
 
   async #openInstance(mountpoint: string, bootstrap: string, config: DaemonConfig): Promise<Instance> {
-    const backend = config.backend;
-    if (backend.type !== 'localfs')
-      throw new NydusError(
-        'ERR_UNSUPPORTED',
-        `backend ${backend.type} is not supported yet (only localfs is)`,
-      );
-    const lfs = backend.localfs;
-    const blobFile = lfs?.blob_file ? lfs.blob_file : undefined;
-    const dir = lfs?.dir ? lfs.dir : undefined;
+    const local = localfsOptions(config, 'nydusd');
+    const { blobFile, dir } = local;
     if (blobFile === undefined && dir === undefined) invalid('backend localfs needs "dir" or "blob_file"');
     if (blobFile !== undefined && !(await isKind(blobFile, 'file')))
       invalid(`Blob file "${blobFile}" does not exist`);
@@ -234,16 +228,9 @@ export class NydusDaemon implements DaemonControl {
     if (!(await isKind(bootstrap, 'file')))
       invalid(`Bootstrap "${bootstrap}" does not exist or is not a file`);
     const loaded = await loadBootstrapFile(bootstrap);
-    const files = new Map<string, string>();
-    if (loaded.inlineBlob !== undefined) files.set(loaded.inlineBlob.blobId, loaded.inlineBlob.path);
     const metrics = new BackendMetrics('localfs');
     const source = new MeteredBlobSource(
-      new LocalFsBlobSource({
-        ...(dir !== undefined && { dir }),
-        ...(blobFile !== undefined && { blobFile }),
-        altDirs: lfs?.alt_dirs ?? [],
-        files,
-      }),
+      new LocalFsBlobSource({ ...local, files: inlineBlobFiles(loaded) }),
       metrics,
     );
     const cache = createChunkCache(

@@ -82,6 +82,48 @@ test('check: v6 upstream image with its blob', async (t) => {
   }
 });
 
+test('check -C: the blob location comes from a nydusd config, read as nydusd reads it', async (t) => {
+  const boot = upstreamFixture(t, FIXTURE.v6Boot);
+  const blobs = upstreamFixture(t, FIXTURE.v6BlobDir);
+  if (boot === undefined || blobs === undefined) return;
+  const dir = tmp();
+  try {
+    const configs: Record<string, string> = {
+      // v1 JSON with the // comments upstream docs show, and a key nydusd does not know.
+      'v1.json': `{\n  // the blob directory\n  "device": {"backend": {"type": "localfs", "config": {"dir": "${blobs}"}},\n    "cache": {"type": "dummycache"}},\n  "mode": "direct", "no_such_key": 1\n}`,
+      'v2.toml': `version = 2\nid = "check"\n[backend]\ntype = "localfs"\n[backend.localfs]\ndir = "${blobs}"\n`,
+    };
+    for (const [name, text] of Object.entries(configs)) {
+      const cfg = join(dir, name);
+      writeFileSync(cfg, text);
+      const r = await runBin('nydus-image', ['check', boot, '-C', cfg]);
+      assert.equal(r.code, 0, `${name}: ${r.stderr}`);
+      assert.match(r.stdout, /RAFS filesystem data is valid: 2 chunks in 1 blobs verified/, name);
+      if (name === 'v1.json') assert.match(r.stderr, /no_such_key/, 'unknown keys are warned about');
+    }
+    const bad: [string, RegExp][] = [
+      ['{"device": {"backend": {"type": "localfs", "config": {"dir": 7}}}}', /backend\.config\.dir|dir/],
+      [
+        '{"device": {"backend": {"type": "registry", "config": {"host": "h", "repo": "r"}}}}',
+        /backend registry is not supported/,
+      ],
+      ['{ not json', /config/i],
+    ];
+    for (const [text, pattern] of bad) {
+      const cfg = join(dir, 'bad.json');
+      writeFileSync(cfg, text);
+      assertCleanError(await runBin('nydus-image', ['check', boot, '-C', cfg]), 1, pattern);
+    }
+    assertCleanError(
+      await runBin('nydus-image', ['check', boot, '-C', join(dir, 'missing.json')]),
+      1,
+      /Cannot read config/,
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('check: v5 upstream images with their blob', async (t) => {
   for (const rel of [FIXTURE.v5Sha256, FIXTURE.v5Blake3]) {
     const boot = upstreamFixture(t, rel);

@@ -155,7 +155,7 @@ test('nydusd refuses bad input quickly with one line and exit code 1', async () 
     );
     const r = await runBin('nydusd', ['--config', s3, '--mountpoint', mnt, '--bootstrap', s3]);
     assert.equal(r.code, 1, r.stderr);
-    assert.match(r.stderr, /backend s3 is not supported yet/);
+    assert.match(r.stderr, /backend s3 is not supported by nydusd yet/);
   } finally {
     if (mounted(mnt)) spawnSync('umount', ['-l', mnt], { timeout: WAIT_MS });
     rmSync(dir, { recursive: true, force: true });

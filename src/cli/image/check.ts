@@ -124,7 +124,7 @@ export function checkCommand(): Command {
         const blobArgs: { blobDir?: string; config?: string } = {};
         if (typeof opts['blobDir'] === 'string') blobArgs.blobDir = opts['blobDir'];
         if (typeof opts['config'] === 'string') blobArgs.config = opts['config'];
-        const o = await openImage(path, blobArgs);
+        const o = await openImage(path, blobArgs, log);
         try {
           const b = o.image.bootstrap;
           const sb = b.superblock;

@@ -33,7 +33,7 @@ export function exportCommand(): Command {
       const args: { blobDir?: string; config?: string } = {};
       if (s('localfsDir') !== undefined) args.blobDir = s('localfsDir')!;
       if (s('config') !== undefined) args.config = s('config')!;
-      const o = await openImage(boot, args);
+      const o = await openImage(boot, args, log);
       try {
         const bytes = o.loaded.inlineBlob === undefined ? await readFile(boot) : undefined;
         if (bytes === undefined)

@@ -4,6 +4,7 @@ import { errorText, NydusError } from '../../errors/errors.js';
 import { isDir, isReg, isSymlink } from '../../format/flags.js';
 import type { ChunkInfo, InodeAttr } from '../../format/model.js';
 import type { RafsImage } from '../../rafs/image.js';
+import { loggerFrom } from '../common.js';
 import { bootstrapArg, openImage } from './source.js';
 import { formatBlobFeatures } from './check.js';
 
@@ -324,24 +325,26 @@ export function inspectCommand(): Command {
       '-R, --request <cmd>',
       'Inspect RAFS filesystem metadata in request mode: stats, ls, cd DIR, stat FILE, blobs, prefetch, chunk OFFSET, icheck INODE',
     )
-    .action(async (positional: string | undefined, opts: Record<string, string | undefined>) => {
-      const path = bootstrapArg(positional, opts['bootstrap']);
-      const args: { blobDir?: string; config?: string } = {};
-      if (opts['blobDir'] !== undefined) args.blobDir = opts['blobDir'];
-      if (opts['config'] !== undefined) args.config = opts['config'];
-      const o = await openImage(path, args);
-      try {
-        const request = opts['request'];
-        if (request !== undefined) {
-          const r = await new Inspector(o.image, true).execute(request);
-          process.stdout.write(`${JSON.stringify(r.value ?? null)}\n`);
-          return;
+    .action(
+      async (positional: string | undefined, opts: Record<string, string | undefined>, cmd: Command) => {
+        const path = bootstrapArg(positional, opts['bootstrap']);
+        const args: { blobDir?: string; config?: string } = {};
+        if (opts['blobDir'] !== undefined) args.blobDir = opts['blobDir'];
+        if (opts['config'] !== undefined) args.config = opts['config'];
+        const o = await openImage(path, args, loggerFrom(cmd));
+        try {
+          const request = opts['request'];
+          if (request !== undefined) {
+            const r = await new Inspector(o.image, true).execute(request);
+            process.stdout.write(`${JSON.stringify(r.value ?? null)}\n`);
+            return;
+          }
+          await interactive(new Inspector(o.image, false));
+        } finally {
+          await o.image.close();
         }
-        await interactive(new Inspector(o.image, false));
-      } finally {
-        await o.image.close();
-      }
-    });
+      },
+    );
 }
 
 async function interactive(insp: Inspector): Promise<void> {

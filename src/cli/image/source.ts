@@ -1,4 +1,7 @@
 import { readFile } from 'node:fs/promises';
+import { parseDaemonConfig } from '../../daemon/config/index.js';
+import { inlineBlobFiles, localfsOptions } from '../../daemon/local-blobs.js';
+import type { Logger } from '../../log/logger.js';
 import { errorText, NydusError } from '../../errors/errors.js';
 import { loadBootstrapFile, type LoadedBootstrap } from '../../rafs/open.js';
 import { RafsImage } from '../../rafs/image.js';
@@ -24,40 +27,20 @@ export interface BlobArgs {
 }
 
 /**
- * The localfs settings out of a nydusd config file (v1: device.backend, v2: backend). Only the
- * localfs backend is served here; other backends arrive with the daemon's storage layer.
+ * The localfs settings of a nydusd config file (v1 or v2, JSON or TOML), read as nydusd reads
+ * it: warnings (unknown keys) are logged, errors name the key. Only the localfs backend is
+ * served here; other backends arrive with the daemon's storage layer.
  */
-async function localfsFromConfig(path: string): Promise<LocalFsOptions> {
-  let cfg: unknown;
+async function localfsFromConfig(path: string, log: Logger | undefined): Promise<LocalFsOptions> {
+  let text: Buffer;
   try {
-    const text = await readFile(path, 'utf8');
-    // Upstream docs show // comments inside JSON; drop whole-line ones.
-    cfg = JSON.parse(text.replace(/^\s*\/\/.*$/gm, ''));
+    text = await readFile(path);
   } catch (e) {
     throw new NydusError('ERR_INVALID_ARG', `Cannot read config "${path}": ${errorText(e)}`, { cause: e });
   }
-  const obj = (v: unknown): Record<string, unknown> | undefined =>
-    typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
-  const root = obj(cfg);
-  const v2 = obj(root?.['backend']);
-  const v1 = obj(obj(root?.['device'])?.['backend']);
-  const backend = v2 ?? v1;
-  const type = backend?.['type'];
-  if (typeof type !== 'string')
-    throw new NydusError('ERR_INVALID_ARG', `Config "${path}" has no backend type`);
-  if (type !== 'localfs') {
-    throw new NydusError(
-      'ERR_UNSUPPORTED',
-      `Config "${path}": backend "${type}" is not supported by this command yet (use localfs or -D)`,
-    );
-  }
-  const lc = obj(v2 !== undefined ? v2['localfs'] : backend?.['config']) ?? {};
-  const opts: LocalFsOptions = {};
-  if (typeof lc['dir'] === 'string') opts.dir = lc['dir'];
-  if (typeof lc['blob_file'] === 'string' && lc['blob_file'] !== '') opts.blobFile = lc['blob_file'];
-  if (Array.isArray(lc['alt_dirs']))
-    opts.altDirs = lc['alt_dirs'].filter((d): d is string => typeof d === 'string');
-  return opts;
+  const parsed = parseDaemonConfig(text, { source: path });
+  for (const w of parsed.warnings) log?.warn(`config: ${w}`);
+  return localfsOptions(parsed.config, 'nydus-image');
 }
 
 export interface OpenedImage {
@@ -68,17 +51,16 @@ export interface OpenedImage {
 }
 
 /** Open a bootstrap (or inline-meta blob) with the blob source the flags describe. */
-export async function openImage(bootstrapPath: string, args: BlobArgs): Promise<OpenedImage> {
+export async function openImage(bootstrapPath: string, args: BlobArgs, log?: Logger): Promise<OpenedImage> {
   if (args.blobDir !== undefined && args.config !== undefined) {
     throw new NydusError('ERR_INVALID_ARG', '-D/--blob-dir and -C/--config cannot be used together');
   }
   const loaded = await loadBootstrapFile(bootstrapPath);
   let opts: LocalFsOptions = {};
-  if (args.config !== undefined) opts = await localfsFromConfig(args.config);
+  if (args.config !== undefined) opts = await localfsFromConfig(args.config, log);
   if (args.blobDir !== undefined) opts.dir = args.blobDir;
   if (args.blob !== undefined) opts.blobFile = args.blob;
-  const files = new Map<string, string>();
-  if (loaded.inlineBlob !== undefined) files.set(loaded.inlineBlob.blobId, loaded.inlineBlob.path);
+  const files = inlineBlobFiles(loaded);
   opts.files = files;
   const hasData = opts.dir !== undefined || opts.blobFile !== undefined || files.size > 0;
   const image = new RafsImage(loaded.bootstrap, new LocalFsBlobSource(opts));

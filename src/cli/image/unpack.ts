@@ -135,7 +135,7 @@ export function unpackCommand(): Command {
         if (opts['blob'] !== undefined) args.blob = opts['blob'];
         if (opts['blobDir'] !== undefined) args.blobDir = opts['blobDir'];
         if (opts['config'] !== undefined) args.config = opts['config'];
-        const o = await openImage(path, args);
+        const o = await openImage(path, args, log);
         try {
           const b = o.image.bootstrap;
           const hasChunks = b.blobs.some((x) => x.chunkCount > 0) || b.allChunks().length > 0;
