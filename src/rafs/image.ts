@@ -283,9 +283,8 @@ export class RafsImage {
     this.#readAhead = this.#recentLimit === 0 ? 0 : Math.max(0, opts.readAheadBytes ?? DEFAULT_READ_AHEAD);
     this.#resolver = opts.resolver ?? ((blobIndex, ciIndex) => this.#fromBlobMeta(blobIndex, ciIndex));
     if (opts.reuseBuffers === true) {
-      const slot = Math.max(bootstrap.superblock.chunkSize, 4096);
-      // Free slots kept: 16 MiB worth, at least two.
-      this.#pool = new BufferPool(slot, Math.max(2, Math.floor((16 << 20) / slot)));
+      // Slots up to the chunk size; free ones kept: 4 MiB worth per size class.
+      this.#pool = new BufferPool(Math.max(bootstrap.superblock.chunkSize, 4096), 4 << 20);
     }
   }
 
@@ -690,7 +689,7 @@ export class RafsImage {
     prio: Priority,
   ): Promise<PromiseSettledResult<Fetched>[]> {
     const pool = this.#pool;
-    let rawSlot = pool?.serves(length) === true ? pool.take() : undefined;
+    let rawSlot = pool?.serves(length) === true ? pool.take(length) : undefined;
     let raw: Buffer;
     try {
       raw = await this.#backendRead(reader, offset, length, prio, rawSlot);
@@ -718,7 +717,7 @@ export class RafsImage {
           }
         }
         const size = c.uncompressedSize;
-        const slot = pool?.serves(size) === true ? pool.take() : undefined;
+        const slot = pool?.serves(size) === true ? pool.take(size) : undefined;
         try {
           if ((c.flags & ChunkFlag.COMPRESSED) === 0) {
             const data = slot === undefined ? Buffer.from(stored) : slot.subarray(0, size);

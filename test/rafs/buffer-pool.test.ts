@@ -1,0 +1,31 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { BufferPool } from '../../src/rafs/buffer-pool.js';
+
+test('BufferPool: power-of-two slots from 4 KiB to the largest, reused, with a bounded free list', () => {
+  const pool = new BufferPool(1 << 20, 64 << 10);
+  assert.equal(pool.serves(0), false);
+  assert.equal(pool.serves(1), true);
+  assert.equal(pool.serves((1 << 20) + 1), false);
+  assert.equal(pool.take(1).length, 4096);
+  assert.equal(pool.take(4097).length, 8192);
+  assert.equal(pool.take((1 << 20) - 5).length, 1 << 20);
+  assert.equal(pool.created, 3);
+  const a = pool.take(5000);
+  pool.give(a);
+  assert.equal(pool.take(6000), a, 'a slot given back is taken again');
+  assert.equal(pool.reused, 1);
+  // 64 KiB per class: sixteen 4 KiB slots are kept, two 1 MiB slots (the minimum).
+  for (let i = 0; i < 20; i++) pool.give(Buffer.allocUnsafeSlow(4096));
+  for (let i = 0; i < 5; i++) pool.give(Buffer.allocUnsafeSlow(1 << 20));
+  assert.equal(pool.idle, 18);
+  // A buffer of no class size is not kept.
+  pool.give(Buffer.allocUnsafeSlow(5000));
+  assert.equal(pool.idle, 18);
+});
+
+test('BufferPool: a largest slot that is not a power of two is its own class', () => {
+  const pool = new BufferPool(100_000, 1 << 20);
+  assert.equal(pool.take(70_000).length, 100_000);
+  assert.equal(pool.take(60_000).length, 65_536);
+});
