@@ -212,9 +212,19 @@ interface RunMode {
   readonly maxMerge: number;
   /** Resolve only once fetched chunks are stored in the cache. */
   readonly awaitStored: boolean;
+  /** A read someone asked for: counted in the cache's request statistics. */
+  readonly asked: boolean;
 }
 
-const ON_DEMAND: RunMode = { low: false, signal: undefined, maxMerge: MAX_MERGED_READ, awaitStored: false };
+const ON_DEMAND: RunMode = {
+  low: false,
+  signal: undefined,
+  maxMerge: MAX_MERGED_READ,
+  awaitStored: false,
+  asked: true,
+};
+/** The background fetch of a file's next chunks: on-demand priority, but nobody asked yet. */
+const READ_AHEAD: RunMode = { ...ON_DEMAND, asked: false };
 
 function newFlight(prio: Priority): Flight {
   let resolve: ((f: Fetched) => void) | undefined;
@@ -484,6 +494,7 @@ export class RafsImage {
       signal,
       maxMerge: Number.MAX_SAFE_INTEGER,
       awaitStored: true,
+      asked: false,
     });
     for (const g of got) this.#unpin(g);
   }
@@ -560,7 +571,7 @@ export class RafsImage {
       this.#background.add(fetching);
       void fetching.finally(() => this.#background.delete(fetching));
       if (mode.awaitStored) await fetching;
-    } else if (!mode.low) {
+    } else if (mode.asked) {
       this.cache?.noteRequest(run.length, recentHits);
     }
     const settled = await Promise.allSettled(waits);
@@ -619,7 +630,7 @@ export class RafsImage {
         });
         need = missing;
       }
-      if (!mode.low) this.cache?.noteRequest(requestChunks, hits);
+      if (mode.asked) this.cache?.noteRequest(requestChunks, hits);
       let i = 0;
       while (i < need.length) {
         const start = need[i]!.c.compressedOffset;
@@ -986,7 +997,7 @@ export class RafsImage {
       bytes += c.uncompressedSize;
     }
     if (ahead.length > 0)
-      this.#readRun(ahead, this.#check({}), ON_DEMAND).then(
+      this.#readRun(ahead, this.#check({}), READ_AHEAD).then(
         (got) => got.forEach((g) => this.#unpin(g)),
         () => undefined,
       );

@@ -54,3 +54,27 @@ test('dummycache reads every file correctly, stores nothing and reads the backen
     img.cleanup();
   }
 });
+
+test('the cache counts the reads asked for, not the background read-ahead', async () => {
+  const data = randomBytes(0x10000 * 8, 41);
+  const img = await buildImage({ f: data });
+  try {
+    const cache = createChunkCache({ type: 'dummycache' });
+    const image = new RafsImage(img.bootstrap, new CountingSource(img.blobDir), {
+      cache,
+      readAheadBytes: 4 * 0x10000,
+    });
+    const ino = image.lookupPath('/f')!.ino;
+    // Four reads of one chunk each; each may start fetching the next chunks in the background.
+    for (let k = 0; k < 4; k++) {
+      assert.deepEqual(
+        await image.readFile(ino, k * 0x10000, 100),
+        data.subarray(k * 0x10000, k * 0x10000 + 100),
+      );
+    }
+    await image.close();
+    assert.equal(cache.stats.total, 4);
+  } finally {
+    img.cleanup();
+  }
+});
