@@ -1,10 +1,28 @@
 import { createRequire } from 'node:module';
 
-/** koffi, loaded on the first compression: readers (nydusd) never pay for it. */
+/** koffi, loaded at its first use: tools that never call a system library never pay for it. */
 let koffiModule: typeof import('koffi') | undefined;
 function koffi(): typeof import('koffi') {
   koffiModule ??= createRequire(import.meta.url)('koffi') as typeof import('koffi');
   return koffiModule;
+}
+
+/**
+ * `load()` run at the first call; its result, or its failure as undefined (no library, no
+ * koffi), is kept for every later call.
+ */
+function loadOnce<T>(load: () => T): () => T | undefined {
+  let loaded: { value: T | undefined } | undefined;
+  return () => {
+    if (loaded === undefined) {
+      try {
+        loaded = { value: load() };
+      } catch {
+        loaded = { value: undefined };
+      }
+    }
+    return loaded.value;
+  };
 }
 
 /**
@@ -33,72 +51,53 @@ export interface NativeLz4 {
   compress(src: Buffer): Buffer | undefined;
 }
 
-let zstdLoaded: NativeZstd | null | undefined;
-let lz4Loaded: NativeLz4 | null | undefined;
+export const nativeZstd = loadOnce((): NativeZstd => {
+  const lib = koffi().load('libzstd.so.1');
+  const createCCtx = lib.func('void* ZSTD_createCCtx()');
+  const setParameter = lib.func('size_t ZSTD_CCtx_setParameter(void*, int, int)');
+  const compress2 = lib.func('size_t ZSTD_compress2(void*, _Out_ uint8_t*, size_t, const uint8_t*, size_t)');
+  const compressBound = lib.func('size_t ZSTD_compressBound(size_t)');
+  const isError = lib.func('unsigned int ZSTD_isError(size_t)');
+  const getErrorName = lib.func('const char* ZSTD_getErrorName(size_t)');
+  const versionString = lib.func('const char* ZSTD_versionString()');
+  const cctx: unknown = createCCtx();
+  setParameter(cctx, ZSTD_c_compressionLevel, 3);
+  setParameter(cctx, ZSTD_c_contentSizeFlag, 1);
+  setParameter(cctx, ZSTD_c_checksumFlag, 0);
+  return {
+    version: versionString() as string,
+    compress(src: Buffer): Buffer {
+      const dst = Buffer.allocUnsafe(Number(compressBound(src.length)));
+      const n = compress2(cctx, dst, dst.length, src, src.length) as number | bigint;
+      if (isError(n) !== 0) throw new Error(`ZSTD_compress2 failed: ${getErrorName(n) as string}`);
+      return dst.subarray(0, Number(n));
+    },
+  };
+});
 
-export function nativeZstd(): NativeZstd | undefined {
-  if (zstdLoaded === undefined) {
-    try {
-      const lib = koffi().load('libzstd.so.1');
-      const createCCtx = lib.func('void* ZSTD_createCCtx()');
-      const setParameter = lib.func('size_t ZSTD_CCtx_setParameter(void*, int, int)');
-      const compress2 = lib.func(
-        'size_t ZSTD_compress2(void*, _Out_ uint8_t*, size_t, const uint8_t*, size_t)',
-      );
-      const compressBound = lib.func('size_t ZSTD_compressBound(size_t)');
-      const isError = lib.func('unsigned int ZSTD_isError(size_t)');
-      const getErrorName = lib.func('const char* ZSTD_getErrorName(size_t)');
-      const versionString = lib.func('const char* ZSTD_versionString()');
-      const cctx: unknown = createCCtx();
-      setParameter(cctx, ZSTD_c_compressionLevel, 3);
-      setParameter(cctx, ZSTD_c_contentSizeFlag, 1);
-      setParameter(cctx, ZSTD_c_checksumFlag, 0);
-      zstdLoaded = {
-        version: versionString() as string,
-        compress(src: Buffer): Buffer {
-          const dst = Buffer.allocUnsafe(Number(compressBound(src.length)));
-          const n = compress2(cctx, dst, dst.length, src, src.length) as number | bigint;
-          if (isError(n) !== 0) throw new Error(`ZSTD_compress2 failed: ${getErrorName(n) as string}`);
-          return dst.subarray(0, Number(n));
-        },
-      };
-    } catch {
-      zstdLoaded = null;
-    }
-  }
-  return zstdLoaded ?? undefined;
-}
-
-export function nativeLz4(): NativeLz4 | undefined {
-  if (lz4Loaded === undefined) {
-    try {
-      const lib = koffi().load('liblz4.so.1');
-      const compressDefault = lib.func('int LZ4_compress_default(const uint8_t*, _Out_ uint8_t*, int, int)');
-      const versionString = lib.func('const char* LZ4_versionString()');
-      lz4Loaded = {
-        version: versionString() as string,
-        compress(src: Buffer): Buffer | undefined {
-          // A destination one byte smaller than the input: LZ4 reports 0 when it does not fit,
-          // which is exactly the "not smaller, store raw" case.
-          if (src.length <= 1) return undefined;
-          const dst = Buffer.allocUnsafe(src.length - 1);
-          const n = compressDefault(src, dst, src.length, dst.length) as number;
-          return n > 0 ? dst.subarray(0, n) : undefined;
-        },
-      };
-    } catch {
-      lz4Loaded = null;
-    }
-  }
-  return lz4Loaded ?? undefined;
-}
+export const nativeLz4 = loadOnce((): NativeLz4 => {
+  const lib = koffi().load('liblz4.so.1');
+  const compressDefault = lib.func('int LZ4_compress_default(const uint8_t*, _Out_ uint8_t*, int, int)');
+  const versionString = lib.func('const char* LZ4_versionString()');
+  return {
+    version: versionString() as string,
+    compress(src: Buffer): Buffer | undefined {
+      // A destination one byte smaller than the input: LZ4 reports 0 when it does not fit,
+      // which is exactly the "not smaller, store raw" case.
+      if (src.length <= 1) return undefined;
+      const dst = Buffer.allocUnsafe(src.length - 1);
+      const n = compressDefault(src, dst, src.length, dst.length) as number;
+      return n > 0 ? dst.subarray(0, n) : undefined;
+    },
+  };
+});
 
 /**
  * A decoder in a system library: decompresses into a caller's buffer, either here or on one of
  * koffi's worker threads, so that a big chunk does not stall the event loop.
  */
 export interface NativeDecoder {
-  /** Decompress `src` into `dst`; the decompressed size, or an Error naming the library's reason. */
+  /** Decompress `src` into `dst`: the decompressed size; throws an Error with the library's reason. */
   decode(src: Buffer, dst: Buffer): number;
   /**
    * The same on a worker thread. Both buffers must stay untouched until it settles; the
@@ -106,9 +105,6 @@ export interface NativeDecoder {
    */
   decodeAsync(src: Buffer, dst: Buffer): Promise<number>;
 }
-
-let zstdDecoder: NativeDecoder | null | undefined;
-let lz4Decoder: NativeDecoder | null | undefined;
 
 /**
  * Call a library function on a koffi worker thread. The callback refers to `args`, so the
@@ -125,68 +121,52 @@ function onWorker(fn: { async(...a: unknown[]): void }, args: unknown[]): Promis
 }
 
 /** libzstd's ZSTD_decompressDCtx, with decompression contexts reused (one per concurrent call). */
-export function nativeZstdDecoder(): NativeDecoder | undefined {
-  if (zstdDecoder === undefined) {
-    try {
-      const lib = koffi().load('libzstd.so.1');
-      const createDCtx = lib.func('void* ZSTD_createDCtx()');
-      const decompressDCtx = lib.func(
-        'size_t ZSTD_decompressDCtx(void*, void*, size_t, const void*, size_t)',
-      );
-      const isError = lib.func('unsigned int ZSTD_isError(size_t)');
-      const getErrorName = lib.func('const char* ZSTD_getErrorName(size_t)');
-      const idle: unknown[] = [];
-      const result = (n: unknown): number => {
-        if (isError(n) !== 0) throw new Error(`ZSTD_decompressDCtx failed: ${getErrorName(n) as string}`);
-        return Number(n);
-      };
-      zstdDecoder = {
-        decode(src, dst) {
-          const ctx: unknown = idle.pop() ?? createDCtx();
-          try {
-            return result(decompressDCtx(ctx, dst, dst.length, src, src.length));
-          } finally {
-            idle.push(ctx);
-          }
-        },
-        async decodeAsync(src, dst) {
-          const ctx: unknown = idle.pop() ?? createDCtx();
-          try {
-            return result(await onWorker(decompressDCtx, [ctx, dst, dst.length, src, src.length]));
-          } finally {
-            idle.push(ctx);
-          }
-        },
-      };
-    } catch {
-      zstdDecoder = null;
-    }
-  }
-  return zstdDecoder ?? undefined;
-}
+export const nativeZstdDecoder = loadOnce((): NativeDecoder => {
+  const lib = koffi().load('libzstd.so.1');
+  const createDCtx = lib.func('void* ZSTD_createDCtx()');
+  const decompressDCtx = lib.func('size_t ZSTD_decompressDCtx(void*, void*, size_t, const void*, size_t)');
+  const isError = lib.func('unsigned int ZSTD_isError(size_t)');
+  const getErrorName = lib.func('const char* ZSTD_getErrorName(size_t)');
+  const idle: unknown[] = [];
+  const result = (n: unknown): number => {
+    if (isError(n) !== 0) throw new Error(`ZSTD_decompressDCtx failed: ${getErrorName(n) as string}`);
+    return Number(n);
+  };
+  return {
+    decode(src, dst) {
+      const ctx: unknown = idle.pop() ?? createDCtx();
+      try {
+        return result(decompressDCtx(ctx, dst, dst.length, src, src.length));
+      } finally {
+        idle.push(ctx);
+      }
+    },
+    async decodeAsync(src, dst) {
+      const ctx: unknown = idle.pop() ?? createDCtx();
+      try {
+        return result(await onWorker(decompressDCtx, [ctx, dst, dst.length, src, src.length]));
+      } finally {
+        idle.push(ctx);
+      }
+    },
+  };
+});
 
 /** liblz4's LZ4_decompress_safe (stateless). */
-export function nativeLz4Decoder(): NativeDecoder | undefined {
-  if (lz4Decoder === undefined) {
-    try {
-      const lib = koffi().load('liblz4.so.1');
-      const decompressSafe = lib.func('int LZ4_decompress_safe(const void*, void*, int, int)');
-      const result = (n: unknown): number => {
-        if (typeof n !== 'number' || n < 0)
-          throw new Error(`LZ4_decompress_safe failed: the block is malformed (${String(n)})`);
-        return n;
-      };
-      lz4Decoder = {
-        decode(src, dst) {
-          return result(decompressSafe(src, dst, src.length, dst.length));
-        },
-        async decodeAsync(src, dst) {
-          return result(await onWorker(decompressSafe, [src, dst, src.length, dst.length]));
-        },
-      };
-    } catch {
-      lz4Decoder = null;
-    }
-  }
-  return lz4Decoder ?? undefined;
-}
+export const nativeLz4Decoder = loadOnce((): NativeDecoder => {
+  const lib = koffi().load('liblz4.so.1');
+  const decompressSafe = lib.func('int LZ4_decompress_safe(const void*, void*, int, int)');
+  const result = (n: unknown): number => {
+    if (typeof n !== 'number' || n < 0)
+      throw new Error(`LZ4_decompress_safe failed: the block is malformed (${String(n)})`);
+    return n;
+  };
+  return {
+    decode(src, dst) {
+      return result(decompressSafe(src, dst, src.length, dst.length));
+    },
+    async decodeAsync(src, dst) {
+      return result(await onWorker(decompressSafe, [src, dst, src.length, dst.length]));
+    },
+  };
+});
