@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
+import { localfsConfigText } from './api.js';
 import { IN_CI } from './fixtures.js';
 import { needRoot } from './env.js';
 import { binPath, runBin } from './run-bin.js';
@@ -101,16 +102,10 @@ export function tmp(): { dir: string; mnt: string } {
   return { dir, mnt };
 }
 
+/** A localfs v1 config file in `dir` (the text `localfsConfigText` makes). */
 export function v1Config(dir: string, blobDir: string, extra: Record<string, unknown> = {}): string {
   const p = join(dir, 'config.json');
-  writeFileSync(
-    p,
-    JSON.stringify({
-      device: { backend: { type: 'localfs', config: { dir: blobDir } } },
-      mode: 'direct',
-      ...extra,
-    }),
-  );
+  writeFileSync(p, localfsConfigText(blobDir, extra));
   return p;
 }
 
