@@ -265,6 +265,7 @@ export class NydusDaemon implements DaemonControl {
       enableXattr: r.enable_xattr,
       nodeBase: this.#vfs.nextBase(mountpoint),
     });
+    fs.warmUp();
     return {
       fs,
       metrics: new FsMetrics(mountpoint, {
