@@ -53,9 +53,10 @@ class FileCachedBlob implements CachedBlob {
     );
   }
 
-  async read(c: ChunkInfo): Promise<Buffer | undefined> {
+  async read(c: ChunkInfo, into?: Buffer): Promise<Buffer | undefined> {
     if (this.#closed) return undefined;
-    const buf = Buffer.allocUnsafe(c.uncompressedSize);
+    const size = c.uncompressedSize;
+    const buf = into !== undefined && into.length >= size ? into.subarray(0, size) : Buffer.allocUnsafe(size);
     try {
       let done = 0;
       while (done < buf.length) {

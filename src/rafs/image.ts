@@ -21,8 +21,11 @@ export interface CachedBlob {
   isReady(index: number): boolean;
   /** Whether `c` can be stored at all (inside the blob's chunk count and data size). */
   canStore(c: ChunkInfo): boolean;
-  /** The stored bytes of a ready chunk; undefined when they cannot be read back. */
-  read(c: ChunkInfo): Promise<Buffer | undefined>;
+  /**
+   * The stored bytes of a ready chunk; undefined when they cannot be read back. With `into` (at
+   * least the chunk's size) the bytes land at its start and the result is that prefix.
+   */
+  read(c: ChunkInfo, into?: Buffer): Promise<Buffer | undefined>;
   /** Store the bytes of `c`, then mark it ready. Never rejects: a failure is logged, the chunk stays not ready. */
   write(c: ChunkInfo, data: Buffer): Promise<void>;
   /** Forget a stored chunk found to be wrong; `why` goes to the log. Never rejects. */
@@ -750,15 +753,26 @@ export class RafsImage {
   /** A ready chunk from the cache, checked when asked; a wrong one is dropped and refetched. */
   async #fromCache(store: CachedBlob, c: ChunkInfo, check: Check): Promise<Fetched | undefined> {
     if (!store.isReady(c.index)) return undefined;
-    const data = await store.read(c);
+    const pool = this.#pool;
+    let slot = pool?.serves(c.uncompressedSize) === true ? pool.take(c.uncompressedSize) : undefined;
+    const data = await store.read(c, slot);
+    // A store may answer with a buffer of its own, or nothing: the slot goes back unused.
+    if (
+      slot !== undefined &&
+      (data === undefined || data.buffer !== slot.buffer || data.byteOffset !== slot.byteOffset)
+    ) {
+      pool!.give(slot);
+      slot = undefined;
+    }
     if (data === undefined) return undefined;
-    if (check === 0 || !hasDigest(c)) return fetched(data, false);
+    if (check === 0 || !hasDigest(c)) return fetched(data, false, slot);
     const bad = this.#mismatch(c, data);
     if (bad !== undefined) {
+      if (slot !== undefined) pool!.give(slot);
       await store.invalidate(c, bad);
       return undefined;
     }
-    return fetched(data, true);
+    return fetched(data, true, slot);
   }
 
   async #backendRead(

@@ -1,5 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { createChunkCache } from '../../src/cache/index.js';
 import type { BlobInfo } from '../../src/format/model.js';
 import type { BlobReader, BlobSource } from '../../src/rafs/blob-source.js';
 import { RafsImage, type SharedBytes } from '../../src/rafs/image.js';
@@ -156,6 +159,51 @@ test('a read across chunks with one failing fails whole, and the chunks it held 
     const pool = image.bufferPool!;
     assert.ok(pool.created <= 8, `${pool.created} slots created for 100 reads`);
     await image.close();
+  } finally {
+    img.cleanup();
+  }
+});
+
+test('chunks read back from the blob cache land in pool slots and stay intact while lent', async () => {
+  const text = textBytes(CHUNK * 12 + 99, 6);
+  const img = await buildImage({ text }, { chunkSize: CHUNK });
+  try {
+    const workDir = join(img.dir, 'cache');
+    mkdirSync(workDir);
+    const cache = createChunkCache({ type: 'blobcache', workDir });
+    const src = new CountingSource(img.blobDir);
+    const image = new RafsImage(img.bootstrap, src, {
+      cache,
+      reuseBuffers: true,
+      recentBytes: 2 * CHUNK,
+      readAheadBytes: 0,
+    });
+    const ino = image.lookupPath('/text')!.ino;
+    // First pass fills the cache from the backend.
+    assert.deepEqual(await image.readFile(ino, 0, text.length), text);
+    await image.close();
+    const fromBackend = src.reads;
+    const again = new RafsImage(img.bootstrap, src, {
+      cache,
+      reuseBuffers: true,
+      recentBytes: 2 * CHUNK,
+      readAheadBytes: 0,
+    });
+    const held = await again.readFileShared(ino, 5 * CHUNK + 7, CHUNK);
+    for (let round = 0; round < 5; round++) {
+      for (let k = 0; k < 12; k++) {
+        const r = await again.readFileShared(ino, k * CHUNK, CHUNK);
+        assert.deepEqual(joined(r), text.subarray(k * CHUNK, (k + 1) * CHUNK), `chunk ${k}`);
+        r.release();
+      }
+    }
+    assert.deepEqual(joined(held), text.subarray(5 * CHUNK + 7, 6 * CHUNK + 7));
+    held.release();
+    assert.equal(src.reads, fromBackend, 'the second image reads only the cache');
+    const pool = again.bufferPool!;
+    assert.ok(pool.reused > 20, `slots reused ${pool.reused} times`);
+    assert.ok(pool.created <= 8, `${pool.created} slots created`);
+    await again.close();
   } finally {
     img.cleanup();
   }
