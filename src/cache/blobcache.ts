@@ -7,6 +7,7 @@ import type { Logger } from '../log/logger.js';
 import type { CachedBlob, ChunkCache } from '../rafs/image.js';
 import { ChunkMapFile, CHUNK_MAP_SUFFIX } from './chunk-map.js';
 import { newBlobCacheStats, noteRequest, type BlobCacheStats } from './stats.js';
+import { bufferFor, preadFull, pwriteFull } from '../util/file-io.js';
 
 /** Suffix of a blob's cache data file, as upstream names it. */
 export const BLOB_DATA_SUFFIX = '.blob.data';
@@ -55,19 +56,13 @@ class FileCachedBlob implements CachedBlob {
 
   async read(c: ChunkInfo, into?: Buffer): Promise<Buffer | undefined> {
     if (this.#closed) return undefined;
-    const size = c.uncompressedSize;
-    const buf = into !== undefined && into.length >= size ? into.subarray(0, size) : Buffer.allocUnsafe(size);
+    const buf = bufferFor(c.uncompressedSize, into);
     try {
-      let done = 0;
-      while (done < buf.length) {
-        const { bytesRead } = await this.#fh.read(buf, done, buf.length - done, c.uncompressedOffset + done);
-        if (bytesRead === 0) {
-          this.#owner.log.warn(
-            `Blob cache file "${this.dataPath}" ends before chunk ${c.index} (${c.uncompressedSize} bytes at ${c.uncompressedOffset}); refetching it`,
-          );
-          return undefined;
-        }
-        done += bytesRead;
+      if ((await preadFull(this.#fh.fd, buf, c.uncompressedOffset)) < buf.length) {
+        this.#owner.log.warn(
+          `Blob cache file "${this.dataPath}" ends before chunk ${c.index} (${c.uncompressedSize} bytes at ${c.uncompressedOffset}); refetching it`,
+        );
+        return undefined;
       }
       return buf;
     } catch (e) {
@@ -91,17 +86,7 @@ class FileCachedBlob implements CachedBlob {
     const stats = this.#owner.stats;
     stats.bufferedBackendSize += data.length;
     try {
-      let done = 0;
-      while (done < data.length) {
-        const { bytesWritten } = await this.#fh.write(
-          data,
-          done,
-          data.length - done,
-          c.uncompressedOffset + done,
-        );
-        if (bytesWritten === 0) throw new Error(`short write at ${c.uncompressedOffset + done}`);
-        done += bytesWritten;
-      }
+      await pwriteFull(this.#fh.fd, data, c.uncompressedOffset);
       // Ready only once the data is in the file.
       if (await this.map.setReady(c.index)) {
         stats.entriesCount++;

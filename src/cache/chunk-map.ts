@@ -2,6 +2,7 @@ import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { errorText, NydusError } from '../errors/errors.js';
 import type { Logger } from '../log/logger.js';
+import { preadFull, pwriteFull } from '../util/file-io.js';
 
 /**
  * The persisted chunk-ready map of one cached blob, in upstream's "indexed chunk map" layout so a
@@ -42,24 +43,10 @@ function header(allReady: boolean): Buffer {
   return h;
 }
 
+/** The first `length` bytes of the file; undefined when it is shorter. */
 async function readAll(fh: FileHandle, length: number): Promise<Buffer | undefined> {
   const buf = Buffer.alloc(length);
-  let done = 0;
-  while (done < length) {
-    const { bytesRead } = await fh.read(buf, done, length - done, done);
-    if (bytesRead === 0) return undefined;
-    done += bytesRead;
-  }
-  return buf;
-}
-
-async function writeAll(fh: FileHandle, data: Buffer, position: number): Promise<void> {
-  let done = 0;
-  while (done < data.length) {
-    const { bytesWritten } = await fh.write(data, done, data.length - done, position + done);
-    if (bytesWritten === 0) throw new Error(`short write at ${position + done}`);
-    done += bytesWritten;
-  }
+  return (await preadFull(fh.fd, buf, 0)) === length ? buf : undefined;
 }
 
 export class ChunkMapFile {
@@ -127,7 +114,7 @@ export class ChunkMapFile {
       if (content === undefined) {
         await fh.truncate(0);
         await fh.truncate(expected);
-        await writeAll(fh, header(false), 0);
+        await pwriteFull(fh.fd, header(false), 0);
         return new ChunkMapFile(path, count, fh, Buffer.alloc(expected - CHUNK_MAP_HEADER_SIZE), false);
       }
       const bits = Buffer.from(content.subarray(CHUNK_MAP_HEADER_SIZE));
@@ -196,8 +183,8 @@ export class ChunkMapFile {
   }
 
   async #writeByte(byteIndex: number): Promise<void> {
-    await writeAll(
-      this.#fh,
+    await pwriteFull(
+      this.#fh.fd,
       this.#bits.subarray(byteIndex, byteIndex + 1),
       CHUNK_MAP_HEADER_SIZE + byteIndex,
     );
@@ -205,7 +192,7 @@ export class ChunkMapFile {
 
   async #writeHeader(allReady: boolean): Promise<void> {
     // Only the first 16 bytes carry anything; the reserved rest stays zero.
-    await writeAll(this.#fh, header(allReady).subarray(0, 16), 0);
+    await pwriteFull(this.#fh.fd, header(allReady).subarray(0, 16), 0);
     this.#headerAllReady = allReady;
   }
 }

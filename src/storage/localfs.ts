@@ -1,16 +1,9 @@
-import { read } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { errorText, NydusError } from '../errors/errors.js';
 import type { BlobInfo } from '../format/model.js';
 import type { BlobReader, BlobSource } from '../rafs/blob-source.js';
-
-/** One pread(2) through the callback API (lighter per call than FileHandle.read). */
-function pread(fd: number, buf: Buffer, off: number, len: number, pos: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    read(fd, buf, off, len, pos, (err, n) => (err === null ? resolve(n) : reject(err)));
-  });
-}
+import { bufferFor, preadFull } from '../util/file-io.js';
 
 /** A blob that is one local file, read with positional reads. */
 export class FileBlobReader implements BlobReader {
@@ -47,15 +40,10 @@ export class FileBlobReader implements BlobReader {
         `Read of ${length} bytes at ${offset} is past the end of blob "${this.path}" (${this.size} bytes)`,
       );
     }
-    const buf =
-      into !== undefined && into.length >= length ? into.subarray(0, length) : Buffer.allocUnsafe(length);
-    let done = 0;
-    while (done < length) {
-      const bytesRead = await pread(this.#fh.fd, buf, done, length - done, offset + done);
-      if (bytesRead === 0)
-        throw new NydusError('ERR_IO', `Blob "${this.path}" shrank while reading at ${offset + done}`);
-      done += bytesRead;
-    }
+    const buf = bufferFor(length, into);
+    const got = await preadFull(this.#fh.fd, buf, offset);
+    if (got < length)
+      throw new NydusError('ERR_IO', `Blob "${this.path}" shrank while reading at ${offset + got}`);
     return buf;
   }
 
