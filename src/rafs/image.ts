@@ -181,6 +181,11 @@ function fetched(data: Buffer, verified: boolean, slot?: Buffer): Fetched {
   return { data, verified, slot, pins: 0, kept: false };
 }
 
+/** Whether a reader put `data` at the start of `slot` (it may answer with a buffer of its own). */
+function landedIn(data: Buffer | undefined, slot: Buffer): boolean {
+  return data !== undefined && data.buffer === slot.buffer && data.byteOffset === slot.byteOffset;
+}
+
 /** Priority of the fetches of one run; prefetch runs are low until an on-demand read joins them. */
 interface Priority {
   low: boolean;
@@ -577,27 +582,17 @@ export class RafsImage {
     } else if (mode.asked) {
       this.cache?.noteRequest(run.length, recentHits);
     }
-    const settled = await Promise.allSettled(waits);
-    const got: Fetched[] = [];
-    let failure: { e: unknown } | undefined;
-    settled.forEach((r, i) => {
-      if (r.status === 'rejected') {
-        failure ??= { e: r.reason };
-        return;
+    const got = this.#takeAll(await Promise.allSettled(waits));
+    // Joined flights may have been fetched under a weaker check than this read asks.
+    if (check !== 0) {
+      try {
+        got.forEach((g, i) => {
+          if (!g.verified) this.#verify(run[i]!, g.data, check);
+        });
+      } catch (e) {
+        for (const g of got) this.#unpin(g);
+        throw e;
       }
-      got.push(r.value);
-      // Joined flights may have been fetched under a weaker check than this read asks.
-      if (failure === undefined && check !== 0 && !r.value.verified) {
-        try {
-          this.#verify(run[i]!, r.value.data, check);
-        } catch (e) {
-          failure = { e };
-        }
-      }
-    });
-    if (failure !== undefined) {
-      for (const g of got) this.#unpin(g);
-      throw failure.e;
     }
     return got;
   }
@@ -711,8 +706,7 @@ export class RafsImage {
       if (rawSlot !== undefined) pool!.give(rawSlot);
       return group.map(() => ({ status: 'rejected', reason: e }));
     }
-    // A reader may answer with a buffer of its own instead of filling the slot.
-    if (rawSlot !== undefined && (raw.buffer !== rawSlot.buffer || raw.byteOffset !== rawSlot.byteOffset)) {
+    if (rawSlot !== undefined && !landedIn(raw, rawSlot)) {
       pool!.give(rawSlot);
       rawSlot = undefined;
     }
@@ -756,11 +750,7 @@ export class RafsImage {
     const pool = this.#pool;
     let slot = pool?.serves(c.uncompressedSize) === true ? pool.take(c.uncompressedSize) : undefined;
     const data = await store.read(c, slot);
-    // A store may answer with a buffer of its own, or nothing: the slot goes back unused.
-    if (
-      slot !== undefined &&
-      (data === undefined || data.buffer !== slot.buffer || data.byteOffset !== slot.byteOffset)
-    ) {
+    if (slot !== undefined && !landedIn(data, slot)) {
       pool!.give(slot);
       slot = undefined;
     }
@@ -831,6 +821,25 @@ export class RafsImage {
     f.got = got;
     f.settled = true;
     f.resolve(got);
+  }
+
+  /**
+   * The pinned chunks of settled reads, in order; when any failed, the others are unpinned and
+   * the first failure is thrown.
+   */
+  #takeAll(settled: readonly PromiseSettledResult<Fetched | Fetched[]>[]): Fetched[] {
+    const got: Fetched[] = [];
+    let failure: { e: unknown } | undefined;
+    for (const r of settled) {
+      if (r.status === 'rejected') failure ??= { e: r.reason };
+      else if (Array.isArray(r.value)) got.push(...r.value);
+      else got.push(r.value);
+    }
+    if (failure !== undefined) {
+      for (const g of got) this.#unpin(g);
+      throw failure.e;
+    }
+    return got;
   }
 
   #unpin(got: Fetched): void {
@@ -952,17 +961,7 @@ export class RafsImage {
       if (last !== undefined && last[0]!.blobIndex === c.blobIndex) last.push(c);
       else runs.push([c]);
     }
-    const settled = await Promise.allSettled(runs.map((r) => this.#readRun(r, check, ON_DEMAND)));
-    const held: Fetched[] = [];
-    let failure: { e: unknown } | undefined;
-    for (const res of settled) {
-      if (res.status === 'fulfilled') held.push(...res.value);
-      else failure ??= { e: res.reason };
-    }
-    if (failure !== undefined) {
-      for (const g of held) this.#unpin(g);
-      throw failure.e;
-    }
+    const held = this.#takeAll(await Promise.allSettled(runs.map((r) => this.#readRun(r, check, ON_DEMAND))));
     const parts: Buffer[] = [];
     let pos = offset;
     held.forEach((got, k) => {
