@@ -1,16 +1,10 @@
 // The B2, B3 and B6 part of BENCHMARKS.md, from the measurements of one run of mount.mjs. As in
 // B1's part, every number and sentence comes from those measurements.
 
-/** @param {number} x @param {number} [d] */
-const fx = (x, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : 'n/a');
-/** @param {number} x */
-const int = (x) => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : 'n/a');
-/** @param {number} x */
-const pct = (x) => `${fx(x * 100, 0)}%`;
+import { fx, int, md, partHeading, pct, plural } from './report-common.mjs';
+
 /** @param {number} kib */
 const mib = (kib) => fx(kib / 1024, 1);
-/** @param {number} n @param {string} what */
-const plural = (n, what) => `${n} ${what}${n === 1 ? '' : 's'}`;
 
 /** The bar of ../shared/docs/benchmarks.md, as ratios of times ours/peer. */
 export const BAR = { squashfuse: 1.0, erofs: 1.5, rssFactor: 1.5, rssExtraBytes: 50e6 };
@@ -62,10 +56,6 @@ export function rssLimitKiB(sq) {
 
 /** @param {number} r @param {number} bar */
 const verdict = (r, bar) => (Number.isFinite(r) ? (r <= bar ? 'met' : 'missed') : 'n/a');
-
-/** @param {string[][]} rows */
-const md = (rows) =>
-  rows.map((row) => `| ${row.map((c) => c.replaceAll('|', '\\|')).join(' | ')} |`).join('\n');
 
 /**
  * @param {MountResult[]} results
@@ -272,18 +262,8 @@ function reading(ds, results) {
 export function renderMounts(o) {
   const m = o.machine;
   const v = m.mountVersions;
-  const L = [];
   const shown = ['b2', 'b3', 'b6'].filter((b) => o.config.only.includes(b)).map((b) => b.toUpperCase());
-  L.push(`## ${shown.join(', ')}: mounted images`, '');
-  L.push(`Measured on ${o.date} (nydus-ts commit ${m.commit}).`, '');
-  if (o.config.rounds < 5) {
-    L.push(
-      `> **Trial run: ${o.config.rounds} round(s) per tool, fewer than the 5 the rules ask for.** ` +
-        'These numbers are not a result.',
-      '',
-    );
-  }
-  L.push('### How it was produced', '');
+  const L = partHeading(`${shown.join(', ')}: mounted images`, o);
   L.push(
     `- Command: \`${o.command}\` (\`node bench/run.mjs\`; \`NYDUS_BENCH_ONLY=b2,b3,b6 npm run bench\` runs ` +
       `these alone); work directory \`${o.config.work}\`, measurements saved in \`results-mount.json\` there.`,

@@ -1,25 +1,17 @@
 // BENCHMARKS.md from the benchmark runs (B1's, and B2/B3/B6's from report-mount.mjs). Every
 // number and every sentence of the "Reading" is derived from the measurements of those runs, so
 // regenerating the file never leaves stale prose.
+import { fx, int, md, partHeading, pct, plural } from './report-common.mjs';
 import { renderMounts } from './report-mount.mjs';
 
-/** @param {number} x @param {number} [d] */
-const fx = (x, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : 'n/a');
-/** @param {number} x */
-const int = (x) => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : 'n/a');
 /** @param {number} bytes @param {number} seconds */
 const mbps = (bytes, seconds) => bytes / 1e6 / seconds;
-/** @param {number} x */
-const pct = (x) => `${fx(x * 100, 0)}%`;
 
 /**
  * @typedef {import('./run.mjs').Tool} Tool
  * @typedef {import('./datasets.mjs').DataSet} DataSet
  * @typedef {import('./run.mjs').ToolResult} ToolResult
  */
-
-/** @param {number} n @param {string} what */
-const plural = (n, what) => `${n} ${what}${n === 1 ? '' : 's'}`;
 
 /**
  * @param {{ ds: DataSet, quiet: { waited: number, repeated: number, keptDisturbed: number } }[]} measured
@@ -92,7 +84,7 @@ function table(ds, results) {
       ...RATIO_PEERS.map((p) => (r.tool.kind === 'ours' ? fx(ratio(r, byId.get(p.id))) : '-')),
     ]);
   }
-  return rows.map((row) => `| ${row.map((c) => c.replaceAll('|', '\\|')).join(' | ')} |`).join('\n');
+  return md(rows);
 }
 
 /**
@@ -248,17 +240,7 @@ export function renderReport(b1, mounts) {
  */
 function renderB1(o) {
   const m = o.machine;
-  const L = [];
-  L.push('## B1: build throughput', '');
-  L.push(`Measured on ${o.date} (nydus-ts commit ${m.commit}).`, '');
-  if (o.config.rounds < 5) {
-    L.push(
-      `> **Trial run: ${o.config.rounds} round(s) per tool, fewer than the 5 the rules ask for.** ` +
-        'These numbers are not a result.',
-      '',
-    );
-  }
-  L.push('### How it was produced', '');
+  const L = partHeading('B1: build throughput', o);
   L.push(
     `- Command: \`${o.command}\` (\`node bench/run.mjs\`); work directory ` +
       `\`${o.config.work}\` (\`NYDUS_BENCH_DIR\`), where the data sets are cached between runs.`,
