@@ -582,19 +582,10 @@ export class RafsImage {
     } else if (mode.asked) {
       this.cache?.noteRequest(run.length, recentHits);
     }
-    const got = this.#takeAll(await Promise.allSettled(waits));
     // Joined flights may have been fetched under a weaker check than this read asks.
-    if (check !== 0) {
-      try {
-        got.forEach((g, i) => {
-          if (!g.verified) this.#verify(run[i]!, g.data, check);
-        });
-      } catch (e) {
-        for (const g of got) this.#unpin(g);
-        throw e;
-      }
-    }
-    return got;
+    return this.#takeAll(await Promise.allSettled(waits), (g, i) => {
+      if (check !== 0 && !g.verified) this.#verify(run[i]!, g.data, check);
+    });
   }
 
   /**
@@ -824,17 +815,31 @@ export class RafsImage {
   }
 
   /**
-   * The pinned chunks of settled reads, in order; when any failed, the others are unpinned and
+   * The pinned chunks of settled reads, in order, each passed to `accept` (which throws to
+   * refuse it) until the first failure; when anything failed, every chunk got is unpinned and
    * the first failure is thrown.
    */
-  #takeAll(settled: readonly PromiseSettledResult<Fetched | Fetched[]>[]): Fetched[] {
+  #takeAll<T extends Fetched | Fetched[]>(
+    settled: readonly PromiseSettledResult<T>[],
+    accept?: (value: T, index: number) => void,
+  ): Fetched[] {
     const got: Fetched[] = [];
     let failure: { e: unknown } | undefined;
-    for (const r of settled) {
-      if (r.status === 'rejected') failure ??= { e: r.reason };
-      else if (Array.isArray(r.value)) got.push(...r.value);
+    settled.forEach((r, i) => {
+      if (r.status === 'rejected') {
+        failure ??= { e: r.reason };
+        return;
+      }
+      if (Array.isArray(r.value)) got.push(...r.value);
       else got.push(r.value);
-    }
+      if (failure === undefined && accept !== undefined) {
+        try {
+          accept(r.value, i);
+        } catch (e) {
+          failure = { e };
+        }
+      }
+    });
     if (failure !== undefined) {
       for (const g of got) this.#unpin(g);
       throw failure.e;
