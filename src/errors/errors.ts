@@ -21,7 +21,15 @@ export type ErrorCode =
   /** I/O against the file system or a backend failed. */
   | 'ERR_IO'
   /** The operation is not valid for this kind of inode (read of a directory, ...). */
-  | 'ERR_INODE_TYPE';
+  | 'ERR_INODE_TYPE'
+  /** A remote service refused the credentials (401/403 after authenticating). */
+  | 'ERR_AUTH'
+  /** A remote request did not complete within its timeout. */
+  | 'ERR_TIMEOUT'
+  /** A connection to a remote service failed or broke (refused, reset, TLS). */
+  | 'ERR_NETWORK'
+  /** A registry answered with an error other than not-found or auth (status and its error JSON). */
+  | 'ERR_REGISTRY';
 
 export interface NydusErrorOptions {
   cause?: unknown;
