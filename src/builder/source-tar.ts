@@ -60,6 +60,8 @@ export function normalizeTarPath(raw: Buffer, what = 'entry'): Buffer[] {
 }
 
 const SLASH = 0x2f;
+/** OCI whiteout names start with this. */
+const WHITEOUT_PREFIX = Buffer.from('.wh.');
 const DOT = 0x2e;
 
 function printable(p: Buffer): string {
@@ -114,8 +116,12 @@ class TarTreeBuilder {
       Object.assign(this.#root, attrs);
       return undefined;
     }
-    const parent = this.#parentOf(parts, e);
     const name = parts[parts.length - 1]!;
+    const whiteout = name.length > 4 && name.subarray(0, 4).equals(WHITEOUT_PREFIX);
+    const parent = this.#parentOf(parts, e, whiteout);
+    // A whiteout below a path this layer made a non-directory hides nothing more than that
+    // replacement already does (tools such as umoci write both): it is dropped.
+    if (parent === undefined) return undefined;
     const existing = this.#children(parent).get(key(name));
     if (bits === S_IFDIR && existing !== undefined && isDir(existing.inode.mode)) {
       Object.assign(existing.inode, attrs);
@@ -149,7 +155,8 @@ class TarTreeBuilder {
       );
     if (parts.length === 0)
       throw new FormatError(`Tar hardlink "${printable(e.path)}" names the root`, e.offset);
-    const parent = this.#parentOf(parts, e);
+    // Not lenient: it throws rather than answer undefined.
+    const parent = this.#parentOf(parts, e)!;
     this.#put(parent, parts[parts.length - 1]!, target);
     // The data came with the target's entry; a hardlink carries none.
     return undefined;
@@ -185,8 +192,11 @@ class TarTreeBuilder {
     }
   }
 
-  /** The directory that holds `parts`, synthesizing missing ones. */
-  #parentOf(parts: Buffer[], e: TarReadEntry): BuildInode {
+  /**
+   * The directory that holds `parts`, synthesizing missing ones. A path through a non-directory
+   * is an error, or undefined when `lenient`.
+   */
+  #parentOf(parts: Buffer[], e: TarReadEntry, lenient = false): BuildInode | undefined {
     let dir = this.#root;
     for (let i = 0; i < parts.length - 1; i++) {
       const kids = this.#children(dir);
@@ -198,6 +208,7 @@ class TarTreeBuilder {
       } else if (isDir(c.inode.mode)) {
         dir = c.inode;
       } else {
+        if (lenient) return undefined;
         throw new FormatError(
           `Tar entry "${printable(e.path)}" needs "${printable(joinParts(parts.slice(0, i + 1)))}" to be a directory, but an earlier entry made it something else`,
           e.offset,
