@@ -4,7 +4,7 @@ import { join, resolve } from 'node:path';
 import { errorText, NydusError } from '../errors/errors.js';
 import type { BlobInfo, ChunkInfo } from '../format/model.js';
 import type { Logger } from '../log/logger.js';
-import type { CachedBlob, ChunkCache } from '../rafs/image.js';
+import type { CachedBlob, ChunkCache } from '../storage/chunk-cache.js';
 import { ChunkMapFile, CHUNK_MAP_SUFFIX } from './chunk-map.js';
 import { newBlobCacheStats, noteRequest, type BlobCacheStats } from './stats.js';
 import { bufferFor, preadFull, pwriteFull } from '../util/file-io.js';

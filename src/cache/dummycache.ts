@@ -1,4 +1,4 @@
-import type { ChunkCache } from '../rafs/image.js';
+import type { ChunkCache } from '../storage/chunk-cache.js';
 import { newBlobCacheStats, noteRequest, type BlobCacheStats } from './stats.js';
 
 /**

@@ -3,12 +3,12 @@
  * `dummycache`) and filesystem prefetch.
  *
  * Design
- * - RafsImage (rafs/image.ts) owns chunk fetching: single-flight per (blob, chunk) so concurrent
- *   readers share one backend read and one decompression, contiguous chunks merged into one
- *   backend read, digest checks. It talks to a `ChunkCache` (interface in rafs/image.ts, so
- *   rafs/ does not depend on this layer): for each claimed chunk it asks the blob's
- *   `CachedBlob` first, fetches the rest from the backend, verifies them, hands the readers
- *   their bytes and stores them. A chunk stays joinable in flight until it is stored, so it is
+ * - The blob device under each RafsImage (storage/blob-device.ts) owns chunk fetching:
+ *   single-flight per (blob, chunk) so concurrent readers share one backend read and one
+ *   decompression, contiguous chunks merged into one backend read, digest checks. It talks to a
+ *   `ChunkCache` (interface in storage/chunk-cache.ts, so storage/ and rafs/ do not depend on
+ *   this layer): for each claimed chunk it asks the blob's `CachedBlob` first, fetches the
+ *   rest from the backend, verifies them, hands the readers their bytes and stores them. A chunk stays joinable in flight until it is stored, so it is
  *   never fetched twice.
  * - `blobcache`: per blob, `<work_dir>/<blob_id>.blob.data` holds decompressed chunk data at each
  *   chunk's uncompressed offset (a sparse file sized to the blob's uncompressed size), and
@@ -29,7 +29,7 @@
  * - Prefetch (prefetch.ts): plans the chunks of the chosen files that are not cached, merges
  *   contiguous ones per blob up to the merging size, and issues them with a fixed number in
  *   flight under a token-bucket bandwidth limit. Its backend reads wait while on-demand reads
- *   are waiting for the backend (a gate in RafsImage), unless an on-demand read needs one of
+ *   are waiting for the backend (a gate in the blob device), unless an on-demand read needs one of
  *   their chunks. Errors are logged, never fatal; cancel() stops it at the next request or gate.
  * - Counters follow upstream's BlobcacheMetrics (stats.ts); `backendReads`/`backendBytes` on
  *   the cache count backend reads made through it.
@@ -39,7 +39,8 @@ import { silentLogger } from '../log/logger.js';
 import { BlobCache } from './blobcache.js';
 import { DummyCache } from './dummycache.js';
 
-export type { CachedBlob, ChunkCache, RafsImageOptions } from '../rafs/image.js';
+export type { CachedBlob, ChunkCache } from '../storage/chunk-cache.js';
+export type { RafsImageOptions } from '../rafs/image.js';
 export { BlobCache, BLOB_DATA_SUFFIX } from './blobcache.js';
 export { DummyCache } from './dummycache.js';
 export {

@@ -44,7 +44,7 @@ const PLAN_BATCH = 256;
 
 /**
  * Start prefetching into `image.cache`. Without a cache that stores data (none, dummycache) it
- * logs and does nothing. Backend reads run at low priority (see RafsImage.prefetchChunks).
+ * logs and does nothing. Backend reads run at low priority (see BlobDevice.prefetchChunks).
  */
 export function startPrefetch(image: RafsImage, opts: PrefetchOptions, logger: Logger): PrefetchHandle {
   const ac = new AbortController();

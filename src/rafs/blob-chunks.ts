@@ -1,7 +1,7 @@
 import { NydusError } from '../errors/errors.js';
 import { readBlobMeta, readBlobTrailer } from '../format/blob/blob-layout.js';
 import type { BlobInfo, ChunkInfo } from '../format/model.js';
-import type { BlobReader } from './blob-source.js';
+import type { BlobReader } from '../storage/blob-source.js';
 
 /**
  * The chunk table a v6 data blob carries itself (blob meta ci entries), with chunk ids from its

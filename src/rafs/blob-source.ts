@@ -1,23 +1,2 @@
-import type { BlobInfo } from '../format/model.js';
-
-/**
- * Where chunk bytes come from. The image layer asks for byte ranges of a blob; a backend
- * (localfs now; registry, s3, http-proxy later) answers them. Ranges are in the blob file's
- * (compressed) address space.
- */
-export interface BlobReader {
-  /** Size of the blob file in bytes. */
-  readonly size: number;
-  /**
-   * Exactly `length` bytes at `offset`; rejects with ERR_IO / ERR_FORMAT when the blob is
-   * shorter. With `into` (at least `length` bytes) the bytes land at its start and the result is
-   * that prefix; a reader that cannot do that may answer with a buffer of its own.
-   */
-  read(offset: number, length: number, into?: Buffer): Promise<Buffer>;
-  close(): Promise<void>;
-}
-
-export interface BlobSource {
-  /** Open the data blob described by `blob`; rejects with ERR_NOT_FOUND when it is missing. */
-  open(blob: BlobInfo): Promise<BlobReader>;
-}
+/** The backend interfaces moved to the storage layer; kept here for existing importers. */
+export type { BlobReader, BlobSource } from '../storage/blob-source.js';

@@ -2,7 +2,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { errorText, NydusError } from '../errors/errors.js';
 import type { BlobInfo } from '../format/model.js';
-import type { BlobReader, BlobSource } from '../rafs/blob-source.js';
+import type { BlobReader, BlobSource } from './blob-source.js';
 import { bufferFor, preadFull } from '../util/file-io.js';
 
 /** A blob that is one local file, read with positional reads. */
