@@ -1,6 +1,5 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import {
   closeSync,
   mkdirSync,
@@ -29,6 +28,7 @@ import {
   WAIT_MS,
   type Daemon,
   createImage,
+  md5All,
 } from '../helpers/nydusd.js';
 import { prng } from '../helpers/prng.js';
 
@@ -41,23 +41,6 @@ function v1(dir: string, name: string, doc: Record<string, unknown>): string {
   const p = join(dir, name);
   writeFileSync(p, JSON.stringify(doc));
   return p;
-}
-
-/** `find . -type f | sort | xargs md5sum` under `dir` (one reader). */
-function md5All(dir: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const c = spawn('sh', ['-c', 'find . -type f -print0 | sort -z | xargs -0 md5sum'], { cwd: dir });
-    let out = '';
-    let err = '';
-    c.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
-    c.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
-    const timer = setTimeout(() => c.kill('SIGKILL'), WAIT_MS * 8);
-    c.on('close', (code) => {
-      clearTimeout(timer);
-      if (code === 0) resolve(out);
-      else reject(new Error(`md5sum in ${dir} exited ${code}: ${err}`));
-    });
-  });
 }
 
 function blobCacheConfig(

@@ -125,3 +125,20 @@ export async function createImage(
   );
   assert.equal(r.code, 0, r.stderr);
 }
+
+/** `find . -type f | sort | xargs md5sum` under `dir` (one reader). */
+export function md5All(dir: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const c = spawn('sh', ['-c', 'find . -type f -print0 | sort -z | xargs -0 md5sum'], { cwd: dir });
+    let out = '';
+    let err = '';
+    c.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+    c.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
+    const timer = setTimeout(() => c.kill('SIGKILL'), WAIT_MS * 8);
+    c.on('close', (code) => {
+      clearTimeout(timer);
+      if (code === 0) resolve(out);
+      else reject(new Error(`md5sum in ${dir} exited ${code}: ${err}`));
+    });
+  });
+}

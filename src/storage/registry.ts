@@ -1,0 +1,176 @@
+import { errorText, NydusError } from '../errors/errors.js';
+import type { BlobInfo } from '../format/model.js';
+import type { Logger } from '../log/logger.js';
+import type { BlobReader, BlobSource } from './blob-source.js';
+import type { Credentials } from '../registry/docker-config.js';
+import { RegistryClient, type Repository, type RegistryOptions } from '../registry/client.js';
+
+/** What nydusd sends as its User-Agent on every backend request, as upstream. */
+export const NYDUSD_USER_AGENT = 'nydusd/1.0.0';
+
+/** Ranged requests one registry backend keeps in flight at most. */
+const DEFAULT_MAX_INFLIGHT = 8;
+/** On-demand reads get this many retries when `retry_limit` asks for fewer (upstream's fixed budget). */
+const MIN_RETRIES = 3;
+
+/** The registry backend's settings (the `registry` table of a daemon config, upstream names). */
+export interface RegistryBackendConfig {
+  scheme: string;
+  host: string;
+  repo: string;
+  auth?: string | undefined;
+  registry_token?: string | undefined;
+  skip_verify: boolean;
+  ca_cert_files: readonly string[];
+  /** Seconds. */
+  timeout: number;
+  /** Seconds. */
+  connect_timeout: number;
+  retry_limit: number;
+  blob_url_scheme: string;
+  blob_redirected_host: string;
+}
+
+export interface RegistryBackendOptions {
+  log?: Logger;
+  /** Environment read for `IMAGE_PULL_AUTH` and `NYDUS_HEADER_<Name>` (default process.env). */
+  env?: NodeJS.ProcessEnv;
+  /** Requests in flight at most (default 8). */
+  maxInflight?: number;
+}
+
+/** `user:pass` in base64 (upstream `auth`, `IMAGE_PULL_AUTH`, API `registry_auth`) as credentials. */
+export function decodeAuth(auth: string, what: string): Credentials {
+  const text = Buffer.from(auth.trim(), 'base64').toString('utf8');
+  const colon = text.indexOf(':');
+  if (auth.trim() === '' || colon <= 0)
+    throw new NydusError('ERR_INVALID_ARG', `${what} must be base64 of "username:password"`);
+  return { username: text.slice(0, colon), password: text.slice(colon + 1) };
+}
+
+/** `NYDUS_HEADER_<Name>=<value>` environment entries: extra headers on every backend request. */
+export function headersFromEnv(env: NodeJS.ProcessEnv): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(env)) {
+    if (k.startsWith('NYDUS_HEADER_') && k.length > 'NYDUS_HEADER_'.length && v !== undefined)
+      out[k.slice('NYDUS_HEADER_'.length)] = v;
+  }
+  return out;
+}
+
+/** A counting semaphore bounding the requests in flight. */
+class Limiter {
+  #free: number;
+  readonly #waiting: (() => void)[] = [];
+
+  constructor(n: number) {
+    this.#free = Math.max(1, n);
+  }
+
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.#free > 0) this.#free--;
+    else await new Promise<void>((resolve) => this.#waiting.push(resolve));
+    try {
+      return await task();
+    } finally {
+      const next = this.#waiting.shift();
+      if (next !== undefined) next();
+      else this.#free++;
+    }
+  }
+}
+
+/**
+ * nydusd's `registry` backend: a data blob is the layer `sha256:<blob id>` of `repo` on `host`,
+ * read with ranged GETs (the distribution client handles auth, redirects to blob storage,
+ * retries and timeouts). Chunk merging, single flight and caching happen above, in the image's
+ * fetch engine; this is only "read these bytes of this blob", with a bound on the requests in
+ * flight.
+ */
+export class RegistryBlobSource implements BlobSource {
+  readonly client: RegistryClient;
+  readonly repo: Repository;
+  readonly #limiter: Limiter;
+  readonly #log: Logger | undefined;
+
+  constructor(cfg: RegistryBackendConfig, opts: RegistryBackendOptions = {}) {
+    if (cfg.host === '') throw new NydusError('ERR_INVALID_ARG', 'backend registry needs "host"');
+    if (cfg.repo === '') throw new NydusError('ERR_INVALID_ARG', 'backend registry needs "repo"');
+    const env = opts.env ?? process.env;
+    const pullAuth = env['IMAGE_PULL_AUTH'];
+    let credentials: Credentials | undefined;
+    if (pullAuth !== undefined && pullAuth !== '') credentials = decodeAuth(pullAuth, 'IMAGE_PULL_AUTH');
+    else if (cfg.auth !== undefined && cfg.auth !== '') credentials = decodeAuth(cfg.auth, 'registry "auth"');
+    this.#log = opts.log;
+    const ro: RegistryOptions = {
+      plainHttp: cfg.scheme === 'http',
+      insecure: cfg.skip_verify,
+      caCertFiles: cfg.ca_cert_files,
+      timeoutMs: Math.max(1, cfg.timeout) * 1000,
+      connectTimeoutMs: Math.max(1, cfg.connect_timeout) * 1000,
+      retries: Math.max(MIN_RETRIES, cfg.retry_limit),
+      headers: headersFromEnv(env),
+      userAgent: NYDUSD_USER_AGENT,
+      // Credentials come only from the config (or IMAGE_PULL_AUTH); without them, anonymous.
+      ...(credentials !== undefined ? { credentials } : {}),
+      ...(cfg.registry_token !== undefined && cfg.registry_token !== ''
+        ? { registryToken: cfg.registry_token }
+        : {}),
+      ...(cfg.blob_url_scheme !== '' ? { blobUrlScheme: cfg.blob_url_scheme } : {}),
+      ...(cfg.blob_redirected_host !== '' ? { blobRedirectedHost: cfg.blob_redirected_host } : {}),
+      ...(opts.log !== undefined ? { log: opts.log } : {}),
+    };
+    this.client = new RegistryClient(cfg.host, ro);
+    this.repo = this.client.repository(cfg.repo);
+    this.#limiter = new Limiter(opts.maxInflight ?? DEFAULT_MAX_INFLIGHT);
+  }
+
+  /** Replace the credentials (API `PUT /api/v1/config` `registry_auth`); cached tokens are dropped. */
+  setAuth(auth: string): void {
+    this.client.setCredentials(auth === '' ? undefined : decodeAuth(auth, 'registry_auth'));
+    this.#log?.info(`registry backend ${this.client.host}/${this.repo.name}: credentials updated`);
+  }
+
+  async open(blob: BlobInfo): Promise<BlobReader> {
+    if (!/^[0-9a-f]{64}$/.test(blob.blobId))
+      throw new NydusError(
+        'ERR_FORMAT',
+        `Blob id "${blob.blobId}" is not a sha256 digest, so it cannot name a registry blob`,
+      );
+    const digest = `sha256:${blob.blobId}`;
+    const where = `${this.client.host}/${this.repo.name}@${digest}`;
+    let size: number | undefined;
+    try {
+      size = await this.#limiter.run(() => this.repo.headBlob(digest));
+    } catch (e) {
+      throw new NydusError(
+        e instanceof NydusError ? e.code : 'ERR_IO',
+        `Cannot open blob ${where}: ${errorText(e)}`,
+        { cause: e },
+      );
+    }
+    if (size === undefined) throw new NydusError('ERR_NOT_FOUND', `Blob ${where} is not in the registry`);
+    const repo = this.repo;
+    const limiter = this.#limiter;
+    return {
+      size,
+      read(offset: number, length: number, into?: Buffer): Promise<Buffer> {
+        if (offset < 0 || length < 0 || offset + length > size) {
+          return Promise.reject(
+            new NydusError(
+              'ERR_FORMAT',
+              `Read of ${length} bytes at ${offset} is past the end of blob ${where} (${size} bytes)`,
+            ),
+          );
+        }
+        if (length === 0) return Promise.resolve(Buffer.alloc(0));
+        return limiter.run(() => repo.readBlobRange(digest, offset, length, into ? { into } : {}));
+      },
+      close: () => Promise.resolve(),
+    };
+  }
+
+  close(): Promise<void> {
+    return this.client.close();
+  }
+}
