@@ -1,6 +1,7 @@
 import { createReadStream } from 'node:fs';
 import { rename, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import type { Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import type { Compressor, Digester } from '../codec/algorithms.js';
 import { sha256Hex } from '../codec/digest.js';
@@ -28,6 +29,16 @@ export type SourceType = 'dir-rafs' | 'tar-rafs' | 'targz-rafs';
 export interface BuildOptions {
   source: string;
   type: SourceType;
+  /**
+   * Tar types: read the (already decompressed for tar-rafs) tar from this stream instead of
+   * opening `source`, which then only names the input in messages.
+   */
+  input?: Readable;
+  /**
+   * Write the data blob even when the build stores no chunk data (inline-meta builds of a
+   * metadata-only layer: the blob is the layer, so it must exist).
+   */
+  alwaysWriteBlob?: boolean;
   fsVersion: 5 | 6;
   compressor: Compressor;
   digester: Digester;
@@ -245,7 +256,7 @@ export async function build(o: BuildOptions): Promise<BuildResult> {
         else await sink.pushFile(f, path);
       }
     } else {
-      const input = o.source === '-' ? process.stdin : createReadStream(o.source);
+      const input: Readable = o.input ?? (o.source === '-' ? process.stdin : createReadStream(o.source));
       const stream = o.type === 'targz-rafs' ? input.pipe(createGunzip()) : input;
       input.on('error', (e: Error) => stream.destroy(e));
       const reader = new TarReader(stream);
@@ -259,6 +270,7 @@ export async function build(o: BuildOptions): Promise<BuildResult> {
       tree = parent === undefined ? upper : applyLayer(parent, upper, o.whiteoutSpec);
     }
     await sink.drain();
+    if (o.alwaysWriteBlob === true) await store();
     const prefetch = resolvePrefetch(tree, o.prefetchPatterns, log);
     // Keep only blobs some chunk references (the parent's always stay), in their order.
     const used = new Set<number>();
@@ -289,7 +301,13 @@ export async function build(o: BuildOptions): Promise<BuildResult> {
     let finished: FinishedBlob | undefined;
     let bootstrap: Buffer;
     const w = writer;
-    if (w !== undefined) {
+    if (w !== undefined && w.chunkCount === 0 && o.alwaysWriteBlob === true) {
+      // A blob that stores no chunk (metadata-only layer, or every chunk deduplicated): it is
+      // written (the layer needs it) but stays out of the blob table, as nothing references it.
+      remapTree();
+      finished = await w.finish(() => writeBoot(spec(table)));
+      bootstrap = finished.bootstrap ?? writeBoot(spec(table));
+    } else if (w !== undefined) {
       const newPos = table.length;
       finalIndex.set(newIndex, newPos);
       remapTree();
