@@ -136,7 +136,15 @@ interface Served {
 async function withRegistryMount(
   regOpts: Parameters<typeof startRegistry>[0],
   repo: string,
-  backend: { repo?: string; keys?: Record<string, unknown>; cache?: boolean; validate?: boolean },
+  backend: {
+    repo?: string;
+    keys?: Record<string, unknown>;
+    cache?: boolean;
+    validate?: boolean;
+    /** Write the config file yourself (default: the v1 JSON of `registryConfig`). */
+    config?: (reg: TestRegistry, dir: string) => string;
+    daemonArgs?: (dir: string) => string[];
+  },
   body: (s: Served) => Promise<void>,
 ): Promise<void> {
   const { dir, mnt } = tmp();
@@ -145,15 +153,11 @@ async function withRegistryMount(
   let d: Daemon | undefined;
   try {
     const img = await buildAndPush(dir, reg, repo);
-    const cfg = registryConfig(
-      dir,
-      reg,
-      backend.repo ?? repo,
-      backend.keys,
-      backend.cache ?? true,
-      backend.validate,
-    );
-    d = await startDaemon(mnt, ['--config', cfg, '--bootstrap', img.boot, '--apisock', sock]);
+    const cfg =
+      backend.config?.(reg, dir) ??
+      registryConfig(dir, reg, backend.repo ?? repo, backend.keys, backend.cache ?? true, backend.validate);
+    const extra = backend.daemonArgs?.(dir) ?? [];
+    d = await startDaemon(mnt, ['--config', cfg, '--bootstrap', img.boot, '--apisock', sock, ...extra]);
     await body({ reg, img, mnt, sock, daemon: d });
     await stopDaemon(d);
     d = undefined;
@@ -225,6 +229,70 @@ test('registry backend: a blob corrupted in the registry gives EIO with digest_v
     assert.ok(results.includes('EIO'), `a file over the flipped bytes fails: ${results.join(', ')}`);
     assert.equal(readFileSync(join(mnt, 'small.txt'), 'utf8'), 'hello from the registry\n');
   });
+});
+
+test('registry backend over HTTPS with Basic auth, from a v2 TOML config (ca_cert_files): prefetch fills the blob cache in the background, and then every file reads with the registry gone', async (t) => {
+  if (!canFuse(t) || !needRegistry(t)) return;
+  const toml = (reg: TestRegistry, dir: string): string => {
+    const p = join(dir, 'nydusd.toml');
+    const auth = Buffer.from(`${reg.user}:${reg.pass}`).toString('base64');
+    writeFileSync(
+      p,
+      [
+        'version = 2',
+        '[backend]',
+        'type = "registry"',
+        '[backend.registry]',
+        'scheme = "https"',
+        `host = "${reg.host}"`,
+        'repo = "secure/image"',
+        `auth = "${auth}"`,
+        `ca_cert_files = ["${reg.caFile!}"]`,
+        '[cache]',
+        'type = "blobcache"',
+        '[cache.filecache]',
+        `work_dir = "${join(dir, 'cache')}"`,
+        '[rafs.prefetch]',
+        'enable = true',
+        'threads = 2',
+        '',
+      ].join('\n'),
+    );
+    return p;
+  };
+  const list = (dir: string): string[] => {
+    const p = join(dir, 'prefetch.list');
+    writeFileSync(p, '/\n');
+    return ['--prefetch-files', p];
+  };
+  const regOpts = { tls: true, htpasswd: { user: 'bob', pass: 'hunter2' } };
+  await withRegistryMount(
+    regOpts,
+    'secure/image',
+    { config: toml, daemonArgs: list },
+    async ({ reg, img, mnt, sock, daemon }) => {
+      const deadline = Date.now() + 60_000;
+      for (;;) {
+        const bc = (await curl(sock, 'GET', '/api/v1/metrics/blobcache')).json as {
+          prefetch_end_time_secs: number;
+        };
+        if (bc.prefetch_end_time_secs > 0) break;
+        assert.ok(
+          Date.now() < deadline,
+          `prefetch did not finish: ${JSON.stringify(bc)}: ${daemon.stderr()}`,
+        );
+        await sleep(100);
+      }
+      const fetched = await backendMetrics(sock);
+      assert.ok(
+        fetched.read_amount_total >= img.blobBytes / 2,
+        `prefetch fetched ${JSON.stringify(fetched)}`,
+      );
+      await reg.stop();
+      assert.equal(await md5All(mnt), await md5All(img.src));
+      assert.equal((await backendMetrics(sock)).read_errors, 0, 'nothing needed the registry after prefetch');
+    },
+  );
 });
 
 test('registry backend with token auth: wrong credentials give EIO, a hot update through PUT /api/v1/config makes reads work, and an expired token is renewed', async (t) => {
