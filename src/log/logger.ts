@@ -29,12 +29,16 @@ function stamp(): string {
   return new Date().toISOString().replace('T', ' ').replace('Z', ' +00:00');
 }
 
-/** A logger writing to a file (appending) or to stderr. */
-export function createLogger(level: LogLevel, file?: string): Logger {
+/**
+ * A logger writing to a file (appending) or to stderr; `sink` replaces stderr (a progress
+ * display prints log lines above its bars).
+ */
+export function createLogger(level: LogLevel, file?: string, sink?: (line: string) => void): Logger {
   const write = (lvl: Exclude<LogLevel, 'off'>, msg: string): void => {
     if (ORDER[lvl] < ORDER[logger.level]) return;
     const line = `[${stamp()}] ${lvl.toUpperCase()} ${msg}\n`;
     if (file !== undefined) appendFileSync(file, line);
+    else if (sink !== undefined) sink(line);
     else process.stderr.write(line);
   };
   const logger: Logger = {

@@ -6,7 +6,7 @@ import { createLogger, type Logger, type LogLevel } from '../../log/logger.js';
  * logrus levels panic and fatal map to error. `LOG_LEVEL`, `DEBUG_LOG_LEVEL` and `LOG_FILE` are
  * read from the environment as upstream does when the flags are not given.
  */
-export function nydusifyLogger(cmd: Command): Logger {
+export function nydusifyLogger(cmd: Command, sink?: (line: string) => void): Logger {
   const o = cmd.optsWithGlobals<{ debug?: boolean; logLevel?: string; logFile?: string }>();
   const env = process.env;
   let level = o.logLevel ?? 'info';
@@ -23,5 +23,5 @@ export function nydusifyLogger(cmd: Command): Logger {
     debug: 'debug',
     trace: 'trace',
   };
-  return createLogger(map[level.toLowerCase()] ?? 'info', o.logFile ?? env['LOG_FILE']);
+  return createLogger(map[level.toLowerCase()] ?? 'info', o.logFile ?? env['LOG_FILE'], sink);
 }

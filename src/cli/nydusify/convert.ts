@@ -63,23 +63,37 @@ export function targetFromSuffix(source: string, suffix: string): string {
   return formatReference({ ...r, tag: `${r.tag ?? 'latest'}${suffix}`, digest: undefined });
 }
 
-/** Layer progress bars on stderr when it is a terminal. */
-function progressEvents(): { events: ConvertEvents | undefined; stop(): void } {
-  if (process.stderr.isTTY !== true) return { events: undefined, stop: () => undefined };
-  const multi = new cliProgress.MultiBar(
-    {
-      stream: process.stderr,
-      format: '{label} [{bar}] {percentage}% | {value}/{total} KiB',
-      hideCursor: true,
-      clearOnComplete: true,
-    },
-    cliProgress.Presets.shades_classic,
-  );
+/**
+ * Layer progress bars on stderr when it is a terminal. The bars are drawn only while layers are
+ * converting (the display stops, clearing them, when the last one is done), and log lines meanwhile
+ * go above them: written straight, the next redraw would cover them.
+ */
+function progressEvents(): {
+  events: ConvertEvents | undefined;
+  stop(): void;
+  write: ((line: string) => void) | undefined;
+} {
+  if (process.stderr.isTTY !== true) return { events: undefined, stop: () => undefined, write: undefined };
+  let multi: cliProgress.MultiBar | undefined;
   const bars = new Map<string, cliProgress.SingleBar>();
   const kib = (n: number): number => Math.round(n / 1024);
+  const stop = (): void => {
+    multi?.stop();
+    multi = undefined;
+    bars.clear();
+  };
   return {
     events: {
       layerStart(id, label, total) {
+        multi ??= new cliProgress.MultiBar(
+          {
+            stream: process.stderr,
+            format: '{label} [{bar}] {percentage}% | {value}/{total} KiB',
+            hideCursor: true,
+            clearOnComplete: true,
+          },
+          cliProgress.Presets.shades_classic,
+        );
         bars.set(id, multi.create(kib(total), 0, { label }));
       },
       layerProgress(id, done) {
@@ -87,14 +101,15 @@ function progressEvents(): { events: ConvertEvents | undefined; stop(): void } {
       },
       layerDone(id) {
         const b = bars.get(id);
-        if (b !== undefined) {
-          b.update(b.getTotal());
-          multi.remove(b);
-          bars.delete(id);
-        }
+        if (b === undefined) return;
+        b.update(b.getTotal());
+        multi?.remove(b);
+        bars.delete(id);
+        if (bars.size === 0) stop();
       },
     },
-    stop: () => multi.stop(),
+    stop,
+    write: (line) => (multi !== undefined ? multi.log(line) : process.stderr.write(line)),
   };
 }
 
@@ -339,7 +354,8 @@ export function convertCommand(): Command {
       ),
     )
     .action(async (opts: Record<string, string | boolean | undefined>, cmd: Command) => {
-      const log = nydusifyLogger(cmd);
+      const progress = progressEvents();
+      const log = nydusifyLogger(cmd, progress.write);
       const str = (k: string): string | undefined => (typeof opts[k] === 'string' ? opts[k] : undefined);
       const flag = (k: string): boolean => opts[k] === true || opts[k] === 'true';
       const source = str('source')!;
@@ -430,7 +446,6 @@ export function convertCommand(): Command {
       if (chunkDict?.source === 'registry')
         chunkDict = { ...chunkDict, remote: { insecure: flag('chunkDictInsecure'), plainHttp } };
 
-      const progress = progressEvents();
       const o: ConvertOptions = {
         source,
         target: target!,
