@@ -26,6 +26,12 @@ import type { WhiteoutSpec } from './whiteout.js';
 
 export type SourceType = 'dir-rafs' | 'tar-rafs' | 'targz-rafs';
 
+/**
+ * Output buffer of a tar.gz source's inflater. zlib's default (16 KiB) makes one thread-pool
+ * round trip per 16 KiB of tar; 256 KiB pieces cut that 16-fold (a 430 MB layer: 26,000 trips).
+ */
+export const GUNZIP_CHUNK = 256 * 1024;
+
 export interface BuildOptions {
   source: string;
   type: SourceType;
@@ -257,7 +263,7 @@ export async function build(o: BuildOptions): Promise<BuildResult> {
       }
     } else {
       const input: Readable = o.input ?? (o.source === '-' ? process.stdin : createReadStream(o.source));
-      const stream = o.type === 'targz-rafs' ? input.pipe(createGunzip()) : input;
+      const stream = o.type === 'targz-rafs' ? input.pipe(createGunzip({ chunkSize: GUNZIP_CHUNK })) : input;
       input.on('error', (e: Error) => stream.destroy(e));
       const reader = new TarReader(stream);
       const upper = await treeFromTar(reader, {

@@ -113,37 +113,49 @@ export class ChunkSink {
     this.#queue.push({ inode, k, fileOffset: k * this.chunkSize, result });
   }
 
-  /** Chunk a stream of file data (pieces of any size) into fixed-size chunks. */
+  /**
+   * Chunk a stream of file data (pieces of any size) into fixed-size chunks. Each chunk is
+   * gathered into a buffer of its own, which then moves to a worker without another copy.
+   */
   async pushStream(inode: BuildInode, data: AsyncIterable<Buffer>, what: string): Promise<number> {
     inode.chunks = [];
+    const size = inode.size;
     let k = 0;
     let total = 0;
-    let pending: Buffer[] = [];
-    let pendingLen = 0;
+    // The chunk being filled: sized to what the file still holds (never more than a chunk).
+    let chunk: Buffer | undefined;
+    let filled = 0;
+    const tooLong = (): NydusError =>
+      new NydusError(
+        'ERR_IO',
+        `${what}: more data than its size of ${size} bytes (did it change during the build?)`,
+      );
     for await (const piece of data) {
-      let p = piece;
-      while (pendingLen + p.length >= this.chunkSize) {
-        const take = this.chunkSize - pendingLen;
-        pending.push(p.subarray(0, take));
-        await this.push(inode, k++, Buffer.concat(pending));
-        total += this.chunkSize;
-        p = p.subarray(take);
-        pending = [];
-        pendingLen = 0;
-      }
-      if (p.length > 0) {
-        pending.push(Buffer.from(p));
-        pendingLen += p.length;
+      let at = 0;
+      while (at < piece.length) {
+        if (chunk === undefined) {
+          const left = size - total;
+          if (left <= 0) throw tooLong();
+          chunk = Buffer.allocUnsafeSlow(Math.min(this.chunkSize, left));
+          filled = 0;
+        }
+        const n = Math.min(chunk.length - filled, piece.length - at);
+        piece.copy(chunk, filled, at, at + n);
+        filled += n;
+        at += n;
+        if (filled === chunk.length) {
+          total += filled;
+          const full = chunk;
+          chunk = undefined;
+          await this.push(inode, k++, full, true);
+        }
       }
     }
-    if (pendingLen > 0) {
-      await this.push(inode, k++, Buffer.concat(pending));
-      total += pendingLen;
-    }
-    if (total !== inode.size) {
+    if (chunk !== undefined) total += filled;
+    if (total !== size) {
       throw new NydusError(
         'ERR_IO',
-        `${what}: read ${total} bytes, expected ${inode.size} (did it change during the build?)`,
+        `${what}: read ${total} bytes, expected ${size} (did it change during the build?)`,
       );
     }
     return total;

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import { DecompressStream } from 'zstd-napi';
-import { build, type BuildResult } from '../builder/build.js';
+import { build, GUNZIP_CHUNK, type BuildResult } from '../builder/build.js';
 import type { Compressor } from '../codec/algorithms.js';
 import { errorText, FormatError, NydusError } from '../errors/errors.js';
 import { extractInlineBootstrap, readBlobTrailer, readTocEntry } from '../format/blob/blob-layout.js';
@@ -67,7 +67,7 @@ export async function decompressLayer(
   );
   if (compression === 'none') return { stream: body, compression };
   const dec: NodeJS.ReadWriteStream & Readable =
-    compression === 'gzip' ? createGunzip() : new DecompressStream();
+    compression === 'gzip' ? createGunzip({ chunkSize: GUNZIP_CHUNK }) : new DecompressStream();
   body.on('error', (e: Error) => dec.destroy(e));
   dec.on('error', () => body.destroy());
   body.pipe(dec);
