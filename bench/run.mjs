@@ -2,7 +2,9 @@
 // BENCHMARKS.md at the project root:
 //   B1  build throughput: `nydus-image create` against mksquashfs and mkfs.erofs;
 //   B2  metadata walk of a mounted image, B3 cold read of every file of it, B6 peak RSS of the
-//       daemon serving B2 and B3: our nydusd against squashfuse and kernel EROFS (mount.mjs).
+//       daemon serving B2 and B3: our nydusd against squashfuse and kernel EROFS (mount.mjs);
+//   B4  lazy start from a registry over a shared 100 Mbit/s link, B5 the bytes it fetched, B7
+//       `nydusify convert` against pull + unpack + mksquashfs (registry.mjs).
 // Side by side in one run (tools alternate within each round, cold caches before every run,
 // medians of the rounds).
 //
@@ -11,9 +13,10 @@
 // Ours is compiled from src/ into the work directory at the start (the project's tsc and
 // tsconfig), so that other builds of dist/ during the run cannot change what is measured.
 //
-// B1's measurements are saved in WORK/results.json, B2/B3/B6's in WORK/results-mount.json; a
-// run of only some benchmarks replaces its own file and the report takes the other one from
-// the earlier run (each part of the report gives its own date).
+// B1's measurements are saved in WORK/results.json, B2/B3/B6's in WORK/results-mount.json,
+// B4/B5/B7's in WORK/results-registry.json; a run of only some benchmarks replaces its own file
+// and the report takes the others from the earlier runs (each part of the report gives its own
+// date; a part without saved results keeps its text from the existing report).
 //
 // Environment (all optional):
 //   NYDUS_BENCH_DIR      work directory for data sets, outputs and logs (/var/tmp/nydus-bench)
@@ -22,12 +25,15 @@
 //   NYDUS_BENCH_BIG_MIB  size of each of the 4 big files in MiB (96)
 //   NYDUS_BENCH_SMALL    number of small files (20000)
 //   NYDUS_BENCH_OUTPUT   report path (BENCHMARKS.md at the project root)
-//   NYDUS_BENCH_ONLY     comma-separated subset of b1,b2,b3,b6 (all); b2, b3 and b6 share their
-//                        mounts, and b6 alone runs both b2 and b3 (its peak is over both)
+//   NYDUS_BENCH_ONLY     comma-separated subset of b1,b2,b3,b6,b4,b5,b7 (all); b2, b3 and b6 share
+//                        their mounts, and b6 alone runs both b2 and b3 (its peak is over both);
+//                        b4 and b5 are the same runs
+//   NYDUS_BENCH_B4_CMD   the command B4 runs from the image (python3 -c 'print(1)')
 //
 // `node bench/run.mjs --render [FILE...]` writes the report again from the measurements runs
-// saved (WORK/results.json and WORK/results-mount.json by default; a file is taken as mount
-// results when its "kind" is "mount"), e.g. after a change to the report's wording.
+// saved (WORK/results.json, WORK/results-mount.json and WORK/results-registry.json by default; a
+// file is taken as mount or registry results by its "kind"), e.g. after a change to the
+// report's wording.
 import { spawnSync } from 'node:child_process';
 import console from 'node:console';
 import {
@@ -47,6 +53,7 @@ import { fileURLToPath } from 'node:url';
 import { bigFiles, manySmall, rootfs } from './datasets.mjs';
 import { disturbed, median, outputOf, timedRun, waitQuiet } from './measure.mjs';
 import { benchMounts, cleanupMountsSync, MOUNT_TOOLS, mountVersions, prepareImages } from './mount.mjs';
+import { benchRegistry, cleanupRegistrySync } from './registry.mjs';
 import { renderReport } from './report.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -65,7 +72,9 @@ function envInt(name, dflt) {
   return n;
 }
 
-const BENCHMARKS = ['b1', 'b2', 'b3', 'b6'];
+const BENCHMARKS = ['b1', 'b2', 'b3', 'b6', 'b4', 'b5', 'b7'];
+const MOUNT_BENCHMARKS = ['b2', 'b3', 'b6'];
+const REGISTRY_BENCHMARKS = ['b4', 'b5', 'b7'];
 
 const config = {
   work: resolve(process.env['NYDUS_BENCH_DIR'] || '/var/tmp/nydus-bench'),
@@ -153,13 +162,19 @@ export const TOOLS = [
   },
 ];
 
-/** Debian packages the benchmark drives, by the command that needs them (`mount`: only B2/B3/B6). */
+/**
+ * Debian packages the benchmark drives, by the command that needs them (`mount`: only B2/B3/B6;
+ * `registry`: only B4/B5/B7).
+ */
 const DEBS = [
   { cmd: 'mksquashfs', pkg: 'squashfs-tools', needed: true },
   { cmd: 'mkfs.erofs', pkg: 'erofs-utils', needed: true },
   { cmd: '/usr/bin/time', pkg: 'time', needed: true },
   { cmd: 'debootstrap', pkg: 'debootstrap', needed: false },
   { cmd: 'squashfuse', pkg: 'squashfuse', needed: true, mount: true },
+  { cmd: 'docker-registry', pkg: 'docker-registry', needed: true, registry: true },
+  { cmd: 'skopeo', pkg: 'skopeo', needed: true, registry: true },
+  { cmd: 'umoci', pkg: 'umoci', needed: true, registry: true },
 ];
 
 /** @param {string} pkg */
@@ -171,9 +186,12 @@ const dpkgVersion = (pkg) => outputOf('dpkg-query', ['-W', '-f', '${Version}', p
 /**
  * Installs what is missing (as root, with apt-get); returns packages that could not be had.
  * @param {boolean} mounts whether B2/B3/B6 run
+ * @param {boolean} registry whether B4/B5/B7 run
  */
-function installDebs(mounts) {
-  const missing = DEBS.filter((d) => (mounts || d.mount !== true) && !dpkgInstalled(d.pkg));
+function installDebs(mounts, registry) {
+  const missing = DEBS.filter(
+    (d) => (mounts || d.mount !== true) && (registry || d.registry !== true) && !dpkgInstalled(d.pkg),
+  );
   if (missing.length === 0) return [];
   const names = missing.map((d) => d.pkg);
   if (process.getuid?.() === 0) {
@@ -514,6 +532,43 @@ async function runMounts(sets, mach, build, started) {
 
 const resultsPath = () => join(config.work, 'results.json');
 const mountResultsPath = () => join(config.work, 'results-mount.json');
+const registryResultsPath = () => join(config.work, 'results-registry.json');
+
+/**
+ * B4, B5 and B7 on rootfs-large (made from the rootfs data set).
+ * @param {import('./datasets.mjs').DataSet[]} sets
+ * @param {ReturnType<typeof machine>} mach
+ * @param {string} build the private build's directory
+ * @param {number} started
+ */
+async function runRegistry(sets, mach, build, started) {
+  const base = sets.find((s) => s.name === 'rootfs') ?? rootfs(config.work, say);
+  const loadavg = () => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(', ');
+  const before = loadavg();
+  const result = await benchRegistry({
+    work: config.work,
+    rounds: config.rounds,
+    build,
+    only: config.only,
+    say,
+    base,
+  });
+  return {
+    kind: 'registry',
+    command: 'npm run bench',
+    config,
+    date: utcNow(),
+    machine: {
+      ...mach,
+      registryVersions: Object.fromEntries(
+        ['docker-registry', 'skopeo', 'umoci', 'squashfs-tools'].map((p) => [p, dpkgVersion(p)]),
+      ),
+    },
+    load: { before, after: loadavg() },
+    totalSeconds: (performance.now() - started) / 1000,
+    result,
+  };
+}
 
 /**
  * Saves one part's measurements (not the tools' logs), so the report can be rendered again
@@ -543,19 +598,21 @@ async function main() {
       `NYDUS_BENCH_ONLY must list some of ${BENCHMARKS.join(',')}, got "${config.only.join(',')}"`,
     );
   const wantB1 = config.only.includes('b1');
-  const wantMounts = config.only.some((b) => b !== 'b1');
+  const wantMounts = config.only.some((b) => MOUNT_BENCHMARKS.includes(b));
+  const wantRegistry = config.only.some((b) => REGISTRY_BENCHMARKS.includes(b));
   mkdirSync(config.work, { recursive: true });
   say(
     `work directory ${config.work}, ${config.rounds} rounds, data sets ${config.sets.join(', ')}, ` +
       `benchmarks ${config.only.join(', ')}`,
   );
-  const unavailable = installDebs(wantMounts);
+  const unavailable = installDebs(wantMounts, wantRegistry);
   // Before the build: the commit and src/ state it compiles.
   const mach = machine();
   const build = privateBuild();
   cli = join(build, 'src', 'cli', 'nydus-image.js');
 
-  const sets = dataSets(unavailable);
+  // B4/B5/B7 need only the rootfs (runRegistry makes it when it is not among these).
+  const sets = wantB1 || wantMounts ? dataSets(unavailable) : [];
   const prepSeconds = sets.reduce((a, s) => a + (s.prepSeconds ?? 0), 0);
 
   let b1;
@@ -568,19 +625,53 @@ async function main() {
     mounts = await runMounts(sets, mach, build, started);
     save(mountResultsPath(), mounts);
   } else mounts = load(mountResultsPath());
-  await writeReport(b1, mounts);
-  const saved = [wantB1 && resultsPath(), wantMounts && mountResultsPath()].filter(Boolean).join(' and ');
+  let registry;
+  if (wantRegistry) {
+    registry = await runRegistry(sets, mach, build, started);
+    save(registryResultsPath(), registry);
+  } else registry = load(registryResultsPath());
+  await writeReport(b1, mounts, registry);
+  const saved = [
+    wantB1 && resultsPath(),
+    wantMounts && mountResultsPath(),
+    wantRegistry && registryResultsPath(),
+  ]
+    .filter(Boolean)
+    .join(' and ');
   say(
     `wrote ${config.output} and ${saved} (${((performance.now() - started) / 60000).toFixed(1)} min in all)`,
   );
 }
 
 /**
+ * Writes the report; a part whose results are not saved here keeps its text from the existing
+ * report (e.g. measured on another machine).
  * @param {Parameters<typeof renderReport>[0]} b1
  * @param {Parameters<typeof renderReport>[1]} mounts
+ * @param {Parameters<typeof renderReport>[2]} registry
  */
-async function writeReport(b1, mounts) {
-  writeFileSync(config.output, await formatMarkdown(renderReport(b1, mounts), config.output));
+async function writeReport(b1, mounts, registry) {
+  const old = existsSync(config.output) ? readFileSync(config.output, 'utf8') : '';
+  const kept = {
+    b1: b1 === undefined ? keptPart(old, '## B1:') : undefined,
+    mounts: mounts === undefined ? keptPart(old, '## B2, B3, B6:') : undefined,
+    registry: registry === undefined ? keptPart(old, '## B4, B5, B7: the registry path') : undefined,
+  };
+  writeFileSync(config.output, await formatMarkdown(renderReport(b1, mounts, registry, kept), config.output));
+}
+
+/**
+ * The text of one part of a report: from its heading to the next second-level heading.
+ * @param {string} text
+ * @param {string} heading how the part's heading line starts
+ */
+function keptPart(text, heading) {
+  const lines = text.split('\n');
+  const start = lines.findIndex((l) => l.startsWith(heading));
+  if (start < 0) return undefined;
+  let end = lines.findIndex((l, i) => i > start && l.startsWith('## '));
+  if (end < 0) end = lines.length;
+  return lines.slice(start, end).join('\n').trimEnd();
 }
 
 /**
@@ -590,13 +681,18 @@ async function writeReport(b1, mounts) {
 async function renderOnly(paths) {
   let b1;
   let mounts;
-  const files = paths.length > 0 ? paths : [resultsPath(), mountResultsPath()].filter((p) => existsSync(p));
+  let registry;
+  const files =
+    paths.length > 0
+      ? paths
+      : [resultsPath(), mountResultsPath(), registryResultsPath()].filter((p) => existsSync(p));
   for (const path of files) {
     const input = JSON.parse(readFileSync(path, 'utf8'));
     if (input.kind === 'mount') mounts = input;
+    else if (input.kind === 'registry') registry = input;
     else b1 = input;
   }
-  await writeReport(b1, mounts);
+  await writeReport(b1, mounts, registry);
   say(`wrote ${config.output} from ${files.join(' and ') || 'nothing (no saved results)'}`);
 }
 
@@ -619,10 +715,14 @@ async function formatMarkdown(text, path) {
 // Not while being imported (e.g. by a test of the report).
 if (process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   // Mounts never outlive the run: unmount on the way out, also on a signal.
-  process.on('exit', () => cleanupMountsSync());
+  process.on('exit', () => {
+    cleanupMountsSync();
+    cleanupRegistrySync();
+  });
   for (const sig of /** @type {const} */ (['SIGINT', 'SIGTERM', 'SIGHUP'])) {
     process.once(sig, () => {
       cleanupMountsSync();
+      cleanupRegistrySync();
       process.exit(128 + (sig === 'SIGINT' ? 2 : sig === 'SIGTERM' ? 15 : 1));
     });
   }
