@@ -13,6 +13,7 @@ import { parseBootstrap } from '../format/bootstrap.js';
 import type { Logger } from '../log/logger.js';
 import {
   formatPlatform,
+  hostPlatform,
   parseImageConfig,
   parseManifestOrIndex,
   platformMatches,
@@ -335,7 +336,7 @@ async function convertWith(o: ConvertOptions, remotes: Remotes): Promise<Convert
   const retryDelay = o.pushRetryDelayMs ?? 5000;
   const push = <T>(what: string, fn: () => Promise<T>): Promise<T> =>
     withRetry(what, fn, retries, retryDelay, log);
-  const platforms = o.platforms !== undefined && o.platforms.length > 0 ? o.platforms : [hostPlatformOf()];
+  const platforms = o.platforms !== undefined && o.platforms.length > 0 ? o.platforms : [hostPlatform()];
   const sameHost = src.ref.host === tgt.ref.host && !o.backend;
 
   // Build cache.
@@ -408,7 +409,7 @@ async function convertWith(o: ConvertOptions, remotes: Remotes): Promise<Convert
     const { config } = configs[i]!;
     const platform: Platform = sel.platform ?? {
       os: config.os ?? 'linux',
-      architecture: config.architecture ?? hostPlatformOf().architecture,
+      architecture: config.architecture ?? hostPlatform().architecture,
       ...(config.variant !== undefined ? { variant: config.variant } : {}),
     };
     const tc = Date.now();
@@ -697,19 +698,6 @@ async function convertWith(o: ConvertOptions, remotes: Remotes): Promise<Convert
     cacheHits,
     workDir: o.workDir,
   };
-}
-
-function hostPlatformOf(): Platform {
-  const arch: Record<string, string> = {
-    x64: 'amd64',
-    arm64: 'arm64',
-    arm: 'arm',
-    ia32: '386',
-    ppc64: 'ppc64le',
-    s390x: 's390x',
-    riscv64: 'riscv64',
-  };
-  return { os: 'linux', architecture: arch[process.arch] ?? process.arch };
 }
 
 /** Push one converted blob to the target registry, or write it to the blob backend. */

@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { NydusError } from '../errors/errors.js';
 import type { Logger } from '../log/logger.js';
-import type { Reference } from '../oci/reference.js';
+import { registryApiHost, type Reference } from '../oci/reference.js';
 import { credentialsFor, type Credentials } from '../registry/docker-config.js';
 
 /**
@@ -35,7 +35,7 @@ export interface RegistryBackendFor {
 
 /** The `registry` backend table (v2 names) nydusd needs to read the blobs of `ref`. */
 export async function registryBackendConfig(o: RegistryBackendFor): Promise<Record<string, unknown>> {
-  const host = o.ref.host === 'docker.io' ? 'registry-1.docker.io' : o.ref.host;
+  const host = registryApiHost(o.ref.host);
   const auth = authOf(await credentialsFor(o.ref.host, o.env));
   return {
     scheme: o.plainHttp ? 'http' : 'https',
