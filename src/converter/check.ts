@@ -6,11 +6,12 @@ import { parseBootstrap } from '../format/bootstrap.js';
 import type { Logger } from '../log/logger.js';
 import { parseImageConfig, type ImageConfig, type ImageManifest, type Platform } from '../oci/manifest.js';
 import { ANNOTATION_NYDUS_BLOB, ANNOTATION_NYDUS_REF, NYDUS_BLOB_LAYER } from '../oci/media-types.js';
-import { parseReference, referenceTagOrDigest } from '../oci/reference.js';
-import { RegistryClient, type Repository } from '../registry/client.js';
+import { referenceTagOrDigest } from '../oci/reference.js';
+import type { RegistryClient, Repository, ResolvedImage } from '../registry/client.js';
 import { daemonConfig, NydusdProcess, registryBackendConfig } from './nydusd-runner.js';
 import { findBootstrapLayer } from './bootstrap-layer.js';
-import { pullBootstrap, resolveNydusManifest, type NydusManifest } from './pull-bootstrap.js';
+import { isNydusEntry, pullBootstrap } from './pull-bootstrap.js';
+import { parseRef, Remotes } from './repo.js';
 import { compareTrees } from './tree-compare.js';
 import { unpackLayers } from './unpack-layers.js';
 
@@ -48,25 +49,28 @@ export function reportPassed(r: CheckReport): boolean {
 interface Side {
   client: RegistryClient;
   repo: Repository;
-  m: NydusManifest;
+  m: ResolvedImage;
   config: ImageConfig;
 }
 
-/** A client for `ref`, falling back to plain HTTP when HTTPS fails (as upstream's checker). */
-async function openSide(refText: string, insecure: boolean, platform: Platform, log: Logger): Promise<Side> {
-  const ref = parseReference(refText);
-  const tag = referenceTagOrDigest(ref);
+/**
+ * The image `refText` names (a Nydus manifest preferred in a merged-platform index) and its
+ * config, falling back to plain HTTP when HTTPS fails (as upstream's checker).
+ */
+async function openSide(
+  remotes: Remotes,
+  refText: string,
+  insecure: boolean,
+  platform: Platform,
+  log: Logger,
+): Promise<Side> {
+  const ref = parseRef(refText);
   const attempt = async (plainHttp: boolean): Promise<Side> => {
-    const client = new RegistryClient(ref.host, { insecure, plainHttp, log });
-    try {
-      const repo = client.repository(ref.repository);
-      const m = await resolveNydusManifest(repo, tag, platform);
-      const config = parseImageConfig(await repo.fetchBlob(m.manifest.config.digest));
-      return { client, repo, m, config };
-    } catch (e) {
-      await client.close();
-      throw e;
-    }
+    const client = remotes.client(ref.host, { insecure, plainHttp });
+    const repo = client.repository(ref.repository);
+    const m = await repo.resolveImage(referenceTagOrDigest(ref), platform, isNydusEntry);
+    const config = parseImageConfig(await repo.fetchBlob(m.manifest.config.digest));
+    return { client, repo, m, config };
   };
   try {
     return await attempt(false);
@@ -75,10 +79,6 @@ async function openSide(refText: string, insecure: boolean, platform: Platform, 
     log.warn(`${refText}: HTTPS failed (${errorText(e)}), retrying over plain HTTP`);
     return await attempt(true);
   }
-}
-
-async function writeJson(path: string, bytes: Buffer): Promise<void> {
-  await writeFile(path, bytes);
 }
 
 /** `config.config` of two images, compared as upstream does (ArgsEscaped ignored). */
@@ -146,22 +146,20 @@ export async function checkImage(o: CheckOptions): Promise<CheckReport> {
   const tdir = join(o.workDir, 'target');
   const sdir = join(o.workDir, 'source');
   await mkdir(tdir, { recursive: true });
-  const sides: Side[] = [];
+  const remotes = new Remotes(log);
   try {
     log.info(`Checking target image ${o.target}`);
-    const t = await openSide(o.target, o.targetInsecure, o.platform, log);
-    sides.push(t);
-    if (t.m.index !== undefined) await writeJson(join(tdir, 'nydus_index.json'), t.m.index.bytes);
-    await writeJson(join(tdir, 'nydus_manifest.json'), t.m.bytes);
-    await writeJson(join(tdir, 'nydus_config.json'), Buffer.from(JSON.stringify(t.config, null, 2)));
+    const t = await openSide(remotes, o.target, o.targetInsecure, o.platform, log);
+    if (t.m.index !== undefined) await writeFile(join(tdir, 'nydus_index.json'), t.m.index.bytes);
+    await writeFile(join(tdir, 'nydus_manifest.json'), t.m.bytes);
+    await writeFile(join(tdir, 'nydus_config.json'), Buffer.from(JSON.stringify(t.config, null, 2)));
     let s: Side | undefined;
     if (o.source !== undefined) {
       await mkdir(sdir, { recursive: true });
-      s = await openSide(o.source, o.sourceInsecure, o.platform, log);
-      sides.push(s);
-      if (s.m.index !== undefined) await writeJson(join(sdir, 'oci_index.json'), s.m.index.bytes);
-      await writeJson(join(sdir, 'oci_manifest.json'), s.m.bytes);
-      await writeJson(join(sdir, 'oci_config.json'), Buffer.from(JSON.stringify(s.config, null, 2)));
+      s = await openSide(remotes, o.source, o.sourceInsecure, o.platform, log);
+      if (s.m.index !== undefined) await writeFile(join(sdir, 'oci_index.json'), s.m.index.bytes);
+      await writeFile(join(sdir, 'oci_manifest.json'), s.m.bytes);
+      await writeFile(join(sdir, 'oci_config.json'), Buffer.from(JSON.stringify(s.config, null, 2)));
     }
     const report: CheckReport = {
       manifest: manifestRule(t.m.manifest, t.config, s && { m: s.m.manifest, c: s.config }),
@@ -187,7 +185,7 @@ export async function checkImage(o: CheckOptions): Promise<CheckReport> {
     const backend = o.targetBackend ?? {
       type: 'registry',
       config: await registryBackendConfig({
-        ref: parseReference(o.target),
+        ref: parseRef(o.target),
         plainHttp: t.client.scheme === 'http',
         insecure: o.targetInsecure,
       }),
@@ -213,6 +211,6 @@ export async function checkImage(o: CheckOptions): Promise<CheckReport> {
     }
     return report;
   } finally {
-    for (const side of sides) await side.client.close();
+    await remotes.close();
   }
 }

@@ -253,12 +253,21 @@ export function formatPlatform(p: Platform | undefined): string {
 
 /**
  * Pick the manifest of one platform from an index: the first exact match (variant included),
- * else the first compatible one. Throws ERR_NOT_FOUND naming the platforms the index has.
+ * else the first compatible one. With `prefer`, compatible entries it accepts come first (a
+ * merged-platform index lists an OCI and a Nydus manifest for the same platform). Throws
+ * ERR_NOT_FOUND naming the platforms the index has.
  */
-export function selectPlatform(index: ImageIndex, want: Platform, where = 'index'): Descriptor {
-  const candidates = index.manifests.filter(
+export function selectPlatform(
+  index: ImageIndex,
+  want: Platform,
+  where = 'index',
+  prefer?: (d: Descriptor) => boolean,
+): Descriptor {
+  const compatible = index.manifests.filter(
     (d) => isManifestMediaType(d.mediaType) && platformMatches(want, d.platform),
   );
+  const preferred = prefer === undefined ? [] : compatible.filter(prefer);
+  const candidates = preferred.length > 0 ? preferred : compatible;
   const exact = candidates.find(
     (d) =>
       normVariant(d.platform!.architecture, d.platform!.variant) ===

@@ -6,6 +6,7 @@ import {
   parseManifestOrIndex,
   selectPlatform,
   hostPlatform,
+  type Descriptor,
   type ImageIndex,
   type ImageManifest,
   type Platform,
@@ -237,16 +238,21 @@ export class Repository {
 
   /**
    * Resolve a tag or digest to one image manifest: through an index (OCI or Docker manifest
-   * list) to the manifest of `platform` (default: linux and this machine's architecture).
+   * list) to the manifest of `platform` (default: linux and this machine's architecture),
+   * index entries accepted by `prefer` first (see selectPlatform).
    */
-  async resolveImage(tagOrDigest: string, platform?: Platform): Promise<ResolvedImage> {
+  async resolveImage(
+    tagOrDigest: string,
+    platform?: Platform,
+    prefer?: (d: Descriptor) => boolean,
+  ): Promise<ResolvedImage> {
     const top = await this.getManifest(tagOrDigest);
     const parsed = parseManifestOrIndex(top.bytes, top.mediaType);
     if (parsed.kind === 'manifest') {
       return { manifest: parsed.manifest, digest: top.digest, mediaType: parsed.mediaType, bytes: top.bytes };
     }
     const want = platform ?? hostPlatform();
-    const desc = selectPlatform(parsed.index, want, `index ${tagOrDigest} of ${this.where}`);
+    const desc = selectPlatform(parsed.index, want, `index ${tagOrDigest} of ${this.where}`, prefer);
     const m = await this.getManifest(desc.digest);
     const inner = parseManifestOrIndex(m.bytes, m.mediaType);
     if (inner.kind !== 'manifest') {

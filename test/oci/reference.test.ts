@@ -121,6 +121,16 @@ test('platforms: parse, host default, matching and selection', () => {
   };
   assert.equal(selectPlatform(index, parsePlatform('linux/arm/v7')).platform?.variant, 'v7');
   assert.equal(selectPlatform(index, parsePlatform('linux/arm64')).platform?.architecture, 'arm64');
+  // A merged-platform index: an OCI and a marked manifest for one platform; `prefer` picks the marked one.
+  const marked = { ...desc('amd64'), digest: `sha256:${'b'.repeat(64)}`, artifactType: 'marked' };
+  const merged: ImageIndex = { schemaVersion: 2, manifests: [desc('amd64'), marked] };
+  const isMarked = (d: { artifactType?: string }): boolean => d.artifactType === 'marked';
+  assert.equal(selectPlatform(merged, parsePlatform('linux/amd64')).digest, desc('amd64').digest);
+  assert.equal(selectPlatform(merged, parsePlatform('linux/amd64'), 'index', isMarked).digest, marked.digest);
+  assert.equal(
+    selectPlatform(index, parsePlatform('linux/amd64'), 'index', isMarked).digest,
+    desc('amd64').digest,
+  );
   assert.throws(
     () => selectPlatform(index, parsePlatform('linux/s390x')),
     (e: unknown) =>

@@ -3,8 +3,7 @@ import { Command, Option } from 'commander';
 import { NydusError } from '../../errors/errors.js';
 import { hostPlatform, parsePlatform } from '../../oci/manifest.js';
 import { checkImage, reportPassed } from '../../converter/check.js';
-import { backendFromFlags } from './mount.js';
-import { nydusifyLogger } from './common.js';
+import { backendFromFlags, nydusifyLogger } from './common.js';
 
 /** `nydusify check`: verify a Nydus image, and against its source OCI image when given. */
 export function checkCommand(): Command {

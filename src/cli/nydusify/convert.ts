@@ -1,5 +1,4 @@
 import { readFileSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import cliProgress from 'cli-progress';
 import { Command, Option } from 'commander';
 import {
@@ -14,7 +13,7 @@ import { hostPlatform, parsePlatform, type Platform } from '../../oci/manifest.j
 import { formatReference } from '../../oci/reference.js';
 import { writeJsonFile } from '../common.js';
 import { parseChunkSize } from '../image/create.js';
-import { nydusifyLogger } from './common.js';
+import { backendFromFlags, nydusifyLogger } from './common.js';
 
 const invalid = (msg: string): never => {
   throw new NydusError('ERR_INVALID_ARG', msg);
@@ -402,20 +401,9 @@ export function convertCommand(): Command {
             );
           invalid(`--backend-type should be one of [oss s3 localfs]`);
         }
-        const inline = str('backendConfig');
-        const file = str('backendConfigFile');
-        if (inline !== undefined && file !== undefined)
-          invalid('--backend-config conflicts with --backend-config-file');
-        const text = file !== undefined ? await readFile(file, 'utf8') : inline;
-        if (text === undefined || text.trim() === '')
-          invalid("backend configuration is empty, please specify option '--backend-config'");
-        let cfg: unknown;
-        try {
-          cfg = JSON.parse(text!);
-        } catch {
-          invalid('--backend-config is not valid JSON');
-        }
-        const dir = (cfg as { dir?: unknown }).dir;
+        const given = await backendFromFlags(backendType, str('backendConfig'), str('backendConfigFile'));
+        const cfg = given!.config;
+        const dir = cfg['dir'];
         if (typeof dir !== 'string' || dir === '')
           invalid('no `dir` option is specified in the localfs backend config');
         backend = { type: 'localfs', dir: dir as string, forcePush: flag('backendForcePush') };

@@ -1,59 +1,19 @@
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { Command, Option } from 'commander';
-import { errorText, NydusError } from '../../errors/errors.js';
+import { NydusError } from '../../errors/errors.js';
 import type { Logger } from '../../log/logger.js';
 import { hostPlatform, parsePlatform, type Platform } from '../../oci/manifest.js';
-import { parseReference, referenceTagOrDigest, type Reference } from '../../oci/reference.js';
-import { RegistryClient } from '../../registry/client.js';
+import { referenceTagOrDigest } from '../../oci/reference.js';
 import { daemonConfig, NydusdProcess, registryBackendConfig } from '../../converter/nydusd-runner.js';
 import { findBootstrapLayer } from '../../converter/bootstrap-layer.js';
-import { pullBootstrap, resolveNydusManifest } from '../../converter/pull-bootstrap.js';
-import { nydusifyLogger } from './common.js';
-
-/** The backend nydusd reads blobs from: `--backend-type/-config[-file]`, else the target's registry. */
-export async function backendFromFlags(
-  type: string | undefined,
-  config: string | undefined,
-  configFile: string | undefined,
-): Promise<{ type: string; config: Record<string, unknown> } | undefined> {
-  if (type === undefined) {
-    if (config !== undefined || configFile !== undefined)
-      throw new NydusError('ERR_INVALID_ARG', '--backend-config needs --backend-type');
-    return undefined;
-  }
-  if (config !== undefined && configFile !== undefined)
-    throw new NydusError(
-      'ERR_INVALID_ARG',
-      '--backend-config and --backend-config-file cannot be used together',
-    );
-  let text = config;
-  if (configFile !== undefined) {
-    try {
-      text = await readFile(configFile, 'utf8');
-    } catch (e) {
-      throw new NydusError('ERR_IO', `Cannot read --backend-config-file "${configFile}": ${errorText(e)}`);
-    }
-  }
-  if (text === undefined)
-    throw new NydusError('ERR_INVALID_ARG', `--backend-type ${type} needs --backend-config`);
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch (e) {
-    throw new NydusError('ERR_INVALID_ARG', `--backend-config is not valid JSON: ${errorText(e)}`);
-  }
-  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
-    throw new NydusError('ERR_INVALID_ARG', '--backend-config must be a JSON object');
-  return { type, config: parsed as Record<string, unknown> };
-}
+import { isNydusEntry, pullBootstrap } from '../../converter/pull-bootstrap.js';
+import { parseRef, Remotes } from '../../converter/repo.js';
+import { backendFromFlags, nydusifyLogger } from './common.js';
 
 export interface PreparedMount {
-  ref: Reference;
   bootstrap: string;
   configFile: string;
-  /** Digests of the image's blob layers. */
-  blobCount: number;
 }
 
 /**
@@ -63,22 +23,18 @@ export interface PreparedMount {
 export async function prepareMount(o: {
   target: string;
   insecure: boolean;
-  plainHttp?: boolean;
   platform: Platform;
   workDir: string;
   backend?: { type: string; config: Record<string, unknown> } | undefined;
   prefetch: boolean;
   log: Logger;
 }): Promise<PreparedMount> {
-  const ref = parseReference(o.target);
-  const client = new RegistryClient(ref.host, {
-    insecure: o.insecure,
-    plainHttp: o.plainHttp === true,
-    log: o.log,
-  });
+  const remotes = new Remotes(o.log);
   try {
+    const ref = parseRef(o.target, '--target');
+    const client = remotes.client(ref.host, { insecure: o.insecure });
     const repo = client.repository(ref.repository);
-    const m = await resolveNydusManifest(repo, referenceTagOrDigest(ref), o.platform);
+    const m = await repo.resolveImage(referenceTagOrDigest(ref), o.platform, isNydusEntry);
     const layer = findBootstrapLayer(m.manifest);
     if (layer === undefined)
       throw new NydusError(
@@ -96,9 +52,9 @@ export async function prepareMount(o: {
     const configFile = join(o.workDir, 'nydusd-config.json');
     const cfg = daemonConfig(backend, join(o.workDir, 'cache'), o.prefetch);
     await writeFile(configFile, `${JSON.stringify(cfg, null, 2)}\n`, { mode: 0o600 });
-    return { ref, bootstrap, configFile, blobCount: m.manifest.layers.length - 1 };
+    return { bootstrap, configFile };
   } finally {
-    await client.close();
+    await remotes.close();
   }
 }
 
