@@ -13,7 +13,7 @@ import {
   OCI_LAYER_GZIP,
 } from '../oci/media-types.js';
 import { BLOCK, encodeHeader, TarType } from '../tar/header.js';
-import { TarReader } from '../tar/reader.js';
+import { relativeEntryName, TarReader } from '../tar/reader.js';
 
 /** Where the bootstrap sits inside the bootstrap layer's tar. */
 export const BOOTSTRAP_FILE_IN_LAYER = 'image/image.boot';
@@ -144,7 +144,7 @@ export async function readBootstrapLayerFiles(layer: Buffer): Promise<Map<string
   const reader = new TarReader(Readable.from([tar]));
   const files = new Map<string, Buffer>();
   for (let e = await reader.next(); e !== undefined; e = await reader.next()) {
-    const name = e.path.toString('utf8').replace(/^(\.\/|\/)+/, '');
+    const name = relativeEntryName(e.path);
     if (e.type !== TarType.FILE && e.type !== TarType.OLD_FILE) continue;
     const parts: Buffer[] = [];
     for await (const c of reader.data()) parts.push(c);

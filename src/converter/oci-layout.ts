@@ -10,7 +10,7 @@ import type { Descriptor, ImageIndex } from '../oci/manifest.js';
 import { ANNOTATION_REF_NAME, OCI_INDEX } from '../oci/media-types.js';
 import { checkDigest, isDigest } from '../oci/reference.js';
 import { TarType } from '../tar/header.js';
-import { TarReader } from '../tar/reader.js';
+import { relativeEntryName, TarReader } from '../tar/reader.js';
 import { TarWriter } from '../tar/writer.js';
 import type { PushBody, ImageRepo } from './repo.js';
 
@@ -299,7 +299,7 @@ export async function unpackLayoutArchive(file: string, dir: string): Promise<vo
   let sawIndex = false;
   for (let e = await reader.next(); e !== undefined; e = await reader.next()) {
     if (e.type !== TarType.FILE && e.type !== TarType.OLD_FILE) continue;
-    const name = e.path.toString('utf8').replace(/^(\.\/|\/)+/, '');
+    const name = relativeEntryName(e.path);
     const ok =
       name === 'oci-layout' ||
       name === 'index.json' ||

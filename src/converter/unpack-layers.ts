@@ -9,7 +9,7 @@ import type { Logger } from '../log/logger.js';
 import type { Descriptor } from '../oci/manifest.js';
 import type { Repository } from '../registry/client.js';
 import { TarType } from '../tar/header.js';
-import { TarReader } from '../tar/reader.js';
+import { relativeEntryName, TarReader } from '../tar/reader.js';
 import { decompressLayer } from './layer.js';
 
 /**
@@ -22,14 +22,6 @@ import { decompressLayer } from './layer.js';
 
 const WH = '.wh.';
 const OPAQUE = '.wh..wh..opq';
-
-/** Relative path of a tar entry name, without leading "./" or "/" and a trailing "/". */
-function relName(raw: Buffer): string {
-  return raw
-    .toString('utf8')
-    .replace(/^(\.\/|\/)+/, '')
-    .replace(/\/+$/, '');
-}
 
 function safeJoin(root: string, rel: string): string {
   if (rel.split('/').some((p) => p === '..'))
@@ -60,7 +52,7 @@ async function whiteoutsOf(
   for (;;) {
     const e = await tar.next();
     if (e === undefined) break;
-    const rel = relName(e.path);
+    const rel = relativeEntryName(e.path);
     const slash = rel.lastIndexOf('/');
     const dir = slash < 0 ? '' : rel.slice(0, slash);
     const base = slash < 0 ? rel : rel.slice(slash + 1);

@@ -20,6 +20,17 @@ export interface TarReadEntry {
   offset: number;
 }
 
+/**
+ * An entry's path as a relative name (UTF-8): without leading "./" or "/" and without a
+ * trailing "/", so "./a/b/", "/a/b" and "a/b" are all "a/b".
+ */
+export function relativeEntryName(path: Buffer): string {
+  return path
+    .toString('utf8')
+    .replace(/^(\.\/|\/)+/, '')
+    .replace(/\/+$/, '');
+}
+
 /** Longest GNU long name / link we accept. */
 export const MAX_LONG_NAME = 64 * 1024;
 
