@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, request } from 'undici';
+import { RegistryClient, type RegistryOptions } from '../../src/registry/client.js';
 import { IN_CI } from './fixtures.js';
 
 /**
@@ -491,4 +492,26 @@ export function sha256Digest(b: Buffer): string {
 export function blobDataPath(reg: TestRegistry, digest: string): string {
   const hex = digest.slice('sha256:'.length);
   return join(reg.dataDir, 'docker', 'registry', 'v2', 'blobs', 'sha256', hex.slice(0, 2), hex, 'data');
+}
+
+/**
+ * Run `fn` with a client of `reg` (plain HTTP unless the registry speaks TLS, no retries, the
+ * Docker config looked up in the registry's temp dir only), closed afterwards.
+ */
+export async function withClient<T>(
+  reg: TestRegistry,
+  opts: RegistryOptions,
+  fn: (c: RegistryClient) => Promise<T>,
+): Promise<T> {
+  const c = new RegistryClient(reg.host, {
+    plainHttp: !reg.url.startsWith('https'),
+    retries: 0,
+    env: { DOCKER_CONFIG: reg.dir },
+    ...opts,
+  });
+  try {
+    return await fn(c);
+  } finally {
+    await c.close();
+  }
 }

@@ -4,7 +4,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { isNydusError } from '../../src/errors/errors.js';
-import { RegistryClient, type RegistryOptions } from '../../src/registry/client.js';
+import type { RegistryClient, RegistryOptions } from '../../src/registry/client.js';
 import { credentialsFor } from '../../src/registry/docker-config.js';
 import {
   haveRegistry,
@@ -12,6 +12,7 @@ import {
   sha256Digest,
   startRegistry,
   type TestRegistry,
+  withClient as withRegistryClient,
 } from '../helpers/registry.js';
 
 let reg: TestRegistry;
@@ -26,18 +27,8 @@ after(async () => {
   await reg?.stop();
 });
 
-async function withClient<T>(opts: RegistryOptions, fn: (c: RegistryClient) => Promise<T>): Promise<T> {
-  const c = new RegistryClient(reg.host, {
-    plainHttp: true,
-    retries: 0,
-    env: { DOCKER_CONFIG: reg.dir },
-    ...opts,
-  });
-  try {
-    return await fn(c);
-  } finally {
-    await c.close();
-  }
+function withClient<T>(opts: RegistryOptions, fn: (c: RegistryClient) => Promise<T>): Promise<T> {
+  return withRegistryClient(reg, opts, fn);
 }
 
 const blob = randomBytes(4096);

@@ -4,13 +4,14 @@ import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
 import { isNydusError } from '../../src/errors/errors.js';
-import { RegistryClient, type RegistryOptions } from '../../src/registry/client.js';
+import type { RegistryClient, RegistryOptions } from '../../src/registry/client.js';
 import {
   haveRegistry,
   needRegistry,
   sha256Digest,
   startRegistry,
   type TestRegistry,
+  withClient as withRegistryClient,
 } from '../helpers/registry.js';
 
 let reg: TestRegistry;
@@ -27,19 +28,9 @@ function issuer() {
   return reg.tokenIssuer!;
 }
 
-async function withClient<T>(opts: RegistryOptions, fn: (c: RegistryClient) => Promise<T>): Promise<T> {
-  const c = new RegistryClient(reg.host, {
-    plainHttp: true,
-    retries: 0,
-    env: { DOCKER_CONFIG: reg.dir },
-    credentials: { username: reg.user!, password: reg.pass! },
-    ...opts,
-  });
-  try {
-    return await fn(c);
-  } finally {
-    await c.close();
-  }
+/** A client of the token registry, with the issuer's credentials unless `opts` says otherwise. */
+function withClient<T>(opts: RegistryOptions, fn: (c: RegistryClient) => Promise<T>): Promise<T> {
+  return withRegistryClient(reg, { credentials: { username: reg.user!, password: reg.pass! }, ...opts }, fn);
 }
 
 const blob = randomBytes(10_000);
