@@ -36,18 +36,27 @@ function sameHost(a: string, b: string): boolean {
   return isDockerHub(a) && isDockerHub(b);
 }
 
+/**
+ * Base64 of "user:password" (a Docker config `auth`, nydusd's registry `auth`) as credentials;
+ * undefined when the decoded text has no colon.
+ */
+export function decodeUserPassword(b64: string): { username: string; password: string } | undefined {
+  const text = Buffer.from(b64, 'base64').toString('utf8');
+  const colon = text.indexOf(':');
+  return colon < 0 ? undefined : { username: text.slice(0, colon), password: text.slice(colon + 1) };
+}
+
 /** Credentials in one `auths` entry, or undefined when it has none. */
 export function credentialsFromEntry(entry: AuthEntry, where: string): Credentials | undefined {
   if (typeof entry.identitytoken === 'string' && entry.identitytoken !== '') {
     return { identityToken: entry.identitytoken };
   }
   if (typeof entry.auth === 'string' && entry.auth !== '') {
-    const text = Buffer.from(entry.auth, 'base64').toString('utf8');
-    const colon = text.indexOf(':');
-    if (colon < 0) {
+    const c = decodeUserPassword(entry.auth);
+    if (c === undefined) {
       throw new NydusError('ERR_INVALID_ARG', `The "auth" of ${where} is not base64 of "user:password"`);
     }
-    return { username: text.slice(0, colon), password: text.slice(colon + 1) };
+    return c;
   }
   if (typeof entry.username === 'string' && entry.username !== '') {
     return { username: entry.username, password: typeof entry.password === 'string' ? entry.password : '' };

@@ -2,7 +2,7 @@ import { errorText, NydusError } from '../errors/errors.js';
 import type { BlobInfo } from '../format/model.js';
 import type { Logger } from '../log/logger.js';
 import type { BlobReader, BlobSource } from './blob-source.js';
-import type { Credentials } from '../registry/docker-config.js';
+import { decodeUserPassword, type Credentials } from '../registry/docker-config.js';
 import { RegistryClient, type Repository, type RegistryOptions } from '../registry/client.js';
 
 /** What nydusd sends as its User-Agent on every backend request, as upstream. */
@@ -41,11 +41,10 @@ export interface RegistryBackendOptions {
 
 /** `user:pass` in base64 (upstream `auth`, `IMAGE_PULL_AUTH`, API `registry_auth`) as credentials. */
 export function decodeAuth(auth: string, what: string): Credentials {
-  const text = Buffer.from(auth.trim(), 'base64').toString('utf8');
-  const colon = text.indexOf(':');
-  if (auth.trim() === '' || colon <= 0)
+  const c = auth.trim() === '' ? undefined : decodeUserPassword(auth.trim());
+  if (c === undefined || c.username === '')
     throw new NydusError('ERR_INVALID_ARG', `${what} must be base64 of "username:password"`);
-  return { username: text.slice(0, colon), password: text.slice(colon + 1) };
+  return c;
 }
 
 /** `NYDUS_HEADER_<Name>=<value>` environment entries: extra headers on every backend request. */
