@@ -31,6 +31,7 @@ import {
 import type { BlobInfo, ChunkInfo, XattrPair } from '../../src/format/model.js';
 import { RafsV5Bootstrap } from '../../src/format/v5/bootstrap.js';
 import { FIXTURE, readUpstreamFixture } from '../helpers/fixtures.js';
+import { blobInfo } from '../helpers/memory-blobs.js';
 
 // Golden and synthetic tests of the RAFS v5 writer: byte identity with the upstream repeatable
 // fixtures (rafs-format.md 10.3), and a synthetic tree read back through the Bootstrap API.
@@ -235,6 +236,7 @@ class Chunker {
   blobs(): BlobInfo[] {
     return [0, 1].map((i) =>
       blobInfo(i, i === 0 ? 'a'.repeat(64) : 'b'.repeat(64), {
+        chunkSize: CHUNK,
         chunkCount: this.#count[i]!,
         compressedSize: this.#compressed[i]! + 4096,
         uncompressedSize: this.#uncompressed[i]!,
@@ -243,34 +245,6 @@ class Chunker {
       }),
     );
   }
-}
-
-function blobInfo(index: number, blobId: string, over: Partial<BlobInfo>): BlobInfo {
-  return {
-    index,
-    blobId,
-    chunkSize: CHUNK,
-    chunkCount: 0,
-    compressor: 'zstd',
-    digester: 'blake3',
-    features: 0,
-    compressedSize: 0,
-    uncompressedSize: 0,
-    readaheadOffset: 0,
-    readaheadSize: 0,
-    ciCompressor: 'none',
-    ciOffset: 0,
-    ciCompressedSize: 0,
-    ciUncompressedSize: 0,
-    tocSize: 0,
-    tocDigest: Buffer.alloc(32),
-    metaDigest: Buffer.alloc(32),
-    metaSize: 0,
-    cipher: 0,
-    deviceBlocks: 0,
-    mappedBlkaddr: 0,
-    ...over,
-  };
 }
 
 function dir(entries: [string | Buffer, BuildInode][], attrs: Partial<BuildInode> = {}): BuildInode {

@@ -25,3 +25,32 @@ export class MemoryBlobSource implements BlobSource {
     return Promise.resolve({ size: data.length, read, close: () => Promise.resolve() });
   }
 }
+
+/** A blob table entry of blob `index` with id `blobId`: zero and empty fields but for `over`. */
+export function blobInfo(index: number, blobId: string, over: Partial<BlobInfo> = {}): BlobInfo {
+  return {
+    index,
+    blobId,
+    chunkSize: 0x100000,
+    chunkCount: 0,
+    compressor: 'zstd',
+    digester: 'blake3',
+    features: 0,
+    compressedSize: 0,
+    uncompressedSize: 0,
+    readaheadOffset: 0,
+    readaheadSize: 0,
+    ciCompressor: 'none',
+    ciOffset: 0,
+    ciCompressedSize: 0,
+    ciUncompressedSize: 0,
+    tocSize: 0,
+    tocDigest: Buffer.alloc(32),
+    metaDigest: Buffer.alloc(32),
+    metaSize: 0,
+    cipher: 0,
+    deviceBlocks: 0,
+    mappedBlkaddr: 0,
+    ...over,
+  };
+}

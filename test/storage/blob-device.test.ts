@@ -8,7 +8,7 @@ import type { BlobInfo, ChunkInfo } from '../../src/format/model.js';
 import { BlobDevice, NOTHING_TO_RELEASE } from '../../src/storage/blob-device.js';
 import type { BlobReader, BlobSource } from '../../src/storage/blob-source.js';
 import type { CachedBlob, ChunkCache } from '../../src/storage/chunk-cache.js';
-import { MemoryBlobSource } from '../helpers/memory-blobs.js';
+import { blobInfo, MemoryBlobSource } from '../helpers/memory-blobs.js';
 import { prng } from '../helpers/prng.js';
 
 /**
@@ -59,30 +59,13 @@ function makeBlob(count: number, compressed: boolean, seed = 1): TestBlob {
     offset += packed.length;
   }
   const data = Buffer.concat(stored);
-  const blob: BlobInfo = {
-    index: 0,
-    blobId: 'b'.repeat(64),
+  const blob = blobInfo(0, 'b'.repeat(64), {
     chunkSize: CHUNK,
     chunkCount: count,
     compressor: compressed ? 'zstd' : 'none',
-    digester: 'blake3',
-    features: 0,
     compressedSize: data.length,
     uncompressedSize: count * CHUNK,
-    readaheadOffset: 0,
-    readaheadSize: 0,
-    ciCompressor: 'none',
-    ciOffset: 0,
-    ciCompressedSize: 0,
-    ciUncompressedSize: 0,
-    tocSize: 0,
-    tocDigest: Buffer.alloc(32),
-    metaDigest: Buffer.alloc(32),
-    metaSize: 0,
-    cipher: 0,
-    deviceBlocks: 0,
-    mappedBlkaddr: 0,
-  };
+  });
   return { blob, data, chunks, raw };
 }
 
