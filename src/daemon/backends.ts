@@ -2,7 +2,7 @@ import { stat } from 'node:fs/promises';
 import { NydusError } from '../errors/errors.js';
 import type { BlobInfo } from '../format/model.js';
 import type { Logger } from '../log/logger.js';
-import type { BlobReader, BlobSource } from '../rafs/blob-source.js';
+import type { BlobReader, BlobSource } from '../storage/blob-source.js';
 import type { LoadedBootstrap } from '../rafs/open.js';
 import { LocalFsBlobSource } from '../storage/localfs.js';
 import { RegistryBlobSource } from '../storage/registry.js';

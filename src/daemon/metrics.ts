@@ -1,6 +1,6 @@
 import type { BlobCacheStats } from '../cache/index.js';
 import type { BlobInfo } from '../format/model.js';
-import type { BlobReader, BlobSource } from '../rafs/blob-source.js';
+import type { BlobReader, BlobSource } from '../storage/blob-source.js';
 
 /**
  * Daemon metrics in upstream's shapes (docs/upstream-surface.md section 3): per RAFS instance

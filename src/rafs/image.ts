@@ -6,9 +6,6 @@ import type { BlobReader, BlobSource } from '../storage/blob-source.js';
 import type { ChunkCache } from '../storage/chunk-cache.js';
 import { loadBlobChunks } from './blob-chunks.js';
 
-/** The chunk cache interfaces moved to the storage layer; kept here for existing importers. */
-export type { CachedBlob, ChunkCache } from '../storage/chunk-cache.js';
-
 export interface ReadOptions {
   /** Verify every chunk's digest (and CRC-32C when recorded) before using it. */
   verify?: boolean;

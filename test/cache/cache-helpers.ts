@@ -7,7 +7,7 @@ import { build } from '../../src/builder/build.js';
 import { isReg } from '../../src/format/flags.js';
 import type { BlobInfo, Bootstrap } from '../../src/format/model.js';
 import type { Logger, LogLevel } from '../../src/log/logger.js';
-import type { BlobReader, BlobSource } from '../../src/rafs/blob-source.js';
+import type { BlobReader, BlobSource } from '../../src/storage/blob-source.js';
 import type { RafsImage } from '../../src/rafs/image.js';
 import { loadBootstrapFile } from '../../src/rafs/open.js';
 import { LocalFsBlobSource } from '../../src/storage/localfs.js';

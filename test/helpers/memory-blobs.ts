@@ -1,6 +1,6 @@
 import { NydusError } from '../../src/errors/errors.js';
 import type { BlobInfo } from '../../src/format/model.js';
-import type { BlobReader, BlobSource } from '../../src/rafs/blob-source.js';
+import type { BlobReader, BlobSource } from '../../src/storage/blob-source.js';
 
 /** Blobs held in memory, by id: a unit-test stand-in for a storage backend. */
 export class MemoryBlobSource implements BlobSource {

@@ -4,7 +4,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { createChunkCache } from '../../src/cache/index.js';
 import type { BlobInfo } from '../../src/format/model.js';
-import type { BlobReader, BlobSource } from '../../src/rafs/blob-source.js';
+import type { BlobReader, BlobSource } from '../../src/storage/blob-source.js';
 import { RafsImage, type SharedBytes } from '../../src/rafs/image.js';
 import { LocalFsBlobSource } from '../../src/storage/localfs.js';
 import { buildImage, CountingSource, randomBytes } from '../cache/cache-helpers.js';

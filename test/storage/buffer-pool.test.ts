@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { BufferPool } from '../../src/rafs/buffer-pool.js';
+import { BufferPool } from '../../src/storage/buffer-pool.js';
 
 test('BufferPool: power-of-two slots from 4 KiB to the largest, reused, with a bounded free list', () => {
   const pool = new BufferPool(1 << 20, 64 << 10);
