@@ -29,7 +29,12 @@ export type ErrorCode =
   /** A connection to a remote service failed or broke (refused, reset, TLS). */
   | 'ERR_NETWORK'
   /** A registry answered with an error other than not-found or auth (status and its error JSON). */
-  | 'ERR_REGISTRY';
+  | 'ERR_REGISTRY'
+  /** Something with that name or key exists already (a snapshot key, a daemon id). */
+  | 'ERR_ALREADY_EXISTS'
+  /** The target is in a state that does not allow the operation (commit of a view, remove of a
+   * snapshot that has children). */
+  | 'ERR_FAILED_PRECONDITION';
 
 export interface NydusErrorOptions {
   cause?: unknown;

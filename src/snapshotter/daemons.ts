@@ -1,0 +1,509 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, openSync, closeSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { ApiClient } from '../daemon/api/client.js';
+import { NydusError, errorText } from '../errors/errors.js';
+import type { Logger } from '../log/logger.js';
+import type { DaemonMode, DaemonRecord, InstanceRecord, NydusStore } from './store.js';
+
+/**
+ * The nydusd processes of the snapshotter (upstream-surface §7.4, §7.8). Dedicated mode starts
+ * one nydusd per image (per Nydus meta snapshot), mounted at `<root>/snapshots/<id>/mnt` with the
+ * image's bootstrap; shared mode starts one nydusd at `<root>/mnt` with no bootstrap and adds each
+ * image through `POST /api/v1/mount?mountpoint=/<id>`. Daemons are started in their own session
+ * so they outlive the snapshotter; their records in nydus.db let a restarted snapshotter
+ * reconnect to them, or restart the dead ones and mount their images again.
+ */
+
+const START_TIMEOUT_MS = 30_000;
+const STOP_TIMEOUT_MS = 10_000;
+const WATCH_INTERVAL_MS = 1_000;
+export const SHARED_DAEMON_ID = 'shared_daemon';
+
+export type RecoverPolicy = 'none' | 'restart' | 'failover';
+
+export interface DaemonManagerOptions {
+  root: string;
+  mode: DaemonMode;
+  /** The nydusd command: a binary, or [node, script]. */
+  nydusd: string[];
+  store: NydusStore;
+  recoverPolicy: RecoverPolicy;
+  /** `--thread-num` (0: nydusd's default). */
+  threads: number;
+  /** nydusd's `--log-level`. */
+  logLevel: string;
+  log: Logger;
+  /** Prefetch lists by image reference (the system controller's PUT /api/v1/prefetch). */
+  prefetch?: Map<string, string>;
+}
+
+export interface MountInstance {
+  snapshotId: string;
+  imageRef: string;
+  bootstrap: string;
+  /** The nydusd config of this image. */
+  config: Record<string, unknown>;
+}
+
+interface Live {
+  rec: DaemonRecord;
+  client: ApiClient;
+  child?: ChildProcess | undefined;
+  /** Set while we stop it on purpose, so its exit is not a crash. */
+  stopping: boolean;
+  recovering?: Promise<void> | undefined;
+}
+
+/** Is `pid` a live (not zombie) process? */
+export function pidAlive(pid: number): boolean {
+  if (pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    return state !== 'Z' && state !== 'X';
+  } catch {
+    return false;
+  }
+}
+
+function mountedAt(path: string): boolean {
+  return readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .some((l) => l.split(' ')[4] === path);
+}
+
+function lastLines(file: string, n = 3): string {
+  try {
+    const lines = readFileSync(file, 'utf8').trim().split('\n');
+    return lines.slice(-n).join(' | ');
+  } catch {
+    return '(no log)';
+  }
+}
+
+export class DaemonManager {
+  readonly #o: DaemonManagerOptions;
+  readonly #live = new Map<string, Live>();
+  #watch: NodeJS.Timeout | undefined;
+  #closed = false;
+  /** Serialises daemon starts and instance changes. */
+  #queue: Promise<unknown> = Promise.resolve();
+
+  constructor(o: DaemonManagerOptions) {
+    this.#o = o;
+  }
+
+  get mode(): DaemonMode {
+    return this.#o.mode;
+  }
+
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#queue.then(fn, fn);
+    this.#queue = run.catch(() => undefined);
+    return run;
+  }
+
+  daemons(): DaemonRecord[] {
+    return [...this.#live.values()].map((l) => l.rec);
+  }
+
+  /** Reconnect to the daemons nydus.db lists; restart dead ones when the policy says so. */
+  async recover(): Promise<void> {
+    for (const rec of this.#o.store.daemons()) {
+      const live: Live = { rec, client: new ApiClient(rec.apiSock, { timeoutMs: 10_000 }), stopping: false };
+      this.#live.set(rec.id, live);
+      if (pidAlive(rec.pid) && (await this.state(live)) !== undefined) {
+        this.#o.log.info(`Reconnected to nydusd ${rec.id} (pid ${rec.pid})`);
+        continue;
+      }
+      if (this.#o.recoverPolicy === 'none') {
+        this.#o.log.warn(
+          `nydusd ${rec.id} is not running and recover_policy is none: its images are unavailable`,
+        );
+        continue;
+      }
+      this.#o.log.warn(`nydusd ${rec.id} is not running: starting it again`);
+      try {
+        await this.restart(live);
+      } catch (e) {
+        this.#o.log.error(`Cannot restart nydusd ${rec.id}: ${errorText(e)}`);
+      }
+    }
+    this.#watch = setInterval(() => this.checkLiveness(), WATCH_INTERVAL_MS);
+    this.#watch.unref();
+  }
+
+  private checkLiveness(): void {
+    if (this.#closed) return;
+    for (const live of this.#live.values()) {
+      if (live.stopping || live.recovering !== undefined || live.child !== undefined) continue;
+      if (!pidAlive(live.rec.pid)) this.onDeath(live);
+    }
+  }
+
+  private onDeath(live: Live): void {
+    if (this.#closed || live.stopping || live.recovering !== undefined) return;
+    const { rec } = live;
+    this.#o.log.warn(`nydusd ${rec.id} (pid ${rec.pid}) died; recover_policy ${this.#o.recoverPolicy}`);
+    if (this.#o.recoverPolicy === 'none') return;
+    live.recovering = this.restart(live)
+      .catch((e: unknown) => this.#o.log.error(`Cannot restart nydusd ${rec.id}: ${errorText(e)}`))
+      .finally(() => {
+        live.recovering = undefined;
+      });
+  }
+
+  private async state(live: Live): Promise<string | undefined> {
+    try {
+      const info = (await live.client.get('/api/v1/daemon')) as { state?: unknown };
+      return typeof info.state === 'string' ? info.state : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Start the process of a record and wait until it is RUNNING. */
+  private async launch(live: Live): Promise<void> {
+    const { rec } = live;
+    mkdirSync(dirname(rec.apiSock), { recursive: true });
+    mkdirSync(dirname(rec.logFile), { recursive: true });
+    mkdirSync(rec.mountpoint, { recursive: true });
+    rmSync(rec.apiSock, { force: true });
+    const [cmd, ...args] = rec.command;
+    this.#o.log.info(`Starting nydusd ${rec.id}: ${rec.command.join(' ')}`);
+    const out = openSync(`${rec.logFile}.stderr`, 'a');
+    let child: ChildProcess;
+    try {
+      child = spawn(cmd!, args, { detached: true, stdio: ['ignore', out, out] });
+    } finally {
+      closeSync(out);
+    }
+    child.unref();
+    const spawnError = new Promise<Error>((res) => child.once('error', res));
+    let exitCode: number | null | undefined;
+    child.once('exit', (code, signal) => {
+      exitCode = code ?? (signal !== null ? -1 : null);
+      if (live.child === child) live.child = undefined;
+      if (!live.stopping && live.rec.pid === child.pid) this.onDeath(live);
+    });
+    live.child = child;
+    rec.pid = child.pid ?? 0;
+    rec.startedAt = Date.now();
+    const deadline = Date.now() + START_TIMEOUT_MS;
+    for (;;) {
+      const failed = await Promise.race([spawnError, sleep(50).then(() => undefined)]);
+      if (failed !== undefined)
+        throw new NydusError('ERR_IO', `Cannot start nydusd "${cmd}": ${failed.message}`);
+      if (exitCode !== undefined) {
+        throw new NydusError(
+          'ERR_IO',
+          `nydusd ${rec.id} exited before it was running: ${lastLines(`${rec.logFile}.stderr`)} ${lastLines(rec.logFile)}`,
+        );
+      }
+      if ((await this.state(live)) === 'RUNNING') break;
+      if (Date.now() > deadline) {
+        live.stopping = true;
+        child.kill('SIGKILL');
+        throw new NydusError(
+          'ERR_TIMEOUT',
+          `nydusd ${rec.id} was not running within ${START_TIMEOUT_MS / 1000} s`,
+        );
+      }
+    }
+    this.#o.store.putDaemon(rec);
+  }
+
+  private async restart(live: Live): Promise<void> {
+    const { rec } = live;
+    // A dead FUSE server leaves its mount behind ("transport endpoint is not connected").
+    this.lazyUmount(rec.mountpoint);
+    if (rec.mode === 'shared') {
+      for (const i of this.#o.store.instances(rec.id)) this.lazyUmount(i.mountpoint);
+    }
+    live.stopping = false;
+    await this.launch(live);
+    if (rec.mode === 'shared') {
+      for (const i of this.#o.store.instances(rec.id)) {
+        await live.client.post(
+          '/api/v1/mount',
+          { source: i.bootstrap, fs_type: 'rafs', config: readFileSync(i.configPath, 'utf8') },
+          { mountpoint: i.pseudoPath ?? `/${i.snapshotId}` },
+        );
+      }
+    }
+    this.#o.log.info(`nydusd ${rec.id} is running again (pid ${rec.pid})`);
+  }
+
+  private lazyUmount(path: string): void {
+    if (mountedAt(path)) spawnSync('umount', ['-l', path], { timeout: STOP_TIMEOUT_MS });
+  }
+
+  private baseArgs(apiSock: string, mountpoint: string, logFile: string): string[] {
+    return [
+      ...this.#o.nydusd,
+      'fuse',
+      '--mountpoint',
+      mountpoint,
+      '--apisock',
+      apiSock,
+      '--log-level',
+      this.#o.logLevel,
+      '--log-file',
+      logFile,
+      ...(this.#o.threads > 0 ? ['--thread-num', String(this.#o.threads)] : []),
+    ];
+  }
+
+  private paths(id: string): { apiSock: string; logFile: string; configDir: string } {
+    const r = this.#o.root;
+    return {
+      apiSock: join(r, 'socket', id, 'api.sock'),
+      logFile: join(r, 'logs', id, 'nydusd.log'),
+      configDir: join(r, 'config', id),
+    };
+  }
+
+  private async sharedDaemon(): Promise<Live> {
+    const have = this.#live.get(SHARED_DAEMON_ID);
+    if (have !== undefined) {
+      await have.recovering;
+      return have;
+    }
+    const p = this.paths(SHARED_DAEMON_ID);
+    const mountpoint = join(this.#o.root, 'mnt');
+    const rec: DaemonRecord = {
+      id: SHARED_DAEMON_ID,
+      mode: 'shared',
+      pid: 0,
+      apiSock: p.apiSock,
+      mountpoint,
+      command: this.baseArgs(p.apiSock, mountpoint, p.logFile),
+      logFile: p.logFile,
+      startedAt: 0,
+    };
+    const live: Live = { rec, client: new ApiClient(rec.apiSock, { timeoutMs: 60_000 }), stopping: false };
+    this.lazyUmount(mountpoint);
+    await this.launch(live);
+    this.#live.set(rec.id, live);
+    return live;
+  }
+
+  /** Where an image's file system is, mounting it first when it is not. */
+  mount(inst: MountInstance, snapshotDir: string): Promise<string> {
+    return this.serial(async () => {
+      const have = this.#o.store.instance(inst.snapshotId);
+      if (have !== undefined) {
+        const live = this.#live.get(have.daemonId);
+        if (live !== undefined) {
+          await live.recovering;
+          return have.mountpoint;
+        }
+        this.#o.store.deleteInstance(inst.snapshotId);
+      }
+      return this.#o.mode === 'shared' ? this.mountShared(inst) : this.mountDedicated(inst, snapshotDir);
+    });
+  }
+
+  private async mountDedicated(inst: MountInstance, snapshotDir: string): Promise<string> {
+    const id = randomBytes(8).toString('hex');
+    const p = this.paths(id);
+    const mountpoint = join(snapshotDir, 'mnt');
+    const configPath = join(p.configDir, 'config.json');
+    mkdirSync(p.configDir, { recursive: true });
+    writeFileSync(configPath, JSON.stringify(inst.config, null, 2), { mode: 0o600 });
+    const prefetch = this.prefetchList(inst.imageRef);
+    const prefetchArgs: string[] = [];
+    if (prefetch.length > 0) {
+      const listPath = join(p.configDir, 'prefetch-files');
+      writeFileSync(listPath, `${prefetch.join('\n')}\n`);
+      prefetchArgs.push('--prefetch-files', listPath);
+    }
+    const rec: DaemonRecord = {
+      id,
+      mode: 'dedicated',
+      pid: 0,
+      apiSock: p.apiSock,
+      mountpoint,
+      command: [
+        ...this.baseArgs(p.apiSock, mountpoint, p.logFile),
+        '--config',
+        configPath,
+        '--bootstrap',
+        inst.bootstrap,
+        ...prefetchArgs,
+      ],
+      logFile: p.logFile,
+      startedAt: 0,
+    };
+    const live: Live = { rec, client: new ApiClient(rec.apiSock, { timeoutMs: 60_000 }), stopping: false };
+    this.lazyUmount(mountpoint);
+    try {
+      await this.launch(live);
+    } catch (e) {
+      live.stopping = true;
+      this.cleanupDaemonFiles(rec);
+      throw e;
+    }
+    this.#live.set(id, live);
+    this.#o.store.putInstance({
+      snapshotId: inst.snapshotId,
+      daemonId: id,
+      imageRef: inst.imageRef,
+      bootstrap: inst.bootstrap,
+      mountpoint,
+      configPath,
+    });
+    return mountpoint;
+  }
+
+  private async mountShared(inst: MountInstance): Promise<string> {
+    const live = await this.sharedDaemon();
+    const p = this.paths(SHARED_DAEMON_ID);
+    const configPath = join(p.configDir, inst.snapshotId, 'config.json');
+    mkdirSync(dirname(configPath), { recursive: true });
+    const text = JSON.stringify(inst.config, null, 2);
+    writeFileSync(configPath, text, { mode: 0o600 });
+    const pseudoPath = `/${inst.snapshotId}`;
+    const prefetch = this.prefetchList(inst.imageRef);
+    await live.client.post(
+      '/api/v1/mount',
+      {
+        source: inst.bootstrap,
+        fs_type: 'rafs',
+        config: text,
+        ...(prefetch.length > 0 ? { prefetch_files: prefetch } : {}),
+      },
+      { mountpoint: pseudoPath },
+    );
+    const mountpoint = join(live.rec.mountpoint, inst.snapshotId);
+    this.#o.store.putInstance({
+      snapshotId: inst.snapshotId,
+      daemonId: SHARED_DAEMON_ID,
+      imageRef: inst.imageRef,
+      bootstrap: inst.bootstrap,
+      mountpoint,
+      configPath,
+      pseudoPath,
+    });
+    return mountpoint;
+  }
+
+  private prefetchList(imageRef: string): string[] {
+    const text = this.#o.prefetch?.get(imageRef);
+    if (text === undefined) return [];
+    return text
+      .split('\n')
+      .map((l) => l.trim())
+      .filter((l) => l.startsWith('/'));
+  }
+
+  /** Unmount an image; a dedicated daemon is stopped, the shared one stays. */
+  umount(snapshotId: string): Promise<void> {
+    return this.serial(async () => {
+      const inst = this.#o.store.instance(snapshotId);
+      if (inst === undefined) return;
+      const live = this.#live.get(inst.daemonId);
+      if (live === undefined) {
+        this.#o.store.deleteInstance(snapshotId);
+        return;
+      }
+      if (live.rec.mode === 'shared') {
+        try {
+          await live.client.delete('/api/v1/mount', { mountpoint: inst.pseudoPath ?? `/${snapshotId}` });
+        } catch (e) {
+          this.#o.log.warn(
+            `Cannot unmount ${inst.pseudoPath ?? snapshotId} from the shared nydusd: ${errorText(e)}`,
+          );
+        }
+        this.#o.store.deleteInstance(snapshotId);
+        rmSync(dirname(inst.configPath), { recursive: true, force: true });
+        return;
+      }
+      await this.stopDaemon(live);
+    });
+  }
+
+  private async stopDaemon(live: Live): Promise<void> {
+    const { rec } = live;
+    live.stopping = true;
+    if (pidAlive(rec.pid)) {
+      try {
+        process.kill(rec.pid, 'SIGTERM');
+      } catch {
+        // gone already
+      }
+      const deadline = Date.now() + STOP_TIMEOUT_MS;
+      while (pidAlive(rec.pid) && Date.now() < deadline) await sleep(25);
+      if (pidAlive(rec.pid)) {
+        this.#o.log.warn(`nydusd ${rec.id} did not stop within ${STOP_TIMEOUT_MS / 1000} s: killing it`);
+        try {
+          process.kill(rec.pid, 'SIGKILL');
+        } catch {
+          // gone already
+        }
+      }
+    }
+    this.lazyUmount(rec.mountpoint);
+    await live.client.close().catch(() => undefined);
+    this.#live.delete(rec.id);
+    this.#o.store.deleteDaemon(rec.id);
+    this.cleanupDaemonFiles(rec);
+  }
+
+  private cleanupDaemonFiles(rec: DaemonRecord): void {
+    const p = this.paths(rec.id);
+    rmSync(dirname(p.apiSock), { recursive: true, force: true });
+    rmSync(p.configDir, { recursive: true, force: true });
+  }
+
+  /** Instances whose daemon is known. */
+  instances(): InstanceRecord[] {
+    return this.#o.store.instances();
+  }
+
+  /** The blob cache files every running instance uses (for Cleanup), or undefined when some
+   * daemon cannot say. */
+  async usedCacheFiles(): Promise<Set<string> | undefined> {
+    const used = new Set<string>();
+    for (const live of this.#live.values()) {
+      // A shared daemon answers per instance (?id=<pseudo path>), a dedicated one for its only one.
+      const ids =
+        live.rec.mode === 'shared'
+          ? this.#o.store.instances(live.rec.id).map((i) => i.pseudoPath ?? `/${i.snapshotId}`)
+          : [undefined];
+      for (const id of ids) {
+        let m: unknown;
+        try {
+          m = await live.client.get('/api/v1/metrics/blobcache', id === undefined ? undefined : { id });
+        } catch {
+          return undefined;
+        }
+        const files = (m as { underlying_files?: unknown }).underlying_files;
+        if (Array.isArray(files)) for (const f of files) if (typeof f === 'string') used.add(f);
+      }
+    }
+    return used;
+  }
+
+  /** Stop watching; with `teardown`, stop every daemon and unmount everything. */
+  async close(teardown: boolean): Promise<void> {
+    this.#closed = true;
+    if (this.#watch !== undefined) clearInterval(this.#watch);
+    await this.#queue;
+    for (const live of [...this.#live.values()]) {
+      if (teardown) await this.stopDaemon(live);
+      else {
+        live.stopping = true;
+        await live.client.close().catch(() => undefined);
+      }
+    }
+  }
+}

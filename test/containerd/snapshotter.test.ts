@@ -1,0 +1,232 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ApiClient } from '../../src/daemon/api/client.js';
+import { needContainerd, startContainerd, type Containerd } from '../helpers/containerd.js';
+import { makeBusyboxLayout, makeLayeredLayout, pushLayout, processTempDir } from '../helpers/oci-images.js';
+import { needRegistry, startRegistry, type TestRegistry } from '../helpers/registry.js';
+import { runBin } from '../helpers/run-bin.js';
+import {
+  mountsUnder,
+  nydusdPids,
+  scrubSnapshotter,
+  startSnapshotter,
+  type SnapshotterProc,
+} from '../helpers/snapshotter.js';
+
+/**
+ * The snapshotter end to end with real containerd, runc, ctr-remote and docker-registry: a Nydus
+ * image converted by our nydusify is pulled lazily (the data layers never reach containerd's
+ * content store) and a container runs from it; an OCI image runs through the same snapshotter.
+ * One registry, one snapshotter and one containerd serve the whole file.
+ */
+
+interface Env {
+  reg: TestRegistry;
+  sn: SnapshotterProc;
+  ctd: Containerd;
+  /** The Nydus image and its OCI source. */
+  nydus: string;
+  oci: string;
+  busybox: string;
+  manifest: { layers: Array<{ digest: string; size: number; annotations?: Record<string, string> }> };
+}
+
+let env: Env | undefined;
+
+async function getManifest(reg: TestRegistry, repo: string, tag: string): Promise<Env['manifest']> {
+  const res = await fetch(`${reg.url}/v2/${repo}/manifests/${tag}`, {
+    headers: { accept: 'application/vnd.oci.image.manifest.v1+json' },
+  });
+  assert.equal(res.status, 200);
+  return (await res.json()) as Env['manifest'];
+}
+
+async function setup(): Promise<Env> {
+  if (env !== undefined) return env;
+  const reg = await startRegistry();
+  const layered = await makeLayeredLayout();
+  const src = await pushLayout(layered.dir, layered.tag, reg.host, 'layered:latest');
+  const nydus = `${reg.host}/layered:nydus`;
+  const conv = await runBin(
+    'nydusify',
+    [
+      'convert',
+      '--source',
+      src.ref,
+      '--target',
+      nydus,
+      '--plain-http',
+      '--work-dir',
+      processTempDir('sn-conv'),
+    ],
+    { timeoutMs: 180_000 },
+  );
+  assert.equal(conv.code, 0, conv.stderr);
+  const bb = await makeBusyboxLayout();
+  const busybox = await pushLayout(bb.dir, bb.tag, reg.host, 'busybox:latest');
+  const sn = await startSnapshotter();
+  const ctd = await startContainerd({ snapshotterSock: sn.sock });
+  env = {
+    reg,
+    sn,
+    ctd,
+    nydus,
+    oci: src.ref,
+    busybox: busybox.ref,
+    manifest: await getManifest(reg, 'layered', 'nydus'),
+  };
+  return env;
+}
+
+test.after(async () => {
+  if (env === undefined) return;
+  await env.ctd.stop();
+  await env.sn.stop().catch(() => undefined);
+  await scrubSnapshotter(env.sn.base);
+  await env.reg.stop();
+});
+
+function ok(r: { code: number; stdout: string; stderr: string }, what: string, e: Env): void {
+  assert.equal(r.code, 0, `${what} failed: ${r.stderr}\n--- snapshotter:\n${e.sn.output().slice(-3000)}`);
+}
+
+async function backendReadBytes(root: string): Promise<number> {
+  let total = 0;
+  for (const id of readdirSync(join(root, 'socket'))) {
+    const c = new ApiClient(join(root, 'socket', id, 'api.sock'), { timeoutMs: 5000 });
+    try {
+      const m = (await c
+        .get('/api/v1/metrics/backend', { id: '/' })
+        .catch(() => c.get('/api/v1/metrics/backend'))) as {
+        read_amount_total?: number;
+      };
+      total += m.read_amount_total ?? 0;
+    } finally {
+      await c.close();
+    }
+  }
+  return total;
+}
+
+test('ctr-remote rpull of a Nydus image through containerd-nydus-grpc: data layers are skipped, a container runs from the lazily mounted image, only part of it is fetched', async (t) => {
+  if (!needContainerd(t) || !needRegistry(t)) return;
+  const e = await setup();
+  const plugins = await e.ctd.ctr(['plugins', 'ls']);
+  assert.match(plugins.stdout, /io\.containerd\.snapshotter\.v1\s+nydus\s+.*ok/);
+
+  const pull = await e.ctd.ctr(['image', 'rpull', '--plain-http', '--snapshotter', 'nydus', e.nydus], {
+    remote: true,
+    timeoutMs: 120_000,
+  });
+  ok(pull, 'rpull', e);
+  const content = new Set(await e.ctd.contentDigests());
+  const data = e.manifest.layers.filter(
+    (l) => l.annotations?.['containerd.io/snapshot/nydus-blob'] !== undefined,
+  );
+  const meta = e.manifest.layers.filter(
+    (l) => l.annotations?.['containerd.io/snapshot/nydus-bootstrap'] !== undefined,
+  );
+  assert.ok(
+    data.length > 0 && meta.length === 1,
+    'the converted image has data layers and one bootstrap layer',
+  );
+  for (const l of data)
+    assert.ok(!content.has(l.digest), `data layer ${l.digest} was downloaded by containerd`);
+  assert.ok(content.has(meta[0]!.digest), 'the bootstrap layer is in the content store');
+
+  const run = await e.ctd.ctr(
+    [
+      'run',
+      '--snapshotter',
+      'nydus',
+      '--rm',
+      e.nydus,
+      'nydus-c1',
+      '/bin/cat',
+      '/data/keep.txt',
+      '/data/resurrect.txt',
+    ],
+    { timeoutMs: 60_000 },
+  );
+  ok(run, 'ctr run', e);
+  assert.equal(run.stdout, 'kept through every layer\nback in layer 4 with new content\n');
+
+  const fetched = await backendReadBytes(e.sn.root);
+  const total = data.reduce((s, l) => s + l.size, 0);
+  assert.ok(fetched > 0, 'the registry backend read something');
+  assert.ok(fetched < total / 2, `fetched ${fetched} of ${total} blob bytes: not lazy`);
+});
+
+test('an OCI image runs through the same snapshotter (overlayfs behaviour)', async (t) => {
+  if (!needContainerd(t) || !needRegistry(t)) return;
+  const e = await setup();
+  ok(
+    await e.ctd.ctr(['image', 'pull', '--plain-http', '--snapshotter', 'nydus', e.busybox], {
+      timeoutMs: 120_000,
+    }),
+    'pull',
+    e,
+  );
+  const run = await e.ctd.ctr(
+    ['run', '--snapshotter', 'nydus', '--rm', e.busybox, 'oci-c1', '/bin/echo', 'hello-oci'],
+    {
+      timeoutMs: 60_000,
+    },
+  );
+  ok(run, 'ctr run', e);
+  assert.equal(run.stdout, 'hello-oci\n');
+  const snaps = await e.ctd.ctr(['snapshots', '--snapshotter', 'nydus', 'ls']);
+  ok(snaps, 'snapshots ls', e);
+  assert.match(snaps.stdout, /Committed/);
+});
+
+test('two containers from one Nydus image share one nydusd; removing the image and containerd GC leave no mount, daemon or cache file', async (t) => {
+  if (!needContainerd(t) || !needRegistry(t)) return;
+  const e = await setup();
+  ok(
+    await e.ctd.ctr(['image', 'rpull', '--plain-http', '--snapshotter', 'nydus', e.nydus], {
+      remote: true,
+      timeoutMs: 120_000,
+    }),
+    'rpull',
+    e,
+  );
+  for (const id of ['nydus-a', 'nydus-b']) {
+    ok(
+      await e.ctd.ctr([
+        'container',
+        'create',
+        '--snapshotter',
+        'nydus',
+        e.nydus,
+        id,
+        '/bin/cat',
+        '/data/keep.txt',
+      ]),
+      'create',
+      e,
+    );
+  }
+  const r1 = await e.ctd.ctr(['task', 'start', 'nydus-a'], { timeoutMs: 60_000 });
+  const r2 = await e.ctd.ctr(['task', 'start', 'nydus-b'], { timeoutMs: 60_000 });
+  assert.equal(r1.stdout, 'kept through every layer\n', r1.stderr);
+  assert.equal(r2.stdout, 'kept through every layer\n', r2.stderr);
+  assert.equal(nydusdPids(e.sn.root).length, 1, 'one nydusd serves both containers of one image');
+  for (const id of ['nydus-a', 'nydus-b']) {
+    await e.ctd.ctr(['task', 'rm', '-f', id]);
+    ok(await e.ctd.ctr(['container', 'rm', id]), 'container rm', e);
+  }
+  for (const img of [e.nydus, e.busybox]) await e.ctd.ctr(['image', 'rm', '--sync', img]);
+  // containerd's GC removes the snapshots (and calls Cleanup) once nothing references them.
+  const deadline = Date.now() + 30_000;
+  while (Date.now() < deadline && (nydusdPids(e.sn.root).length > 0 || mountsUnder(e.sn.root).length > 0)) {
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  assert.deepEqual(mountsUnder(e.sn.root), [], 'no mount is left');
+  assert.deepEqual(nydusdPids(e.sn.root), [], 'no nydusd is left');
+  const cache = readdirSync(join(e.sn.root, 'cache'));
+  assert.deepEqual(cache, [], `cache files left: ${cache.join(', ')}`);
+  assert.equal(readFileSync('/proc/self/mountinfo', 'utf8').includes(e.sn.base), false);
+});

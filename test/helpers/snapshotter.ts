@@ -1,0 +1,189 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { binPath } from './run-bin.js';
+
+/**
+ * The real `containerd-nydus-grpc` in tests: started as a process on a private root and socket,
+ * waited for until its socket answers, stopped (or killed, or restarted) on demand. stop()
+ * leaves no nydusd, mount or directory behind when asked to clean.
+ */
+
+const WAIT_MS = 20_000;
+
+export interface SnapshotterProc {
+  /** The temp dir holding root, socket and config files. */
+  base: string;
+  root: string;
+  sock: string;
+  /** The nydusd config template given with --nydusd-config. */
+  templatePath: string;
+  child: ChildProcess;
+  exited: Promise<number | null>;
+  output(): string;
+  /** SIGTERM and wait for the exit. */
+  stop(): Promise<number | null>;
+  /** SIGKILL (a crash). */
+  kill(): Promise<void>;
+}
+
+export interface StartSnapshotterOptions {
+  /** Reuse a root (a restart); default a new temp dir. */
+  root?: string;
+  daemonMode?: 'dedicated' | 'shared';
+  /** Extra CLI arguments. */
+  args?: string[];
+  /** TOML config text (written to <root>/../config.toml and given with --config). */
+  toml?: string;
+  /** The nydusd config template (default: registry backend, plain HTTP, blobcache). */
+  template?: object;
+  env?: NodeJS.ProcessEnv;
+}
+
+export const PLAIN_HTTP_TEMPLATE = {
+  device: {
+    backend: {
+      type: 'registry',
+      config: { scheme: 'http', skip_verify: true, timeout: 10, connect_timeout: 5, retry_limit: 2 },
+    },
+    cache: { type: 'blobcache', config: { work_dir: 'cache' } },
+  },
+  mode: 'direct',
+  digest_validate: false,
+  enable_xattr: true,
+  fs_prefetch: { enable: false },
+};
+
+async function socketAnswers(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect(path);
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+export function snapshotterRoot(): string {
+  // Short: the snapshotter limits root to 70 bytes (unix socket paths under it).
+  return mkdtempSync('/tmp/nsn-');
+}
+
+export async function startSnapshotter(o: StartSnapshotterOptions = {}): Promise<SnapshotterProc> {
+  const base = o.root ?? snapshotterRoot();
+  const root = join(base, 'r');
+  const sock = join(base, 'grpc.sock');
+  mkdirSync(root, { recursive: true });
+  const templatePath = join(base, 'nydusd-config.json');
+  if (!existsSync(templatePath) || o.template !== undefined) {
+    writeFileSync(templatePath, JSON.stringify(o.template ?? PLAIN_HTTP_TEMPLATE, null, 2));
+  }
+  const args = [
+    binPath('containerd-nydus-grpc'),
+    '--root',
+    root,
+    '--address',
+    sock,
+    '--nydusd',
+    binPath('nydusd'),
+    '--nydusd-config',
+    templatePath,
+    '--log-to-stdout',
+    '--log-level',
+    'debug',
+    ...(o.daemonMode !== undefined ? ['--daemon-mode', o.daemonMode] : []),
+  ];
+  if (o.toml !== undefined) {
+    const p = join(base, 'config.toml');
+    writeFileSync(p, o.toml);
+    args.push('--config', p);
+  }
+  args.push(...(o.args ?? []));
+  const child = spawn(process.execPath, args, {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: o.env ?? process.env,
+  });
+  let out = '';
+  const add = (d: string): void => {
+    out = (out + d).slice(-200_000);
+  };
+  child.stdout?.setEncoding('utf8').on('data', add);
+  child.stderr?.setEncoding('utf8').on('data', add);
+  let code: number | null | undefined;
+  const exited = new Promise<number | null>((resolve) =>
+    child.on('exit', (c) => {
+      code = c;
+      resolve(c);
+    }),
+  );
+  const p: SnapshotterProc = {
+    base,
+    root,
+    sock,
+    templatePath,
+    child,
+    exited,
+    output: () => out,
+    stop: async () => {
+      if (code === undefined) child.kill('SIGTERM');
+      const r = await Promise.race([exited, sleep(WAIT_MS).then(() => 'hung' as const)]);
+      if (r === 'hung') {
+        child.kill('SIGKILL');
+        throw new Error(`containerd-nydus-grpc did not stop within ${WAIT_MS} ms:\n${out.slice(-4000)}`);
+      }
+      return r;
+    },
+    kill: async () => {
+      if (code === undefined) child.kill('SIGKILL');
+      await exited;
+    },
+  };
+  const deadline = Date.now() + WAIT_MS;
+  while (!(existsSync(sock) && (await socketAnswers(sock)))) {
+    if (code !== undefined)
+      throw new Error(`containerd-nydus-grpc exited with ${String(code)}:\n${out.slice(-4000)}`);
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`containerd-nydus-grpc did not listen within ${WAIT_MS} ms:\n${out.slice(-4000)}`);
+    }
+    await sleep(50);
+  }
+  return p;
+}
+
+/** pids of nydusd processes whose command line mentions `root`. */
+export function nydusdPids(root: string): number[] {
+  const r = spawnSync('pgrep', ['-f', `nydusd.*${root}`], { encoding: 'utf8' });
+  return r.stdout
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map(Number)
+    .filter((pid) => pid !== process.pid);
+}
+
+/** Mount points under `dir` (from /proc/self/mountinfo). */
+export function mountsUnder(dir: string): string[] {
+  return readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .map((l) => l.split(' ')[4] ?? '')
+    .filter((m) => m === dir || m.startsWith(`${dir}/`));
+}
+
+/** Kill every nydusd of `root`, lazily unmount everything under `base`, remove it. */
+export async function scrubSnapshotter(base: string): Promise<void> {
+  for (const pid of nydusdPids(base)) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone
+    }
+  }
+  await sleep(100);
+  for (const m of mountsUnder(base).sort((a, b) => b.length - a.length)) {
+    spawnSync('umount', ['-l', m]);
+  }
+  rmSync(base, { recursive: true, force: true });
+}
