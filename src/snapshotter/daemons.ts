@@ -464,6 +464,12 @@ export class DaemonManager {
     rmSync(p.configDir, { recursive: true, force: true });
   }
 
+  /** Is the image of this meta snapshot mounted by a daemon we know? */
+  hasInstance(snapshotId: string): boolean {
+    const i = this.#o.store.instance(snapshotId);
+    return i !== undefined && this.#live.has(i.daemonId);
+  }
+
   /** Instances whose daemon is known. */
   instances(): InstanceRecord[] {
     return this.#o.store.instances();

@@ -15,6 +15,7 @@ import {
 } from './labels.js';
 import type { MetaStore, SnapshotRecord } from './metastore.js';
 import { imageConfig, type JsonObject } from './nydusd-config.js';
+import { checkBootstrap, checkRegistryAccess } from './preflight.js';
 import type { OverlaySnapshotter } from './overlay.js';
 import type { Info, Mount, Snapshotter, Usage } from './types.js';
 
@@ -230,6 +231,10 @@ export class NydusSnapshotter implements Snapshotter {
       this.#o.cacheDir,
       `/${m.id}`,
     );
+    if (!this.#o.daemons.hasInstance(m.id)) {
+      const blobIds = await checkBootstrap(bootstrap, refText);
+      await checkRegistryAccess(config, blobIds, refText, this.#o.log);
+    }
     const mnt = await this.#o.daemons.mount(
       { snapshotId: m.id, imageRef: refText, bootstrap, config },
       this.#o.overlay.snapshotDir(m.id),

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ApiClient } from '../../src/daemon/api/client.js';
 import { needContainerd, startContainerd, type Containerd } from '../helpers/containerd.js';
@@ -10,6 +11,7 @@ import { runBin } from '../helpers/run-bin.js';
 import {
   mountsUnder,
   nydusdPids,
+  pushCorruptBootstrap,
   scrubSnapshotter,
   startSnapshotter,
   type SnapshotterProc,
@@ -24,6 +26,9 @@ import {
 
 interface Env {
   reg: TestRegistry;
+  /** A registry with htpasswd auth, and in the snapshotter's Docker config wrong credentials for it. */
+  authReg: TestRegistry;
+  authNydus: string;
   sn: SnapshotterProc;
   ctd: Containerd;
   /** The Nydus image and its OCI source. */
@@ -66,10 +71,52 @@ async function setup(): Promise<Env> {
   assert.equal(conv.code, 0, conv.stderr);
   const bb = await makeBusyboxLayout();
   const busybox = await pushLayout(bb.dir, bb.tag, reg.host, 'busybox:latest');
-  const sn = await startSnapshotter();
+  await pushCorruptBootstrap(reg.url, 'layered', 'nydus', 'corrupt');
+  const authReg = await startRegistry({ htpasswd: { user: 'alice', pass: 'right' } });
+  const authNydus = `${authReg.host}/busybox:nydus`;
+  // An image of its own (shared layers would let containerd reuse the anonymous image's snapshots).
+  const bbConv = await runBin(
+    'nydusify',
+    [
+      'convert',
+      '--source',
+      busybox.ref,
+      '--target',
+      `${reg.host}/busybox:nydus`,
+      '--plain-http',
+      '--work-dir',
+      processTempDir('sn-conv-bb'),
+    ],
+    { timeoutMs: 180_000 },
+  );
+  assert.equal(bbConv.code, 0, bbConv.stderr);
+  const copy = spawnSync(
+    'skopeo',
+    [
+      '--insecure-policy',
+      'copy',
+      '--quiet',
+      '--src-tls-verify=false',
+      '--dest-tls-verify=false',
+      '--dest-creds',
+      'alice:right',
+      `docker://${reg.host}/busybox:nydus`,
+      `docker://${authNydus}`,
+    ],
+    { encoding: 'utf8', timeout: 120_000 },
+  );
+  assert.equal(copy.status, 0, copy.stderr);
+  const dockerDir = processTempDir('sn-docker');
+  writeFileSync(
+    join(dockerDir, 'config.json'),
+    JSON.stringify({ auths: { [authReg.host]: { auth: Buffer.from('alice:wrong').toString('base64') } } }),
+  );
+  const sn = await startSnapshotter({ env: { ...process.env, DOCKER_CONFIG: dockerDir } });
   const ctd = await startContainerd({ snapshotterSock: sn.sock });
   env = {
     reg,
+    authReg,
+    authNydus,
     sn,
     ctd,
     nydus,
@@ -86,6 +133,7 @@ test.after(async () => {
   await env.sn.stop().catch(() => undefined);
   await scrubSnapshotter(env.sn.base);
   await env.reg.stop();
+  await env.authReg.stop();
 });
 
 function ok(r: { code: number; stdout: string; stderr: string }, what: string, e: Env): void {
@@ -182,6 +230,58 @@ test('an OCI image runs through the same snapshotter (overlayfs behaviour)', asy
   assert.match(snaps.stdout, /Committed/);
 });
 
+test('bad input: a corrupt bootstrap layer and refused credentials are clear errors to ctr, and the snapshotter keeps serving other images', async (t) => {
+  if (!needContainerd(t) || !needRegistry(t)) return;
+  const e = await setup();
+  const corrupt = `${e.reg.host}/layered:corrupt`;
+  ok(
+    await e.ctd.ctr(['image', 'rpull', '--plain-http', '--snapshotter', 'nydus', corrupt], {
+      remote: true,
+      timeoutMs: 120_000,
+    }),
+    'rpull',
+    e,
+  );
+  const bad = await e.ctd.ctr(
+    ['run', '--snapshotter', 'nydus', '--rm', corrupt, 'corrupt-c1', '/bin/cat', '/data/keep.txt'],
+    {
+      timeoutMs: 60_000,
+    },
+  );
+  assert.notEqual(bad.code, 0);
+  assert.match(bad.stderr, /bootstrap of image .*layered:corrupt is corrupt/);
+
+  ok(
+    await e.ctd.ctr(
+      ['image', 'rpull', '--plain-http', '--user', 'alice:right', '--snapshotter', 'nydus', e.authNydus],
+      {
+        remote: true,
+        timeoutMs: 120_000,
+      },
+    ),
+    'rpull with credentials',
+    e,
+  );
+  const refused = await e.ctd.ctr(
+    ['run', '--snapshotter', 'nydus', '--rm', e.authNydus, 'auth-c1', '/bin/echo', 'hi'],
+    {
+      timeoutMs: 60_000,
+    },
+  );
+  assert.notEqual(refused.code, 0, `${refused.stdout}\n${refused.stderr}`);
+  assert.match(refused.stderr, /refused access to image/);
+  assert.equal(nydusdPids(e.sn.root).length <= 1, true, 'no nydusd was left for the failed images');
+
+  const good = await e.ctd.ctr(
+    ['run', '--snapshotter', 'nydus', '--rm', e.nydus, 'after-bad', '/bin/cat', '/data/keep.txt'],
+    {
+      timeoutMs: 60_000,
+    },
+  );
+  ok(good, 'ctr run after the failures', e);
+  assert.equal(good.stdout, 'kept through every layer\n');
+});
+
 test('two containers from one Nydus image share one nydusd; removing the image and containerd GC leave no mount, daemon or cache file', async (t) => {
   if (!needContainerd(t) || !needRegistry(t)) return;
   const e = await setup();
@@ -218,7 +318,8 @@ test('two containers from one Nydus image share one nydusd; removing the image a
     await e.ctd.ctr(['task', 'rm', '-f', id]);
     ok(await e.ctd.ctr(['container', 'rm', id]), 'container rm', e);
   }
-  for (const img of [e.nydus, e.busybox]) await e.ctd.ctr(['image', 'rm', '--sync', img]);
+  const images = (await e.ctd.ctr(['image', 'ls', '-q'])).stdout.split('\n').filter((l) => l !== '');
+  for (const img of images) await e.ctd.ctr(['image', 'rm', '--sync', img]);
   // containerd's GC removes the snapshots (and calls Cleanup) once nothing references them.
   const deadline = Date.now() + 30_000;
   while (Date.now() < deadline && (nydusdPids(e.sn.root).length > 0 || mountsUnder(e.sn.root).length > 0)) {

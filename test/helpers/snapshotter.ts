@@ -1,4 +1,6 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { gunzipSync, gzipSync } from 'node:zlib';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
@@ -186,4 +188,89 @@ export async function scrubSnapshotter(base: string): Promise<void> {
     spawnSync('umount', ['-l', m]);
   }
   rmSync(base, { recursive: true, force: true });
+}
+
+// ---------------------------------------------------------------------------------------------
+// A Nydus image with a corrupt bootstrap (for the bad-input tests)
+
+async function uploadBlob(regUrl: string, repo: string, data: Buffer, auth?: string): Promise<string> {
+  const digest = `sha256:${createHash('sha256').update(data).digest('hex')}`;
+  const headers: Record<string, string> = auth !== undefined ? { authorization: `Basic ${auth}` } : {};
+  const start = await fetch(`${regUrl}/v2/${repo}/blobs/uploads/`, { method: 'POST', headers });
+  if (start.status !== 202) throw new Error(`upload start: HTTP ${start.status}`);
+  const loc = new URL(start.headers.get('location') ?? '', regUrl);
+  loc.searchParams.set('digest', digest);
+  const put = await fetch(loc, {
+    method: 'PUT',
+    headers: { ...headers, 'content-type': 'application/octet-stream' },
+    body: data,
+  });
+  if (put.status !== 201) throw new Error(`upload: HTTP ${put.status} ${await put.text()}`);
+  return digest;
+}
+
+/**
+ * Copy the Nydus image `repo:tag` of a registry to `repo:newTag` with the bytes of its
+ * bootstrap (image/image.boot in the bootstrap layer) overwritten at the start, the layer,
+ * config diff_id and manifest updated so that containerd unpacks it without complaint.
+ */
+export async function pushCorruptBootstrap(
+  regUrl: string,
+  repo: string,
+  tag: string,
+  newTag: string,
+): Promise<void> {
+  const accept = 'application/vnd.oci.image.manifest.v1+json';
+  const mres = await fetch(`${regUrl}/v2/${repo}/manifests/${tag}`, { headers: { accept } });
+  const manifest = (await mres.json()) as {
+    config: { digest: string; size: number };
+    layers: Array<{ digest: string; size: number; annotations?: Record<string, string> }>;
+  };
+  const idx = manifest.layers.findIndex(
+    (l) => l.annotations?.['containerd.io/snapshot/nydus-bootstrap'] !== undefined,
+  );
+  if (idx < 0) throw new Error('no bootstrap layer');
+  const layer = manifest.layers[idx]!;
+  const gz = Buffer.from(await (await fetch(`${regUrl}/v2/${repo}/blobs/${layer.digest}`)).arrayBuffer());
+  const tar = gunzipSync(gz);
+  let off = 0;
+  let done = false;
+  while (off + 512 <= tar.length && !done) {
+    const name = tar
+      .subarray(off, off + 100)
+      .toString('latin1')
+      .replace(/\0.*$/s, '');
+    const size = parseInt(
+      tar
+        .subarray(off + 124, off + 136)
+        .toString('latin1')
+        .replace(/\0.*$/s, '')
+        .trim() || '0',
+      8,
+    );
+    if (name === '') break;
+    if (name.endsWith('image.boot')) {
+      tar.fill(0xab, off + 512, off + 512 + Math.min(size, 4096));
+      done = true;
+    }
+    off += 512 + Math.ceil(size / 512) * 512;
+  }
+  if (!done) throw new Error('no image.boot in the bootstrap layer');
+  const newGz = gzipSync(tar);
+  const diffId = `sha256:${createHash('sha256').update(tar).digest('hex')}`;
+  const layerDigest = await uploadBlob(regUrl, repo, newGz);
+  const config = (await (await fetch(`${regUrl}/v2/${repo}/blobs/${manifest.config.digest}`)).json()) as {
+    rootfs: { diff_ids: string[] };
+  };
+  config.rootfs.diff_ids[idx] = diffId;
+  const configBytes = Buffer.from(JSON.stringify(config));
+  const configDigest = await uploadBlob(regUrl, repo, configBytes);
+  manifest.layers[idx] = { ...layer, digest: layerDigest, size: newGz.length };
+  manifest.config = { ...manifest.config, digest: configDigest, size: configBytes.length };
+  const put = await fetch(`${regUrl}/v2/${repo}/manifests/${newTag}`, {
+    method: 'PUT',
+    headers: { 'content-type': accept },
+    body: JSON.stringify(manifest),
+  });
+  if (put.status !== 201) throw new Error(`manifest put: HTTP ${put.status} ${await put.text()}`);
 }
