@@ -1,7 +1,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { gunzipSync, gzipSync } from 'node:zlib';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -156,14 +156,29 @@ export async function startSnapshotter(o: StartSnapshotterOptions = {}): Promise
   return p;
 }
 
-/** pids of nydusd processes whose command line mentions `root`. */
+/** pids of nydusd processes (not the snapshotter) whose command line mentions `root`. */
 export function nydusdPids(root: string): number[] {
-  const r = spawnSync('pgrep', ['-f', `nydusd.*${root}`], { encoding: 'utf8' });
-  return r.stdout
-    .split('\n')
-    .filter((l) => l.trim() !== '')
-    .map(Number)
-    .filter((pid) => pid !== process.pid);
+  const out: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    let argv: string[];
+    try {
+      argv = readFileSync(`/proc/${name}/cmdline`, 'utf8').split('\0');
+    } catch {
+      continue;
+    }
+    const prog = argv.slice(0, 2).map((a) => a.slice(a.lastIndexOf('/') + 1));
+    if (!prog.includes('nydusd') && !prog.includes('nydusd.cjs')) continue;
+    if (!argv.some((a) => a.includes(root))) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+      if (stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z')) continue;
+    } catch {
+      continue;
+    }
+    out.push(Number(name));
+  }
+  return out;
 }
 
 /** Mount points under `dir` (from /proc/self/mountinfo). */
