@@ -1,9 +1,7 @@
-import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { NydusError } from '../errors/errors.js';
+import { protoDir } from './proto-dir.js';
 
 /**
  * The Kubernetes CRI API (package `runtime.v1`, the subset in proto/cri/runtime/v1/api.proto):
@@ -27,24 +25,6 @@ export const CRI_LOADER_OPTIONS: protoLoader.Options = {
   oneofs: true,
 };
 
-/**
- * The project's `proto` directory: this module runs from dist/src/snapshotter (three levels
- * below the root) or, compiled elsewhere or run from source, from src/snapshotter (two levels).
- */
-export function protoDir(): string {
-  const here = dirname(fileURLToPath(import.meta.url));
-  let dir = here;
-  for (let i = 0; i < 4; i++) {
-    const candidate = join(dir, 'proto');
-    if (existsSync(join(candidate, CRI_PROTO_FILE))) return candidate;
-    dir = dirname(dir);
-  }
-  throw new NydusError(
-    'ERR_NOT_FOUND',
-    `The CRI proto file "${CRI_PROTO_FILE}" is not found above "${here}"`,
-  );
-}
-
 let cached: grpc.GrpcObject | undefined;
 
 /**
@@ -53,7 +33,10 @@ let cached: grpc.GrpcObject | undefined;
  */
 export function loadCriProto(): grpc.GrpcObject {
   if (cached === undefined) {
-    const def = protoLoader.loadSync(CRI_PROTO_FILE, { ...CRI_LOADER_OPTIONS, includeDirs: [protoDir()] });
+    const def = protoLoader.loadSync(CRI_PROTO_FILE, {
+      ...CRI_LOADER_OPTIONS,
+      includeDirs: [protoDir(CRI_PROTO_FILE)],
+    });
     cached = grpc.loadPackageDefinition(def);
   }
   return cached;

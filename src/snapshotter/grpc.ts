@@ -1,9 +1,9 @@
 import { chmodSync, chownSync, lstatSync, mkdirSync, rmSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
+import { protoDir } from './proto-dir.js';
 import { errorText, isNydusError, NydusError, type ErrorCode } from '../errors/errors.js';
 import type { Logger } from '../log/logger.js';
 import type { Info, Kind, Mount, Snapshotter } from './types.js';
@@ -20,7 +20,6 @@ import type { Info, Kind, Mount, Snapshotter } from './types.js';
  */
 
 /** Where the .proto files live: <repo>/proto, seen from the compiled dist/src/snapshotter. */
-const PROTO_DIR = fileURLToPath(new URL('../../../proto/', import.meta.url));
 
 /** containerd's message limits for its proxy plugins (defaults.DefaultMaxRecvMsgSize). */
 export const MAX_MESSAGE_SIZE = 16 << 20;
@@ -56,20 +55,20 @@ export interface GrpcServer {
 const loaded = new Map<string, grpc.GrpcObject>();
 
 /**
- * Loads a proto under <repo>/proto (path resolved from import.meta.url: dist/src/snapshotter ->
- * ../../../proto). Field names keep their proto spelling (`created_at`), enums are their value
+ * Loads a proto under the project's proto directory (see protoDir). Field names keep their proto spelling (`created_at`), enums are their value
  * names, 64-bit integers are numbers, absent fields take their defaults.
  */
 export function loadProto(relPath: string): grpc.GrpcObject {
   const hit = loaded.get(relPath);
   if (hit !== undefined) return hit;
-  const def = protoLoader.loadSync(join(PROTO_DIR, relPath), {
+  const dir = protoDir(relPath);
+  const def = protoLoader.loadSync(join(dir, relPath), {
     keepCase: true,
     longs: Number,
     enums: String,
     defaults: true,
     oneofs: true,
-    includeDirs: [PROTO_DIR],
+    includeDirs: [dir],
   });
   const obj = grpc.loadPackageDefinition(def);
   loaded.set(relPath, obj);

@@ -3,16 +3,18 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { Agent, request } from 'undici';
 import { ApiClient } from '../../src/daemon/api/client.js';
 import { needContainerd, startContainerd, type Containerd } from '../helpers/containerd.js';
 import { makeBusyboxLayout, makeLayeredLayout, pushLayout, processTempDir } from '../helpers/oci-images.js';
-import { needRegistry, startRegistry, type TestRegistry } from '../helpers/registry.js';
+import { freePort, needRegistry, startRegistry, type TestRegistry } from '../helpers/registry.js';
 import { runBin } from '../helpers/run-bin.js';
 import {
   mountsUnder,
   nydusdPids,
   pushCorruptBootstrap,
   scrubSnapshotter,
+  snapshotterRoot,
   startSnapshotter,
   type SnapshotterProc,
 } from '../helpers/snapshotter.js';
@@ -35,6 +37,8 @@ interface Env {
   nydus: string;
   oci: string;
   busybox: string;
+  metricsUrl: string;
+  systemSock: string;
   manifest: { layers: Array<{ digest: string; size: number; annotations?: Record<string, string> }> };
 }
 
@@ -111,7 +115,18 @@ async function setup(): Promise<Env> {
     join(dockerDir, 'config.json'),
     JSON.stringify({ auths: { [authReg.host]: { auth: Buffer.from('alice:wrong').toString('base64') } } }),
   );
-  const sn = await startSnapshotter({ env: { ...process.env, DOCKER_CONFIG: dockerDir } });
+  const metricsPort = await freePort();
+  const base = snapshotterRoot();
+  const toml = [
+    'version = 1',
+    '[system]',
+    'enable = true',
+    `address = "${join(base, 'system.sock')}"`,
+    '[metrics]',
+    `address = "127.0.0.1:${metricsPort}"`,
+    'collect_interval = "1s"',
+  ].join('\n');
+  const sn = await startSnapshotter({ root: base, toml, env: { ...process.env, DOCKER_CONFIG: dockerDir } });
   const ctd = await startContainerd({ snapshotterSock: sn.sock });
   env = {
     reg,
@@ -123,6 +138,8 @@ async function setup(): Promise<Env> {
     oci: src.ref,
     busybox: busybox.ref,
     manifest: await getManifest(reg, 'layered', 'nydus'),
+    metricsUrl: `http://127.0.0.1:${metricsPort}/v1/metrics`,
+    systemSock: join(base, 'system.sock'),
   };
   return env;
 }
@@ -205,6 +222,63 @@ test('ctr-remote rpull of a Nydus image through containerd-nydus-grpc: data laye
   const total = data.reduce((s, l) => s + l.size, 0);
   assert.ok(fetched > 0, 'the registry backend read something');
   assert.ok(fetched < total / 2, `fetched ${fetched} of ${total} blob bytes: not lazy`);
+});
+
+test('the system controller lists the daemon and its image, takes prefetch lists, and the metrics show the snapshotter and nydusd', async (t) => {
+  if (!needContainerd(t) || !needRegistry(t)) return;
+  const e = await setup();
+  // The image of the first test stays mounted while its meta snapshot exists.
+  const sys = new Agent({ connect: { socketPath: e.systemSock } });
+  t.after(() => sys.close());
+  const get = async (path: string): Promise<{ status: number; json: unknown }> => {
+    const r = await request(`http://localhost${path}`, { dispatcher: sys });
+    const text = await r.body.text();
+    return { status: r.statusCode, json: text === '' ? undefined : (JSON.parse(text) as unknown) };
+  };
+  const daemons = (await get('/api/v1/daemons')).json as Array<{
+    id: string;
+    pid: number;
+    memory_rss_kb: number;
+    instances: Record<string, { image_id: string; mountpoint: string }>;
+  }>;
+  assert.equal(daemons.length, 1);
+  const d = daemons[0]!;
+  assert.ok(d.pid > 0 && d.memory_rss_kb > 0);
+  assert.deepEqual(
+    Object.values(d.instances).map((i) => i.image_id),
+    [e.nydus],
+  );
+  const backend = (await get(`/api/v1/daemons/${d.id}/backend`)).json as {
+    type: string;
+    config: { host: string; repo: string };
+  };
+  assert.equal(backend.type, 'registry');
+  assert.equal(backend.config.host, e.reg.host);
+  assert.equal(backend.config.repo, 'layered');
+  assert.equal((await get('/api/v1/daemons/records')).status, 501);
+  const missing = await get('/api/v1/daemons/nope/backend');
+  assert.equal(missing.status, 404);
+  assert.equal((missing.json as { code: string }).code, 'Unknown');
+  const put = await request('http://localhost/api/v1/prefetch', {
+    method: 'PUT',
+    dispatcher: sys,
+    body: JSON.stringify([{ image: e.nydus, prefetch: '/data/keep.txt\n' }]),
+  });
+  assert.equal(put.statusCode, 200);
+  await put.body.dump();
+
+  await new Promise((r) => setTimeout(r, 1500));
+  const text = await (await fetch(e.metricsUrl)).text();
+  assert.match(text, /^snapshotter_memory_usage_kilobytes [1-9]/m);
+  assert.match(text, /^nydusd_counts 1$/m);
+  assert.match(
+    text,
+    new RegExp(`^nydusd_total_read_bytes\\{image_ref="${e.nydus.replace(/[.]/g, '\\.')}"\\} [1-9]`, 'm'),
+  );
+  assert.match(
+    text,
+    /snapshotter_snapshot_operation_elapsed_milliseconds_count\{operation="prepare"\} [1-9]/,
+  );
 });
 
 test('an OCI image runs through the same snapshotter (overlayfs behaviour)', async (t) => {
