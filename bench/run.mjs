@@ -4,7 +4,11 @@
 //   B2  metadata walk of a mounted image, B3 cold read of every file of it, B6 peak RSS of the
 //       daemon serving B2 and B3: our nydusd against squashfuse and kernel EROFS (mount.mjs);
 //   B4  lazy start from a registry over a shared 100 Mbit/s link, B5 the bytes it fetched, B7
-//       `nydusify convert` against pull + unpack + mksquashfs (registry.mjs).
+//       `nydusify convert` against pull + unpack + mksquashfs (registry.mjs);
+//   B8  container start through containerd over the same link: containerd + containerd-nydus-grpc
+//       (`ctr-remote image rpull` + `ctr run`) against `ctr image pull` + `ctr run` with the
+//       overlayfs snapshotter, the bytes nydusd fetched, the snapshotter's peak RSS, and the RSS
+//       of a shared-mode nydusd per image added (containerd.mjs).
 // Side by side in one run (tools alternate within each round, cold caches before every run,
 // medians of the rounds).
 //
@@ -14,7 +18,8 @@
 // tsconfig), so that other builds of dist/ during the run cannot change what is measured.
 //
 // B1's measurements are saved in WORK/results.json, B2/B3/B6's in WORK/results-mount.json,
-// B4/B5/B7's in WORK/results-registry.json; a run of only some benchmarks replaces its own file
+// B4/B5/B7's in WORK/results-registry.json, B8's in WORK/results-containerd.json; a run of only
+// some benchmarks replaces its own file
 // and the report takes the others from the earlier runs (each part of the report gives its own
 // date; a part without saved results keeps its text from the existing report).
 //
@@ -25,15 +30,21 @@
 //   NYDUS_BENCH_BIG_MIB  size of each of the 4 big files in MiB (96)
 //   NYDUS_BENCH_SMALL    number of small files (20000)
 //   NYDUS_BENCH_OUTPUT   report path (BENCHMARKS.md at the project root)
-//   NYDUS_BENCH_ONLY     comma-separated subset of b1,b2,b3,b6,b4,b5,b7 (all); b2, b3 and b6 share
-//                        their mounts, and b6 alone runs both b2 and b3 (its peak is over both);
-//                        b4 and b5 are the same runs
-//   NYDUS_BENCH_B4_CMD   the command B4 runs from the image (python3 -c 'print(1)')
+//   NYDUS_BENCH_ONLY     comma-separated subset of b1,b2,b3,b6,b4,b5,b7,b8 (all); b2, b3 and b6
+//                        share their mounts, and b6 alone runs both b2 and b3 (its peak is over
+//                        both); b4 and b5 are the same runs; b8 includes the snapshotter's memory
+//                        figures (peak RSS during B8, shared-mode nydusd RSS per image)
+//   NYDUS_BENCH_B4_CMD   the command B4 and B8 run from the image (python3 -c 'print(1)')
+//
+// B8 needs root, containerd, runc, ctr-remote (Debian: containerd, runc, stargz-snapshotter)
+// besides B4's docker-registry and skopeo; it starts a containerd (and for ours a
+// containerd-nydus-grpc of the private build) from nothing for every run, on their own roots
+// and sockets under WORK/containerd, and takes them down after it.
 //
 // `node bench/run.mjs --render [FILE...]` writes the report again from the measurements runs
-// saved (WORK/results.json, WORK/results-mount.json and WORK/results-registry.json by default; a
-// file is taken as mount or registry results by its "kind"), e.g. after a change to the
-// report's wording.
+// saved (WORK/results.json, WORK/results-mount.json, WORK/results-registry.json and
+// WORK/results-containerd.json by default; a file is taken as mount, registry or containerd
+// results by its "kind"), e.g. after a change to the report's wording.
 import { spawnSync } from 'node:child_process';
 import console from 'node:console';
 import {
@@ -53,6 +64,7 @@ import { fileURLToPath } from 'node:url';
 import { bigFiles, manySmall, rootfs } from './datasets.mjs';
 import { disturbed, median, outputOf, timedRun, waitQuiet } from './measure.mjs';
 import { benchMounts, cleanupMountsSync, MOUNT_TOOLS, mountVersions, prepareImages } from './mount.mjs';
+import { benchContainerd, cleanupContainerdSync } from './containerd.mjs';
 import { benchRegistry, cleanupRegistrySync } from './registry.mjs';
 import { renderReport } from './report.mjs';
 
@@ -72,9 +84,10 @@ function envInt(name, dflt) {
   return n;
 }
 
-const BENCHMARKS = ['b1', 'b2', 'b3', 'b6', 'b4', 'b5', 'b7'];
+const BENCHMARKS = ['b1', 'b2', 'b3', 'b6', 'b4', 'b5', 'b7', 'b8'];
 const MOUNT_BENCHMARKS = ['b2', 'b3', 'b6'];
 const REGISTRY_BENCHMARKS = ['b4', 'b5', 'b7'];
+const CONTAINERD_BENCHMARKS = ['b8'];
 
 const config = {
   work: resolve(process.env['NYDUS_BENCH_DIR'] || '/var/tmp/nydus-bench'),
@@ -164,7 +177,7 @@ export const TOOLS = [
 
 /**
  * Debian packages the benchmark drives, by the command that needs them (`mount`: only B2/B3/B6;
- * `registry`: only B4/B5/B7).
+ * `registry`: only B4/B5/B7 and B8; `containerd`: only B8).
  */
 const DEBS = [
   { cmd: 'mksquashfs', pkg: 'squashfs-tools', needed: true },
@@ -175,6 +188,9 @@ const DEBS = [
   { cmd: 'docker-registry', pkg: 'docker-registry', needed: true, registry: true },
   { cmd: 'skopeo', pkg: 'skopeo', needed: true, registry: true },
   { cmd: 'umoci', pkg: 'umoci', needed: true, registry: true },
+  { cmd: 'containerd', pkg: 'containerd', needed: true, containerd: true },
+  { cmd: 'runc', pkg: 'runc', needed: true, containerd: true },
+  { cmd: 'ctr-remote', pkg: 'stargz-snapshotter', needed: true, containerd: true },
 ];
 
 /** @param {string} pkg */
@@ -186,11 +202,16 @@ const dpkgVersion = (pkg) => outputOf('dpkg-query', ['-W', '-f', '${Version}', p
 /**
  * Installs what is missing (as root, with apt-get); returns packages that could not be had.
  * @param {boolean} mounts whether B2/B3/B6 run
- * @param {boolean} registry whether B4/B5/B7 run
+ * @param {boolean} registry whether B4/B5/B7 or B8 run
+ * @param {boolean} [containerd] whether B8 runs
  */
-function installDebs(mounts, registry) {
+function installDebs(mounts, registry, containerd = false) {
   const missing = DEBS.filter(
-    (d) => (mounts || d.mount !== true) && (registry || d.registry !== true) && !dpkgInstalled(d.pkg),
+    (d) =>
+      (mounts || d.mount !== true) &&
+      (registry || d.registry !== true) &&
+      (containerd || d.containerd !== true) &&
+      !dpkgInstalled(d.pkg),
   );
   if (missing.length === 0) return [];
   const names = missing.map((d) => d.pkg);
@@ -533,6 +554,7 @@ async function runMounts(sets, mach, build, started) {
 const resultsPath = () => join(config.work, 'results.json');
 const mountResultsPath = () => join(config.work, 'results-mount.json');
 const registryResultsPath = () => join(config.work, 'results-registry.json');
+const containerdResultsPath = () => join(config.work, 'results-containerd.json');
 
 /**
  * B4, B5 and B7 on rootfs-large (made from the rootfs data set).
@@ -571,6 +593,33 @@ async function runRegistry(sets, mach, build, started) {
 }
 
 /**
+ * B8 and the snapshotter's memory figures on rootfs-large (made from the rootfs data set).
+ * @param {import('./datasets.mjs').DataSet[]} sets
+ * @param {ReturnType<typeof machine>} mach
+ * @param {string} build the private build's directory
+ * @param {number} started
+ */
+async function runContainerd(sets, mach, build, started) {
+  if (process.getuid?.() !== 0) throw new Error('B8 needs root (containerd, mounts, drop_caches)');
+  const base = sets.find((s) => s.name === 'rootfs') ?? rootfs(config.work, say);
+  const loadavg = () => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(', ');
+  const before = loadavg();
+  const t0 = performance.now();
+  const result = await benchContainerd({ work: config.work, rounds: config.rounds, build, say, base });
+  return {
+    kind: 'containerd',
+    command: 'npm run bench',
+    config,
+    date: utcNow(),
+    machine: mach,
+    load: { before, after: loadavg() },
+    benchSeconds: (performance.now() - t0) / 1000,
+    totalSeconds: (performance.now() - started) / 1000,
+    result,
+  };
+}
+
+/**
  * Saves one part's measurements (not the tools' logs), so the report can be rendered again
  * without a rerun.
  * @param {string} path
@@ -600,18 +649,20 @@ async function main() {
   const wantB1 = config.only.includes('b1');
   const wantMounts = config.only.some((b) => MOUNT_BENCHMARKS.includes(b));
   const wantRegistry = config.only.some((b) => REGISTRY_BENCHMARKS.includes(b));
+  const wantContainerd = config.only.some((b) => CONTAINERD_BENCHMARKS.includes(b));
   mkdirSync(config.work, { recursive: true });
   say(
     `work directory ${config.work}, ${config.rounds} rounds, data sets ${config.sets.join(', ')}, ` +
       `benchmarks ${config.only.join(', ')}`,
   );
-  const unavailable = installDebs(wantMounts, wantRegistry);
+  const unavailable = installDebs(wantMounts, wantRegistry || wantContainerd, wantContainerd);
   // Before the build: the commit and src/ state it compiles.
   const mach = machine();
   const build = privateBuild();
   cli = join(build, 'src', 'cli', 'nydus-image.js');
 
-  // B4/B5/B7 need only the rootfs (runRegistry makes it when it is not among these).
+  // B4/B5/B7 and B8 need only the rootfs (runRegistry and runContainerd make it when it is not
+  // among these).
   const sets = wantB1 || wantMounts ? dataSets(unavailable) : [];
   const prepSeconds = sets.reduce((a, s) => a + (s.prepSeconds ?? 0), 0);
 
@@ -630,11 +681,17 @@ async function main() {
     registry = await runRegistry(sets, mach, build, started);
     save(registryResultsPath(), registry);
   } else registry = load(registryResultsPath());
-  await writeReport(b1, mounts, registry);
+  let containerd;
+  if (wantContainerd) {
+    containerd = await runContainerd(sets, mach, build, started);
+    save(containerdResultsPath(), containerd);
+  } else containerd = load(containerdResultsPath());
+  await writeReport(b1, mounts, registry, containerd);
   const saved = [
     wantB1 && resultsPath(),
     wantMounts && mountResultsPath(),
     wantRegistry && registryResultsPath(),
+    wantContainerd && containerdResultsPath(),
   ]
     .filter(Boolean)
     .join(' and ');
@@ -649,15 +706,20 @@ async function main() {
  * @param {Parameters<typeof renderReport>[0]} b1
  * @param {Parameters<typeof renderReport>[1]} mounts
  * @param {Parameters<typeof renderReport>[2]} registry
+ * @param {Parameters<typeof renderReport>[4]} containerd
  */
-async function writeReport(b1, mounts, registry) {
+async function writeReport(b1, mounts, registry, containerd) {
   const old = existsSync(config.output) ? readFileSync(config.output, 'utf8') : '';
   const kept = {
     b1: b1 === undefined ? keptPart(old, '## B1:') : undefined,
     mounts: mounts === undefined ? keptPart(old, '## B2, B3, B6:') : undefined,
     registry: registry === undefined ? keptPart(old, '## B4, B5, B7: the registry path') : undefined,
+    containerd: containerd === undefined ? keptPart(old, '## B8:') : undefined,
   };
-  writeFileSync(config.output, await formatMarkdown(renderReport(b1, mounts, registry, kept), config.output));
+  writeFileSync(
+    config.output,
+    await formatMarkdown(renderReport(b1, mounts, registry, kept, containerd), config.output),
+  );
 }
 
 /**
@@ -682,17 +744,21 @@ async function renderOnly(paths) {
   let b1;
   let mounts;
   let registry;
+  let containerd;
   const files =
     paths.length > 0
       ? paths
-      : [resultsPath(), mountResultsPath(), registryResultsPath()].filter((p) => existsSync(p));
+      : [resultsPath(), mountResultsPath(), registryResultsPath(), containerdResultsPath()].filter((p) =>
+          existsSync(p),
+        );
   for (const path of files) {
     const input = JSON.parse(readFileSync(path, 'utf8'));
     if (input.kind === 'mount') mounts = input;
     else if (input.kind === 'registry') registry = input;
+    else if (input.kind === 'containerd') containerd = input;
     else b1 = input;
   }
-  await writeReport(b1, mounts, registry);
+  await writeReport(b1, mounts, registry, containerd);
   say(`wrote ${config.output} from ${files.join(' and ') || 'nothing (no saved results)'}`);
 }
 
@@ -718,11 +784,13 @@ if (process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(
   process.on('exit', () => {
     cleanupMountsSync();
     cleanupRegistrySync();
+    cleanupContainerdSync();
   });
   for (const sig of /** @type {const} */ (['SIGINT', 'SIGTERM', 'SIGHUP'])) {
     process.once(sig, () => {
       cleanupMountsSync();
       cleanupRegistrySync();
+      cleanupContainerdSync();
       process.exit(128 + (sig === 'SIGINT' ? 2 : sig === 'SIGTERM' ? 15 : 1));
     });
   }
