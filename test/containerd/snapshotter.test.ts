@@ -14,6 +14,7 @@ import {
   nydusdPids,
   pushCorruptBootstrap,
   scrubSnapshotter,
+  SEED_003_TEMPLATE,
   snapshotterRoot,
   startSnapshotter,
   type SnapshotterProc,
@@ -126,7 +127,15 @@ async function setup(): Promise<Env> {
     `address = "127.0.0.1:${metricsPort}"`,
     'collect_interval = "1s"',
   ].join('\n');
-  const sn = await startSnapshotter({ root: base, toml, env: { ...process.env, DOCKER_CONFIG: dockerDir } });
+  // Seed 003's nydusd config without its background prefetch, which would fetch the whole image
+  // and hide whether reads are lazy (the CRI test runs with the seed's config as it is).
+  const template = { ...SEED_003_TEMPLATE, fs_prefetch: { enable: false } };
+  const sn = await startSnapshotter({
+    root: base,
+    toml,
+    template,
+    env: { ...process.env, DOCKER_CONFIG: dockerDir },
+  });
   const ctd = await startContainerd({ snapshotterSock: sn.sock });
   env = {
     reg,

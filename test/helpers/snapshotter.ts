@@ -1,7 +1,15 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { gunzipSync, gzipSync } from 'node:zlib';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -39,23 +47,28 @@ export interface StartSnapshotterOptions {
   args?: string[];
   /** TOML config text (written to <root>/../config.toml and given with --config). */
   toml?: string;
-  /** The nydusd config template (default: registry backend, plain HTTP, blobcache). */
+  /** The nydusd config template (default: seed 003's). */
   template?: object;
   env?: NodeJS.ProcessEnv;
 }
 
-export const PLAIN_HTTP_TEMPLATE = {
+/**
+ * The nydusd config of seed 003 (upstream's containerd setup document), byte for byte in
+ * meaning: scheme "" (HTTPS, falling back to HTTP since skip_verify is set), blobcache, prefetch.
+ */
+export const SEED_003_TEMPLATE = {
   device: {
     backend: {
       type: 'registry',
-      config: { scheme: 'http', skip_verify: true, timeout: 10, connect_timeout: 5, retry_limit: 2 },
+      config: { scheme: '', skip_verify: true, timeout: 5, connect_timeout: 5, retry_limit: 4, auth: '' },
     },
     cache: { type: 'blobcache', config: { work_dir: 'cache' } },
   },
   mode: 'direct',
   digest_validate: false,
+  iostats_files: false,
   enable_xattr: true,
-  fs_prefetch: { enable: false },
+  fs_prefetch: { enable: true, threads_count: 4 },
 };
 
 async function socketAnswers(path: string): Promise<boolean> {
@@ -81,7 +94,7 @@ export async function startSnapshotter(o: StartSnapshotterOptions = {}): Promise
   mkdirSync(root, { recursive: true });
   const templatePath = join(base, 'nydusd-config.json');
   if (!existsSync(templatePath) || o.template !== undefined) {
-    writeFileSync(templatePath, JSON.stringify(o.template ?? PLAIN_HTTP_TEMPLATE, null, 2));
+    writeFileSync(templatePath, JSON.stringify(o.template ?? SEED_003_TEMPLATE, null, 2));
   }
   const args = [
     binPath('containerd-nydus-grpc'),
