@@ -1,9 +1,10 @@
+import { createRequire } from 'node:module';
 import { extname } from 'node:path';
 import { Command, Option } from 'commander';
 import { NydusError } from '../errors/errors.js';
 import { createLogger, LOG_LEVELS, parseLogLevel } from '../log/logger.js';
-import { NydusDaemon } from '../daemon/daemon.js';
-import { buildInfo, EXIT_FAILURE, packageVersion, runCli } from './common.js';
+import { NydusDaemon, type FailoverPolicy } from '../daemon/daemon.js';
+import { buildInfo, EXIT_FAILURE, EXIT_USAGE, packageVersion, runCli } from './common.js';
 
 /**
  * `nydusd`: serve a RAFS image over FUSE (upstream-compatible flags; `nydusd fuse ...` and the
@@ -34,6 +35,7 @@ interface Opts {
   id?: string;
   supervisor?: string;
   upgrade?: boolean;
+  failoverPolicy?: FailoverPolicy;
 }
 
 export function nydusdProgram(): Command {
@@ -60,11 +62,16 @@ export function nydusdProgram(): Command {
       'File listing paths to prefetch at mount, one per line (needs --bootstrap)',
     )
     .option('-m, --virtual-mountpoint <path>', 'Where the image sits inside the FUSE filesystem', '/')
-    .option('--id <id>', 'Daemon id (shown by the API)')
-    .option('--supervisor <sock>', 'Supervisor socket (failover; not supported yet)')
-    .option('--upgrade', 'Start in upgrade mode (not supported yet)')
+    .option('--id <id>', 'Daemon id (needs --supervisor)')
+    .option('--supervisor <sock>', 'Supervisor socket for failover and hot upgrade (needs --id)')
+    .option('--upgrade', 'Start in upgrade mode: no mount, wait in INIT for a takeover through the API')
     .addOption(
-      new Option('--failover-policy <policy>', 'Failover policy').choices(['none', 'resend', 'flush']),
+      new Option(
+        '--failover-policy <policy>',
+        'What to do with the requests a crashed predecessor left (after a takeover)',
+      )
+        .choices(['none', 'resend', 'flush'])
+        .default('resend'),
     )
     .option('--rlimit-nofile <n>', 'Open file limit (accepted, unchanged)')
     .option('--log-rotation-size <mb>', 'Log rotation size (accepted, ignored)')
@@ -77,7 +84,12 @@ export function nydusdProgram(): Command {
       };
       if (o.writable === true) unsupported('--writable', 'a writable FUSE filesystem');
       if (o.sharedDir !== undefined) unsupported('--shared-dir', 'passthroughfs');
-      if (o.upgrade === true || o.supervisor !== undefined) unsupported('--upgrade/--supervisor', 'failover');
+      if ((o.id === undefined) !== (o.supervisor === undefined)) {
+        // clap's "requires": a usage error naming both.
+        process.stderr.write('nydusd: error: --id and --supervisor must be given together\n');
+        process.exitCode = EXIT_USAGE;
+        return;
+      }
       if (o.mountpoint === undefined) throw new NydusError('ERR_INVALID_ARG', '--mountpoint is required');
       if (
         o.bootstrap === undefined &&
@@ -95,19 +107,21 @@ export function nydusdProgram(): Command {
         ...(o.prefetchFiles !== undefined && { prefetchFilesList: o.prefetchFiles }),
         ...(o.apisock !== undefined && { apisock: o.apisock }),
         ...(o.id !== undefined && { id: o.id }),
+        ...(o.supervisor !== undefined && { supervisor: o.supervisor }),
+        ...(o.upgrade === true && { upgrade: true }),
+        ...(o.failoverPolicy !== undefined && { failoverPolicy: o.failoverPolicy }),
         virtualMountpoint: o.virtualMountpoint,
         threads: o.fuseThreads ?? o.threadNum ?? 4,
         version: packageVersion(),
         logger: log,
         onExit: () => exited(),
       });
-      const session = daemon.session!;
       await new Promise<void>((resolve) => {
         let stopping = false;
         const onSignal = (sig: NodeJS.Signals): void => {
           if (stopping) return;
           stopping = true;
-          log.info(`${sig} received, unmounting ${session.mountpoint}`);
+          log.info(`${sig} received, unmounting ${o.mountpoint}`);
           daemon.stop().then(
             () => resolve(),
             (e: unknown) => {
@@ -125,7 +139,7 @@ export function nydusdProgram(): Command {
           resolve();
         });
         // The kernel may end the mount by itself (umount from outside).
-        void session.done.then(
+        void daemon.ended.then(
           () => {
             if (!stopping) log.info('The mount went away; exiting');
             stopping = true;
@@ -139,7 +153,27 @@ export function nydusdProgram(): Command {
         );
       });
       log.info('nydusd exits');
+      if (daemon.leftConnection) leftConnection = true;
     });
+}
+
+/** Set when the daemon handed its FUSE connection on without unmounting (hot upgrade). */
+let leftConnection = false;
+
+/**
+ * Exit without running exit handlers: libuv's own joins its pool threads, and the reads they
+ * still block in on a /dev/fuse that stays mounted (its new holder serves it) never return.
+ */
+function exitNow(code: number): never {
+  try {
+    const koffi = createRequire(import.meta.url)('koffi') as typeof import('koffi');
+    const exit = koffi.load('libc.so.6').func('void _exit(int)') as (c: number) => void;
+    exit(code);
+  } catch {
+    // no koffi: SIGKILL is the only other way past the blocked threads
+  }
+  process.kill(process.pid, 'SIGKILL');
+  throw new Error('unreachable');
 }
 
 // `nydusd fuse ...` is the bare form with a subcommand word.
@@ -147,4 +181,5 @@ const argv = [...process.argv];
 if (argv[2] === 'fuse') argv.splice(2, 1);
 await runCli('nydusd', nydusdProgram(), argv);
 // Reader threads blocked on /dev/fuse must not keep a failed or finished daemon alive.
+if (leftConnection) exitNow(Number(process.exitCode ?? 0));
 process.exit(process.exitCode ?? 0);

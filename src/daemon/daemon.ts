@@ -1,6 +1,16 @@
-import { readFile } from 'node:fs/promises';
+import { lstat, readFile } from 'node:fs/promises';
+import { connect } from 'node:net';
+import * as z from 'zod';
 import { errorText, NydusError } from '../errors/errors.js';
-import { checkMountpoint, FuseSession } from '../fuse/session.js';
+import {
+  checkMountpoint,
+  FuseSession,
+  isFuseMount,
+  mountAt,
+  mountpointPath,
+  type FuseInitInfo,
+} from '../fuse/session.js';
+import { closeFd, UnixConnection, type Received } from '../util/fdpass.js';
 import { LOG_LEVELS, type Logger, type LogLevel } from '../log/logger.js';
 import { RafsImage } from '../rafs/image.js';
 import { loadBootstrapFile } from '../rafs/open.js';
@@ -19,7 +29,7 @@ import {
 import { BackendMetrics, blobcacheJSON, EventRing, FsMetrics, MeteredBlobSource } from './metrics.js';
 import { tuneMalloc } from './malloc.js';
 import { RafsFs } from './rafs-fs.js';
-import { pseudoPath, Vfs, type VfsInstance } from './vfs.js';
+import { pseudoPath, slotBase, Vfs, type VfsInstance, type VfsState } from './vfs.js';
 
 /**
  * nydusd: one FUSE mount (the VFS) with RAFS instances on it, the optional HTTP API, and the
@@ -29,6 +39,9 @@ import { pseudoPath, Vfs, type VfsInstance } from './vfs.js';
  */
 
 export type DaemonState = 'INIT' | 'READY' | 'RUNNING' | 'STOPPED';
+
+/** What a daemon that took a connection over does about the requests its predecessor left. */
+export type FailoverPolicy = 'none' | 'resend' | 'flush';
 
 export interface DaemonOptions {
   readonly mountpoint: string;
@@ -44,17 +57,30 @@ export interface DaemonOptions {
   readonly apisock?: string;
   readonly threads?: number;
   readonly id?: string;
+  /** `--supervisor`: the socket `sendfd` sends the state to and `takeover` fetches it from. */
+  readonly supervisor?: string;
+  /** `--upgrade`: stay in INIT without mounting and wait for PUT /api/v1/daemon/fuse/takeover. */
+  readonly upgrade?: boolean;
+  /** `--failover-policy`, applied at the start after a takeover. Default resend. */
+  readonly failoverPolicy?: FailoverPolicy;
+  /** Bound on each supervisor transfer. Default 10 s (the snapshotter's own bound). */
+  readonly supervisorTimeoutMs?: number;
   readonly version: string;
   readonly logger: Logger;
   /** Called after `PUT /api/v1/daemon/exit` has stopped the daemon. */
   readonly onExit?: () => void;
 }
 
+/** Where an instance's config came from, to rebuild it after a takeover. */
+type ConfigSource = { readonly text: string } | { readonly localfsDir: string };
+
 /** One RAFS image mounted in the VFS. */
 interface Instance extends VfsInstance {
   readonly mountpoint: string;
   readonly source: string;
   readonly config: DaemonConfig;
+  readonly configSource: ConfigSource;
+  readonly prefetchFiles: readonly string[];
   readonly image: RafsImage;
   readonly backend: BackendMetrics;
   /** Where the image's blobs come from. */
@@ -78,6 +104,69 @@ const FUSE_READ_AHEAD_KB = 4096;
 
 const HOT_CONFIG_KEYS = ['registry_auth', 'proxy_url', 'dragonfly_scheduler_endpoint'];
 
+const SUPERVISOR_TIMEOUT_MS = 10_000;
+/** The most state bytes a takeover accepts. */
+const MAX_STATE_BYTES = 64 << 20;
+
+/**
+ * The state `sendfd` hands to the supervisor and `takeover` restores, with the /dev/fuse fd
+ * passed beside it. Upstream encodes its own state with dbs-snapshot/versionize (the mount
+ * commands with their VFS slot indexes, the VFS state, the FUSE connection id); only nydusd
+ * reads it, so ours is versioned JSON: what rebuilds every instance into the same slot under
+ * the same pseudo node ids, and the INIT the kernel negotiated with the first daemon.
+ */
+const HandoverStateSchema = z.object({
+  kind: z.literal('nydus-ts/fusedev'),
+  version: z.literal(1),
+  id: z.string().nullable(),
+  mountpoint: z.string(),
+  fuse: z.object({
+    conn: z.number().int().nullable(),
+    minor: z.number().int(),
+    kernel_flags: z.string().regex(/^0x[0-9a-f]+$/),
+    flags: z.string().regex(/^0x[0-9a-f]+$/),
+  }),
+  vfs: z.object({
+    pseudo: z.boolean(),
+    nextNode: z.string(),
+    lastSlot: z.number().int(),
+    dirs: z.array(z.object({ node: z.string(), path: z.string() })),
+    mounts: z.array(z.object({ path: z.string(), slot: z.number().int() })),
+  }),
+  instances: z.array(
+    z.object({
+      mountpoint: z.string(),
+      source: z.string(),
+      config: z.union([z.object({ text: z.string() }), z.object({ localfs_dir: z.string() })]),
+      prefetch_files: z.array(z.string()),
+      mounted_time: z.string(),
+    }),
+  ),
+  hot_config: z.record(z.string(), z.string()),
+});
+type HandoverState = z.infer<typeof HandoverStateSchema>;
+
+function parseHandoverState(data: Buffer): HandoverState {
+  let json: unknown;
+  try {
+    json = JSON.parse(data.toString('utf8'));
+  } catch (e) {
+    throw new NydusError('ERR_FORMAT', `The state from the supervisor is not JSON: ${errorText(e)}`);
+  }
+  const r = HandoverStateSchema.safeParse(json);
+  if (!r.success) {
+    const what =
+      typeof json === 'object' && json !== null && 'kind' in json
+        ? `kind ${JSON.stringify(json.kind)}`
+        : 'no kind';
+    throw new NydusError(
+      'ERR_FORMAT',
+      `The state from the supervisor is not a nydus-ts daemon state (${what}): ${r.error.issues[0]?.message ?? ''}`,
+    );
+  }
+  return r.data;
+}
+
 /** upstream's `time` serde form: "2026-11-22 08:00:00.123000000 +00:00:00". */
 function rustTime(d: Date): string {
   const iso = d.toISOString();
@@ -89,6 +178,21 @@ function parseConfigText(text: string | Buffer, source: string, log: Logger): Da
   const parsed = parseDaemonConfig(text, { source });
   for (const w of parsed.warnings) log.warn(`config: ${w}`);
   return parsed.config;
+}
+
+/** Whether connecting to the unix socket at `path` is refused (a socket file nobody listens on). */
+function socketRefuses(path: string, timeoutMs = 2000): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect({ path });
+    const done = (refused: boolean): void => {
+      clearTimeout(timer);
+      s.destroy();
+      resolve(refused);
+    };
+    const timer = setTimeout(() => done(false), timeoutMs);
+    s.once('connect', () => done(false));
+    s.once('error', (e: NodeJS.ErrnoException) => done(e.code === 'ECONNREFUSED'));
+  });
 }
 
 /** The `--prefetch-files` list: one path per line, blank lines and surrounding spaces ignored. */
@@ -108,12 +212,17 @@ async function readPrefetchList(file: string): Promise<string[]> {
 export class NydusDaemon implements DaemonControl {
   readonly #opts: DaemonOptions;
   readonly #log: Logger;
-  readonly #vfs: Vfs;
+  #vfs: Vfs;
   readonly #instances = new Map<string, Instance>();
   readonly #events = new EventRing();
   readonly #hotConfig = new Map<string, string>();
   #state: DaemonState = 'INIT';
   #session: FuseSession | undefined;
+  /** Another process may hold the /dev/fuse fd (it went to the supervisor, or came from it). */
+  #fdShared = false;
+  #left = false;
+  /** Settles when the session being served ends. */
+  readonly #ended: { promise: Promise<void>; resolve: () => void; reject: (e: unknown) => void };
   #api: { close(): Promise<void> } | undefined;
   #stopping: Promise<void> | undefined;
   /** Mount/umount requests run one at a time. */
@@ -124,6 +233,26 @@ export class NydusDaemon implements DaemonControl {
     this.#log = opts.logger;
     // One image at "/" owns the whole mount; otherwise the root is a pseudo tree that changes.
     this.#vfs = new Vfs({ pseudo: opts.bootstrap === undefined || (opts.virtualMountpoint ?? '/') !== '/' });
+    let resolve!: () => void;
+    let reject!: (e: unknown) => void;
+    const promise = new Promise<void>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    promise.catch(() => undefined);
+    this.#ended = { promise, resolve, reject };
+  }
+
+  /**
+   * Settles when the FUSE session this daemon serves ends by itself (an unmount from outside);
+   * never before the daemon serves one.
+   */
+  get ended(): Promise<void> {
+    return this.#ended.promise;
+  }
+
+  #watch(session: FuseSession): void {
+    session.done.then(this.#ended.resolve, this.#ended.reject);
   }
 
   get state(): DaemonState {
@@ -134,22 +263,42 @@ export class NydusDaemon implements DaemonControl {
     return this.#session;
   }
 
+  /**
+   * The daemon stopped serving and left the mount to another holder of its connection: reads
+   * of /dev/fuse may still wait on the libuv pool (the process must exit without joining it).
+   */
+  get leftConnection(): boolean {
+    return this.#left;
+  }
+
   /** Check everything, mount, open the API socket, serve. */
   static async start(opts: DaemonOptions): Promise<NydusDaemon> {
     const d = new NydusDaemon(opts);
-    checkMountpoint(opts.mountpoint);
-    tuneMalloc(opts.logger);
     if (opts.configFile !== undefined && opts.localfsDir !== undefined)
       invalid('--config and --localfs-dir cannot be used together');
     if (opts.prefetchFilesList !== undefined && opts.bootstrap === undefined)
       invalid('--prefetch-files needs --bootstrap');
+    if (opts.upgrade === true && opts.apisock === undefined)
+      invalid('--upgrade needs --apisock: the takeover comes through the API');
+    // Upgrade mode, or a predecessor that crashed: no mount, INIT until the takeover.
+    if (opts.upgrade === true || (opts.apisock !== undefined && (await d.#predecessorCrashed()))) {
+      mountpointPath(opts.mountpoint);
+      tuneMalloc(opts.logger);
+      d.#api = await startApiServer(opts.apisock!, d, d.#log);
+      d.#log.info(
+        `nydusd waits in state INIT for a takeover of ${opts.mountpoint} (supervisor ${opts.supervisor ?? 'none'})`,
+      );
+      return d;
+    }
+    checkMountpoint(opts.mountpoint);
+    tuneMalloc(opts.logger);
     if (opts.bootstrap !== undefined) {
-      const config = await d.#startupConfig();
+      const { config, source } = await d.#startupConfig();
       const prefetch =
         opts.prefetchFilesList === undefined ? [] : await readPrefetchList(opts.prefetchFilesList);
       const vmp = opts.virtualMountpoint ?? '/';
       pseudoPath(vmp);
-      await d.#mountInstance(vmp, opts.bootstrap, config, prefetch);
+      await d.#mountInstance(vmp, opts.bootstrap, config, source, prefetch);
     }
     try {
       // The API first: once the mount is visible, the socket answers too.
@@ -163,6 +312,7 @@ export class NydusDaemon implements DaemonControl {
           ? {}
           : { readAheadKb: FUSE_READ_AHEAD_KB }),
       });
+      d.#watch(d.#session);
       d.#state = 'RUNNING';
     } catch (e) {
       await d.stop();
@@ -174,12 +324,32 @@ export class NydusDaemon implements DaemonControl {
     return d;
   }
 
-  async #startupConfig(): Promise<DaemonConfig> {
+  /**
+   * Upstream's crash detection: with an API socket and without --upgrade, a FUSE mount still at
+   * the mountpoint and an API socket file nobody answers on mean the predecessor died (its
+   * supervisor may hold the connection). Only mountinfo is read: the mount itself may hang.
+   */
+  async #predecessorCrashed(): Promise<boolean> {
+    const o = this.#opts;
+    if (o.apisock === undefined || !isFuseMount(o.mountpoint)) return false;
+    try {
+      if (!(await lstat(o.apisock)).isSocket()) return false;
+    } catch {
+      return false;
+    }
+    if (!(await socketRefuses(o.apisock))) return false;
+    this.#log.warn(
+      `A FUSE mount is left at ${o.mountpoint} and nothing answers on ${o.apisock}: the previous nydusd crashed; waiting for a takeover`,
+    );
+    return true;
+  }
+
+  async #startupConfig(): Promise<{ config: DaemonConfig; source: ConfigSource }> {
     const o = this.#opts;
     if (o.localfsDir !== undefined) {
       if (!(await isKind(o.localfsDir, 'dir')))
         invalid(`Blob directory "${o.localfsDir}" (--localfs-dir) does not exist or is not a directory`);
-      return localfsShortcutConfig(o.localfsDir);
+      return { config: localfsShortcutConfig(o.localfsDir), source: { localfsDir: o.localfsDir } };
     }
     if (o.configFile === undefined) invalid('Either --config or --localfs-dir is needed with --bootstrap');
     let text: Buffer;
@@ -188,7 +358,10 @@ export class NydusDaemon implements DaemonControl {
     } catch (e) {
       throw new NydusError('ERR_IO', `Cannot read config "${o.configFile}": ${errorText(e)}`);
     }
-    return parseConfigText(text, `"${o.configFile}"`, this.#log);
+    return {
+      config: parseConfigText(text, `"${o.configFile}"`, this.#log),
+      source: { text: text.toString('utf8') },
+    };
   }
 
   /** Open an image as an instance for `mountpoint`, put it in the VFS, start its prefetch. */
@@ -196,9 +369,10 @@ export class NydusDaemon implements DaemonControl {
     mountpoint: string,
     bootstrap: string,
     config: DaemonConfig,
+    configSource: ConfigSource,
     prefetchFiles: string[],
   ): Promise<void> {
-    const inst = await this.#openInstance(mountpoint, bootstrap, config);
+    const inst = await this.#openInstance(mountpoint, bootstrap, config, configSource, prefetchFiles);
     this.#vfs.mount(mountpoint, inst);
     this.#instances.set(mountpoint, inst);
     this.#startPrefetch(inst, prefetchFiles);
@@ -208,7 +382,14 @@ export class NydusDaemon implements DaemonControl {
     );
   }
 
-  async #openInstance(mountpoint: string, bootstrap: string, config: DaemonConfig): Promise<Instance> {
+  async #openInstance(
+    mountpoint: string,
+    bootstrap: string,
+    config: DaemonConfig,
+    configSource: ConfigSource,
+    prefetchFiles: readonly string[],
+    nodeBase: bigint = this.#vfs.nextBase(mountpoint),
+  ): Promise<Instance> {
     await checkBackend(config);
     if (config.cache.type === 'fscache')
       throw new NydusError('ERR_UNSUPPORTED', 'cache type fscache is not supported');
@@ -248,7 +429,7 @@ export class NydusDaemon implements DaemonControl {
     const fs = new RafsFs(image, {
       validate: r.validate,
       enableXattr: r.enable_xattr,
-      nodeBase: this.#vfs.nextBase(mountpoint),
+      nodeBase,
     });
     fs.warmUp();
     return {
@@ -262,6 +443,8 @@ export class NydusDaemon implements DaemonControl {
       mountpoint,
       source: bootstrap,
       config,
+      configSource,
+      prefetchFiles: [...prefetchFiles],
       image,
       backend: metrics,
       blobs: backend,
@@ -271,7 +454,7 @@ export class NydusDaemon implements DaemonControl {
     };
   }
 
-  #startPrefetch(inst: Instance, files: string[]): void {
+  #startPrefetch(inst: Instance, files: readonly string[]): void {
     const p = inst.config.rafs.prefetch;
     if (!p.enable) {
       if (files.length > 0)
@@ -347,7 +530,7 @@ export class NydusDaemon implements DaemonControl {
         rustc: `node ${process.version}`,
       },
       id: this.#opts.id ?? null,
-      supervisor: null,
+      supervisor: this.#opts.supervisor ?? null,
       state: this.#state,
       backend_collection: collection,
     };
@@ -401,12 +584,224 @@ export class NydusDaemon implements DaemonControl {
   }
 
   start(): void {
-    if (this.#state !== 'RUNNING') throw new ApiError(400, `Unexpected event Start in state ${this.#state}`);
+    const session = this.#session;
+    if (this.#state !== 'READY' || session === undefined)
+      throw new ApiError(400, `Unexpected event Start in state ${this.#state}`);
+    session.serve();
+    this.#watch(session);
+    this.#state = 'RUNNING';
+    // The requests the predecessor read and never answered.
+    const policy = this.#opts.failoverPolicy ?? 'resend';
+    if (policy === 'resend') session.resend();
+    else if (policy === 'flush') session.flush();
+    this.#log.info(
+      `nydusd serving ${session.mountpoint} again after a takeover (${this.#instances.size} image(s), failover policy ${policy})`,
+    );
+  }
+
+  // ---- failover: the supervisor protocol ----
+
+  #supervisorPath(): string {
+    const s = this.#opts.supervisor;
+    if (s === undefined)
+      throw new ApiError(
+        501,
+        'nydusd was started without --supervisor, so it has no one to hand its state to',
+      );
+    return s;
+  }
+
+  #handoverState(session: FuseSession, init: FuseInitInfo): HandoverState {
+    const vfs: VfsState = this.#vfs.state();
+    return {
+      kind: 'nydus-ts/fusedev',
+      version: 1,
+      id: this.#opts.id ?? null,
+      mountpoint: session.mountpoint,
+      fuse: {
+        conn: session.connection ?? null,
+        minor: init.minor,
+        kernel_flags: `0x${init.kernelFlags.toString(16)}`,
+        flags: `0x${init.flags.toString(16)}`,
+      },
+      vfs: { ...vfs, dirs: [...vfs.dirs], mounts: [...vfs.mounts] },
+      instances: [...this.#instances.values()].map((i) => ({
+        mountpoint: i.mountpoint,
+        source: i.source,
+        config:
+          'text' in i.configSource
+            ? { text: i.configSource.text }
+            : { localfs_dir: i.configSource.localfsDir },
+        prefetch_files: [...i.prefetchFiles],
+        mounted_time: i.mountedTime.toISOString(),
+      })),
+      hot_config: Object.fromEntries(this.#hotConfig),
+    };
+  }
+
+  /**
+   * PUT /api/v1/daemon/fuse/sendfd: connect to the supervisor and send the state with the
+   * /dev/fuse fd (one sendmsg with SCM_RIGHTS, the rest of the state after it, then close).
+   */
+  sendFd(): Promise<void> {
+    return this.#serial(async () => {
+      const path = this.#supervisorPath();
+      const session = this.#session;
+      const init = session?.initInfo;
+      if (
+        (this.#state !== 'RUNNING' && this.#state !== 'READY') ||
+        session === undefined ||
+        init === undefined
+      )
+        throw new ApiError(503, `The daemon is not serving yet (state ${this.#state}); nothing to send`);
+      const data = Buffer.from(JSON.stringify(this.#handoverState(session, init)));
+      const timeout = this.#opts.supervisorTimeoutMs ?? SUPERVISOR_TIMEOUT_MS;
+      let conn: UnixConnection | undefined;
+      try {
+        conn = await UnixConnection.connect(path, timeout);
+        await conn.send(data, [session.fd], timeout);
+      } catch (e) {
+        throw new ApiError(500, `Cannot send the state to supervisor "${path}": ${errorText(e)}`);
+      } finally {
+        conn?.close();
+      }
+      this.#fdShared = true;
+      this.#log.info(`sent the state (${data.length} bytes) and the FUSE fd to supervisor ${path}`);
+    });
+  }
+
+  /**
+   * PUT /api/v1/daemon/fuse/takeover (INIT only): fetch the state and the /dev/fuse fd from the
+   * supervisor, rebuild every instance into its slot, and hold the connection without serving
+   * it (READY) until PUT /api/v1/daemon/start.
+   */
+  takeover(): Promise<void> {
+    return this.#serial(async () => {
+      if (this.#state !== 'INIT')
+        throw new ApiError(400, `Unexpected event Takeover in state ${this.#state}`);
+      const path = this.#supervisorPath();
+      const timeout = this.#opts.supervisorTimeoutMs ?? SUPERVISOR_TIMEOUT_MS;
+      let got: Received;
+      let conn: UnixConnection | undefined;
+      try {
+        conn = await UnixConnection.connect(path, timeout);
+        got = await conn.receiveAll(timeout, MAX_STATE_BYTES);
+      } catch (e) {
+        throw new ApiError(500, `Cannot take the state over from supervisor "${path}": ${errorText(e)}`);
+      } finally {
+        conn?.close();
+      }
+      try {
+        await this.#restore(got);
+      } catch (e) {
+        for (const fd of got.fds) closeFd(fd);
+        if (e instanceof ApiError) throw e;
+        throw new ApiError(500, `Takeover from supervisor "${path}" failed: ${errorText(e)}`);
+      }
+    });
+  }
+
+  async #restore(got: Received): Promise<void> {
+    const [fd, ...extra] = got.fds;
+    if (fd === undefined)
+      throw new NydusError(
+        'ERR_FORMAT',
+        `The supervisor sent ${got.data.length} bytes of state but no FUSE fd`,
+      );
+    const state = parseHandoverState(got.data);
+    const mnt = mountpointPath(this.#opts.mountpoint);
+    if (state.mountpoint !== mnt)
+      throw new NydusError(
+        'ERR_INVALID_ARG',
+        `The state is for mountpoint "${state.mountpoint}", this daemon serves "${mnt}"`,
+      );
+    const m = mountAt(mnt);
+    if (m === undefined || !isFuseMount(mnt))
+      throw new NydusError('ERR_FAILED_PRECONDITION', `Nothing FUSE is mounted at "${mnt}" any more`);
+    if (state.fuse.conn !== null && m.minor !== state.fuse.conn)
+      this.#log.warn(`The mount at ${mnt} is FUSE connection ${m.minor}, the state names ${state.fuse.conn}`);
+    const slots = new Map(state.vfs.mounts.map((x) => [x.path, x.slot]));
+    const opened = new Map<string, Instance>();
+    try {
+      for (const s of state.instances) {
+        const source: ConfigSource =
+          'text' in s.config ? { text: s.config.text } : { localfsDir: s.config.localfs_dir };
+        const config =
+          'text' in source
+            ? parseConfigText(source.text, `the config of ${s.mountpoint}`, this.#log)
+            : localfsShortcutConfig(source.localfsDir);
+        const slot = slots.get(s.mountpoint);
+        if (slot === undefined)
+          throw new NydusError('ERR_FORMAT', `No slot for the instance at "${s.mountpoint}"`);
+        const inst = await this.#openInstance(
+          s.mountpoint,
+          s.source,
+          config,
+          source,
+          s.prefetch_files,
+          slotBase(slot),
+        );
+        const t = new Date(s.mounted_time);
+        opened.set(s.mountpoint, Number.isNaN(t.getTime()) ? inst : { ...inst, mountedTime: t });
+      }
+      this.#vfs = Vfs.restore(state.vfs, opened);
+    } catch (e) {
+      for (const inst of opened.values()) await this.#closeInstance(inst);
+      throw e;
+    }
+    const init: FuseInitInfo = {
+      minor: state.fuse.minor,
+      kernelFlags: BigInt(state.fuse.kernel_flags),
+      flags: BigInt(state.fuse.flags),
+    };
+    for (const x of extra) closeFd(x);
+    this.#session = FuseSession.adopt(fd, mnt, this.#vfs, {
+      threads: this.#opts.threads ?? 4,
+      logger: this.#log,
+      init,
+    });
+    for (const [mp, inst] of opened) {
+      this.#instances.set(mp, inst);
+      this.#startPrefetch(inst, inst.prefetchFiles);
+    }
+    for (const [k, v] of Object.entries(state.hot_config)) {
+      this.#hotConfig.set(k, v);
+      const [id, key] = [k.slice(0, k.lastIndexOf(':')), k.slice(k.lastIndexOf(':') + 1)];
+      if (key === 'registry_auth') {
+        try {
+          this.#instances.get(id === '' ? '/' : id)?.blobs.setAuth?.(v);
+        } catch (e) {
+          this.#log.warn(`restoring registry_auth of "${id}": ${errorText(e)}`);
+        }
+      }
+    }
+    this.#fdShared = true;
+    this.#state = 'READY';
+    this.#log.info(
+      `took over ${mnt} (FUSE connection ${m.minor}, ${opened.size} image(s)); state READY, waiting for start`,
+    );
+  }
+
+  /**
+   * Stop serving and leave the mount to the process that holds the connection now (hot
+   * upgrade): answer what is in progress, close the API and the images, never unmount.
+   */
+  #leave(): Promise<void> {
+    return (this.#stopping ??= (async () => {
+      await this.#api?.close().catch((e: unknown) => this.#log.warn(`closing the API: ${errorText(e)}`));
+      this.#left = this.#session !== undefined;
+      await this.#session?.detach();
+      for (const inst of this.#instances.values()) await this.#closeInstance(inst);
+      this.#instances.clear();
+      this.#state = 'STOPPED';
+      this.#log.info('left the FUSE connection to its new holder without unmounting');
+    })());
   }
 
   exit(): void {
     setImmediate(() => {
-      void this.stop().then(
+      // A successor or the supervisor may hold the connection: exit without unmounting, as upstream.
+      void (this.#fdShared ? this.#leave() : this.stop()).then(
         () => this.#opts.onExit?.(),
         (e: unknown) => {
           this.#log.error(`stopping failed: ${errorText(e)}`);
@@ -442,6 +837,12 @@ export class NydusDaemon implements DaemonControl {
     }
   }
 
+  /** Mounts need the FUSE tree, which a daemon waiting for a takeover does not have yet. */
+  #refuseInit(): void {
+    if (this.#state === 'INIT')
+      throw new ApiError(503, 'The daemon waits for a takeover (state INIT); mount after it');
+  }
+
   #apiError(e: unknown): never {
     if (e instanceof ApiError) throw e;
     if (
@@ -456,12 +857,13 @@ export class NydusDaemon implements DaemonControl {
   mount(mountpoint: string, req: MountRequest): Promise<void> {
     return this.#serial(async () => {
       if (this.#state === 'STOPPED') throw new ApiError(503, 'The daemon is stopping');
+      this.#refuseInit();
       const mp = this.#checkPath(mountpoint);
       const why = this.#vfs.checkMountable(mp);
       if (why !== undefined) throw new ApiError(400, `Cannot mount at "${mp}": ${why}`);
       const config = this.#requestConfig(req);
       try {
-        await this.#mountInstance(mp, req.source, config, req.prefetchFiles ?? []);
+        await this.#mountInstance(mp, req.source, config, { text: req.config }, req.prefetchFiles ?? []);
       } catch (e) {
         this.#apiError(e);
       }
@@ -470,12 +872,19 @@ export class NydusDaemon implements DaemonControl {
 
   remount(mountpoint: string, req: MountRequest): Promise<void> {
     return this.#serial(async () => {
+      this.#refuseInit();
       const mp = this.#checkPath(mountpoint);
       const old = this.#instanceAt(mp);
       const config = this.#requestConfig(req);
       let inst: Instance;
       try {
-        inst = await this.#openInstance(mp, req.source, config);
+        inst = await this.#openInstance(
+          mp,
+          req.source,
+          config,
+          { text: req.config },
+          req.prefetchFiles ?? [],
+        );
       } catch (e) {
         this.#apiError(e);
       }

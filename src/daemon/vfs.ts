@@ -28,6 +28,7 @@ import {
   type OpenOut,
 } from '../fuse/replies.js';
 import type { FuseHandler, LentBytes } from '../fuse/session.js';
+import { NydusError } from '../errors/errors.js';
 import type { Fop, FsMetrics } from './metrics.js';
 import { rafsInit, type RafsFs } from './rafs-fs.js';
 
@@ -97,6 +98,30 @@ export function pseudoPath(path: string): string[] {
       throw new FuseError('ERR_INVALID_ARG', `Mountpoint "${path}" must not contain "${p}"`, Errno.EINVAL);
   }
   return parts;
+}
+
+/** Node ids of the instance in `slot` start here (slot << 56); slot 0 is the instance at "/". */
+export function slotBase(slot: number): bigint {
+  return BigInt(slot) << 56n;
+}
+
+/**
+ * The VFS as a successor daemon needs it to keep valid every node id the kernel holds (failover,
+ * hot upgrade): the pseudo directories with their node ids, the slot of each mount, and where
+ * node id and slot allocation stand. Node ids are decimal strings (the state travels as JSON).
+ */
+export interface VfsState {
+  readonly pseudo: boolean;
+  readonly nextNode: string;
+  readonly lastSlot: number;
+  /** Pseudo directories but the root, parents before children. */
+  readonly dirs: readonly { readonly node: string; readonly path: string }[];
+  /** Mounted instances and their slots (0 for the instance at "/"). */
+  readonly mounts: readonly { readonly path: string; readonly slot: number }[];
+}
+
+function badState(why: string): NydusError {
+  return new NydusError('ERR_FORMAT', `Invalid VFS state: ${why}`);
 }
 
 export class Vfs implements FuseHandler {
@@ -224,6 +249,83 @@ export class Vfs implements FuseHandler {
       n = n.parent;
     }
     return inst;
+  }
+
+  /** What `Vfs.restore` needs to rebuild this tree with the same node ids and slots. */
+  state(): VfsState {
+    const dirs: { node: string; path: string }[] = [];
+    const mounts: { path: string; slot: number }[] = [];
+    if (this.#rootInst !== undefined) mounts.push({ path: '/', slot: 0 });
+    const walk = (n: PseudoNode): void => {
+      for (const c of n.children.values()) {
+        const path = `/${this.#pathOf(c)}`;
+        dirs.push({ node: c.node.toString(), path });
+        if (c.mount !== undefined) mounts.push({ path, slot: c.mount.slot });
+        walk(c);
+      }
+    };
+    walk(this.#root);
+    return {
+      pseudo: this.#pseudo,
+      nextNode: this.#nextNode.toString(),
+      lastSlot: this.#lastSlot,
+      dirs,
+      mounts,
+    };
+  }
+
+  /**
+   * A VFS rebuilt from `state` with `instances` (by mount path, each made with the `slotBase`
+   * of its slot) in their slots. The INIT flags are not part of it: call `initialized` after.
+   */
+  static restore(state: VfsState, instances: ReadonlyMap<string, VfsInstance>): Vfs {
+    const v = new Vfs({ pseudo: state.pseudo });
+    const id = (s: string, what: string): bigint => {
+      if (!/^\d{1,20}$/.test(s)) throw badState(`${what} "${s}" is not a number`);
+      return BigInt(s);
+    };
+    v.#nextNode = id(state.nextNode, 'next node id');
+    if (v.#nextNode < 2n || v.#nextNode >= slotBase(1))
+      throw badState(`next node id ${v.#nextNode} is out of range`);
+    if (!Number.isInteger(state.lastSlot) || state.lastSlot < 0 || state.lastSlot > MAX_SLOT)
+      throw badState(`last slot ${state.lastSlot} is out of range`);
+    v.#lastSlot = state.lastSlot;
+    const byPath = new Map<string, PseudoNode>([['/', v.#root]]);
+    for (const d of state.dirs) {
+      const node = id(d.node, 'node id');
+      if (node < 2n || node >= v.#nextNode || v.#nodes.has(node))
+        throw badState(`node id ${node} of "${d.path}" is out of range or used twice`);
+      const parts = pseudoPath(d.path);
+      const name = parts[parts.length - 1];
+      const parent = byPath.get(`/${parts.slice(0, -1).join('/')}`);
+      if (name === undefined || parent === undefined || byPath.has(d.path))
+        throw badState(`"${d.path}" comes before its parent or twice`);
+      const n: PseudoNode = { node, name, parent, children: new Map(), mount: undefined };
+      parent.children.set(name, n);
+      v.#nodes.set(node, n);
+      byPath.set(d.path, n);
+    }
+    const seen = new Set<string>();
+    for (const m of state.mounts) {
+      const inst = instances.get(m.path);
+      if (inst === undefined) throw badState(`no instance for the mount at "${m.path}"`);
+      seen.add(m.path);
+      if (m.path === '/') {
+        if (m.slot !== 0 || state.mounts.length !== 1)
+          throw badState('an instance at "/" must be alone, in slot 0');
+        v.#rootInst = inst;
+        continue;
+      }
+      const n = byPath.get(m.path);
+      if (n === undefined) throw badState(`the mount at "${m.path}" has no pseudo directory`);
+      if (!Number.isInteger(m.slot) || m.slot < 1 || m.slot > MAX_SLOT || v.#slots[m.slot] !== undefined)
+        throw badState(`slot ${m.slot} of "${m.path}" is out of range or used twice`);
+      n.mount = { slot: m.slot, inst };
+      v.#slots[m.slot] = inst;
+    }
+    for (const p of instances.keys())
+      if (!seen.has(p)) throw badState(`the instance for "${p}" has no mount`);
+    return v;
   }
 
   /** The instance serving `nodeid`, or the pseudo node. */

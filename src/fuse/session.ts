@@ -14,7 +14,15 @@ import {
 } from 'node:fs';
 import { NydusError, errorText } from '../errors/errors.js';
 import type { Logger } from '../log/logger.js';
-import { Errno, expectsReply, minReadBufferSize, opcodeName } from './abi.js';
+import {
+  Errno,
+  expectsReply,
+  FUSE_UNIQUE_RESEND,
+  InitFlag,
+  minReadBufferSize,
+  opcodeName,
+  Size,
+} from './abi.js';
 import { FuseError, errnoOf } from './errors.js';
 import { negotiateInit, refusedInitFlags, type InitOptions } from './init.js';
 import {
@@ -131,6 +139,29 @@ export interface SessionOptions extends MountOptions {
   readonly logger?: Logger;
 }
 
+/**
+ * What INIT settled for a connection. A daemon that takes over a connection from its
+ * predecessor (failover) never sees INIT, so this travels in the handed-over state.
+ */
+export interface FuseInitInfo {
+  /** The negotiated protocol minor. */
+  readonly minor: number;
+  /** The flags the kernel offered (FUSE_HAS_RESEND among them tells it can resend). */
+  readonly kernelFlags: bigint;
+  /** The flags the reply granted. */
+  readonly flags: bigint;
+}
+
+export interface AdoptOptions extends SessionOptions {
+  /** INIT as the predecessor negotiated it. */
+  readonly init?: FuseInitInfo;
+}
+
+/** enum fuse_notify_code FUSE_NOTIFY_RESEND (7.40, Linux 6.9). */
+const FUSE_NOTIFY_RESEND = 7;
+/** Where fusectl may be mounted, as upstream looks for it. */
+const FUSECTL_DIRS = ['/proc/sys/fs/fuse/connections', '/sys/fs/fuse/connections'];
+
 const DEFAULT_TIMEOUT_MS = 20_000;
 /** The largest WRITE we accept sets the read buffer size: 1 MiB plus the header. */
 const MAX_WRITE = 1 << 20;
@@ -150,12 +181,39 @@ export function mountPoints(): string[] {
 
 /** Device minor of the mount at `real` (the FUSE connection number), from mountinfo. */
 function mountDevMinor(real: string): number | undefined {
+  return mountAt(real)?.minor;
+}
+
+/** The last mount at `real` in /proc/self/mountinfo: its device numbers and file system type. */
+export function mountAt(real: string): { major: number; minor: number; fstype: string } | undefined {
   const line = readFileSync('/proc/self/mountinfo', 'utf8')
     .split('\n')
     .reverse()
     .find((l) => unescapeMountPath(l.split(' ')[4] ?? '') === real);
-  const m = /^(\d+):(\d+)$/.exec(line?.split(' ')[2] ?? '');
-  return m === null ? undefined : Number(m[2]);
+  if (line === undefined) return undefined;
+  const m = /^(\d+):(\d+)$/.exec(line.split(' ')[2] ?? '');
+  const fields = line.split(' ');
+  const fstype = fields[fields.indexOf('-') + 1] ?? '';
+  return m === null ? undefined : { major: Number(m[1]), minor: Number(m[2]), fstype };
+}
+
+/**
+ * The absolute path of a mountpoint without touching the mountpoint itself (only its parent is
+ * resolved): a FUSE mount whose daemon is gone, or not serving yet, would hang a stat.
+ */
+export function mountpointPath(path: string): string {
+  const abs = resolve(path);
+  try {
+    return join(realpathSync(dirname(abs)), basename(abs));
+  } catch (e) {
+    throw new NydusError('ERR_INVALID_ARG', `Mountpoint "${path}" does not exist: ${errorText(e)}`);
+  }
+}
+
+/** Whether a FUSE file system is mounted at `path` (mountinfo only: the mount is not touched). */
+export function isFuseMount(path: string): boolean {
+  const m = mountAt(mountpointPath(path));
+  return m !== undefined && (m.fstype === 'fuse' || m.fstype.startsWith('fuse.'));
 }
 
 export function isMountPoint(path: string): boolean {
@@ -247,6 +305,11 @@ export class FuseSession {
   #fdOpen = true;
   #mounted = true;
   #done: Promise<void> | undefined;
+  /** Set by `detach`: readers stop issuing new reads. */
+  #detaching = false;
+  #init: FuseInitInfo | undefined;
+  /** Requests the kernel resent (FUSE_UNIQUE_RESEND) that this session served. */
+  #resent = 0;
   /** Requests being served, by unique: what `GET /api/v1/metrics/inflight` lists. */
   readonly #requests = new Map<bigint, { opcode: number; nodeid: bigint; startMs: number }>();
   /** The connection number (the mount's device minor), for fusectl. */
@@ -311,6 +374,116 @@ export class FuseSession {
     return s;
   }
 
+  /**
+   * A session on a connection another process set up (failover, hot upgrade): `fd` is its
+   * /dev/fuse fd, received from the supervisor, and the file system is mounted at `mountpoint`
+   * already. Nothing is read before `serve()`. The session owns `fd` from now on.
+   */
+  static adopt(fd: number, mountpoint: string, handler: FuseHandler, opts: AdoptOptions = {}): FuseSession {
+    const real = mountpointPath(mountpoint);
+    const s = new FuseSession(fd, real, handler, opts);
+    s.#dev = mountDevMinor(real);
+    s.#init = opts.init;
+    if (opts.init !== undefined) handler.initialized?.(opts.init.flags);
+    return s;
+  }
+
+  /** Start serving an adopted session (a mounted one serves from the start); idempotent. */
+  serve(): void {
+    if (this.#done === undefined && this.#fdOpen) this.#start();
+  }
+
+  /** The /dev/fuse fd (what failover hands to the supervisor). */
+  get fd(): number {
+    return this.#fd;
+  }
+
+  /** The FUSE connection number (the mount's device minor, its fusectl directory). */
+  get connection(): number | undefined {
+    return this.#dev;
+  }
+
+  /** INIT as negotiated on this connection (by this session or its predecessor). */
+  get initInfo(): FuseInitInfo | undefined {
+    return this.#init;
+  }
+
+  /** Requests served so far that the kernel had resent after a failover. */
+  get resentRequests(): number {
+    return this.#resent;
+  }
+
+  /**
+   * Ask the kernel to queue again every request a dead predecessor had read but not answered
+   * (FUSE_NOTIFY_RESEND, Linux 6.9+; the kernel offers FUSE_HAS_RESEND then), falling back to
+   * fusectl's `resend` file where a kernel has one. False with a warning when neither works:
+   * those requests then wait forever.
+   */
+  resend(): boolean {
+    const offered = this.#init === undefined || (this.#init.kernelFlags & InitFlag.HAS_RESEND) !== 0n;
+    if (offered) {
+      const b = Buffer.alloc(Size.OUT_HEADER);
+      b.writeUInt32LE(Size.OUT_HEADER, 0);
+      b.writeInt32LE(FUSE_NOTIFY_RESEND, 4);
+      b.writeBigUInt64LE(0n, 8);
+      try {
+        writeSync(this.#fd, b);
+        this.#log?.info('FUSE: asked the kernel to resend the requests the previous daemon left unanswered');
+        return true;
+      } catch (e) {
+        this.#log?.warn(`FUSE_NOTIFY_RESEND failed (${errorText(e)}); trying fusectl`);
+      }
+    }
+    if (this.#fusectl('resend')) return true;
+    this.#log?.warn(
+      'FUSE: this kernel cannot resend requests (no FUSE_HAS_RESEND); requests read by the previous daemon stay unanswered',
+    );
+    return false;
+  }
+
+  /**
+   * The `flush` fail-over policy: fusectl's `flush` file (a vendor kernel feature, as upstream
+   * uses it) ends the requests the predecessor left. False with a warning where it is missing.
+   */
+  flush(): boolean {
+    if (this.#fusectl('flush')) return true;
+    this.#log?.warn(
+      'FUSE: this kernel has no fusectl "flush"; requests read by the previous daemon stay unanswered',
+    );
+    return false;
+  }
+
+  #fusectl(event: string): boolean {
+    if (this.#dev === undefined) return false;
+    for (const dir of FUSECTL_DIRS) {
+      try {
+        writeFileSync(`${dir}/${this.#dev}/${event}`, '1');
+        this.#log?.info(`FUSE: wrote ${dir}/${this.#dev}/${event}`);
+        return true;
+      } catch {
+        // not there: the next place, or none
+      }
+    }
+    return false;
+  }
+
+  /**
+   * Stop serving without unmounting, for a successor that holds the same connection (hot
+   * upgrade): no more reads are issued and the requests in progress are answered (waiting at
+   * most `timeoutMs`). Reads already waiting in the kernel stay until the process exits; a
+   * request one of them takes is left unanswered, and the successor has the kernel resend it.
+   */
+  async detach(timeoutMs = this.#timeoutMs): Promise<void> {
+    this.#detaching = true;
+    this.#mounted = false;
+    const deadline = Date.now() + timeoutMs;
+    while (this.#requests.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+    if (this.#requests.size > 0)
+      this.#log?.warn(
+        `FUSE: ${this.#requests.size} request(s) still in progress after ${timeoutMs} ms; leaving them to the successor`,
+      );
+  }
+
   /** Settles when the kernel ended the connection (after unmount) and the fd is closed. */
   get done(): Promise<void> {
     return this.#done ?? Promise.resolve();
@@ -347,7 +520,7 @@ export class FuseSession {
     const buf = Buffer.allocUnsafeSlow(size);
     return new Promise((resolve, reject) => {
       const next = (): void => {
-        if (!this.#fdOpen) {
+        if (!this.#fdOpen || this.#detaching) {
           resolve();
           return;
         }
@@ -359,7 +532,9 @@ export class FuseSession {
             else reject(new NydusError('ERR_IO', `Reading /dev/fuse failed: ${errorText(err)}`));
             return;
           }
-          void this.#serve(buf.subarray(0, n));
+          // Detached: a request read now is left unanswered in the kernel, which resends it
+          // to the successor (its images are closed here).
+          if (!this.#detaching) void this.#serve(buf.subarray(0, n));
           next();
         });
       };
@@ -382,6 +557,12 @@ export class FuseSession {
       return;
     }
     this.#requests.set(req.unique, { opcode: req.opcode, nodeid: req.nodeid, startMs: Date.now() });
+    if ((req.unique & FUSE_UNIQUE_RESEND) !== 0n) {
+      this.#resent++;
+      this.#log?.debug(
+        `FUSE ${req.op} (unique ${req.unique & ~FUSE_UNIQUE_RESEND}) was resent by the kernel`,
+      );
+    }
     try {
       const reply = await this.#dispatch(req);
       if (reply !== null) this.#write(reply);
@@ -421,6 +602,7 @@ export class FuseSession {
         const o = h.init(req);
         const n = negotiateInit(req, o);
         if (n.kind === 'accept') {
+          this.#init = { minor: n.minor, kernelFlags: req.flags, flags: n.flags };
           const refused = refusedInitFlags(o.want, n.flags);
           if (refused.length > 0) this.#log?.debug(`FUSE kernel did not grant: ${refused.join(', ')}`);
           this.#log?.debug(`FUSE protocol 7.${n.minor} negotiated`);
@@ -507,6 +689,8 @@ export class FuseSession {
         await runCmd('umount', ['-l', this.mountpoint], this.#timeoutMs).catch(() => undefined);
       }
     }
+    // An adopted session that never served: nothing reads the fd, close it here.
+    if (this.#done === undefined) this.#close();
     const bounded = new Promise<void>((resolve) => {
       const t = setTimeout(() => {
         this.#log?.warn('FUSE request loop did not end after umount; aborting the connection');

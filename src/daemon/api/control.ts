@@ -42,8 +42,18 @@ export interface DaemonControl {
   events(): Record<string, unknown>;
   /** GET /api/v1/daemon/backend?mountpoint=M: that instance's superblock metadata; ApiError 404 when M is not mounted. */
   backendInfo(mountpoint: string): Record<string, unknown>;
-  /** PUT /api/v1/daemon/start. */
+  /** PUT /api/v1/daemon/start: READY → RUNNING (after a takeover); ApiError 400 in another state. */
   start(): void;
+  /**
+   * PUT /api/v1/daemon/fuse/sendfd: send the daemon state and the /dev/fuse fd to the supervisor
+   * (which listens before this is called). Absent: the API answers 501 (no failover).
+   */
+  sendFd?(): Promise<void>;
+  /**
+   * PUT /api/v1/daemon/fuse/takeover: fetch the state and the fd from the supervisor and restore
+   * them (INIT → READY). Absent: the API answers 501 (no failover).
+   */
+  takeover?(): Promise<void>;
   /** PUT /api/v1/daemon/exit: answer first (204), then the daemon unmounts and exits. */
   exit(): void;
   /** POST /api/v1/mount?mountpoint=M. ApiError 400 if M is mounted already or the request is bad. */

@@ -208,11 +208,15 @@ function routes(control: DaemonControl): Map<string, Handler> {
     '/api/v1/daemon/exit',
     simple('PUT', () => Promise.resolve({ status: 204, after: () => control.exit() })),
   );
-  const upgrade = simple('PUT', () =>
-    Promise.reject(new HttpFailure(501, 'Upgrade(DaemonAbnormal(Unsupported))')),
-  );
-  r.set('/api/v1/daemon/fuse/sendfd', upgrade);
-  r.set('/api/v1/daemon/fuse/takeover', upgrade);
+  // Failover: answered once the transfer with the supervisor is done (or failed).
+  const upgrade = (call: (() => Promise<void>) | undefined): Handler =>
+    simple('PUT', async () => {
+      if (call === undefined) throw new HttpFailure(501, 'Upgrade(DaemonAbnormal(Unsupported))');
+      await daemon('Upgrade', call);
+      return noContent();
+    });
+  r.set('/api/v1/daemon/fuse/sendfd', upgrade(control.sendFd?.bind(control)));
+  r.set('/api/v1/daemon/fuse/takeover', upgrade(control.takeover?.bind(control)));
 
   r.set('/api/v1/mount', async (req) => {
     const mountpoint = queryPart(req, 'mountpoint');
