@@ -6,6 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { ApiClient } from '../daemon/api/client.js';
 import { NydusError, errorText } from '../errors/errors.js';
 import type { Logger } from '../log/logger.js';
+import { Supervisor } from '../supervisor/supervisor.js';
 import type { DaemonMode, DaemonRecord, InstanceRecord, NydusStore } from './store.js';
 
 /**
@@ -20,6 +21,8 @@ import type { DaemonMode, DaemonRecord, InstanceRecord, NydusStore } from './sto
 const START_TIMEOUT_MS = 30_000;
 const STOP_TIMEOUT_MS = 10_000;
 const WATCH_INTERVAL_MS = 1_000;
+/** How long a state transfer through the supervisor may take. */
+const SUPERVISOR_TIMEOUT_MS = 10_000;
 export const SHARED_DAEMON_ID = 'shared_daemon';
 
 export type RecoverPolicy = 'none' | 'restart' | 'failover';
@@ -35,6 +38,8 @@ export interface DaemonManagerOptions {
   threads: number;
   /** nydusd's `--log-level`. */
   logLevel: string;
+  /** nydusd's `--failover-policy` (how a successor treats requests its predecessor had read). */
+  failoverPolicy: 'none' | 'resend' | 'flush';
   log: Logger;
   /** Prefetch lists by image reference (the system controller's PUT /api/v1/prefetch). */
   prefetch?: Map<string, string>;
@@ -54,6 +59,9 @@ interface Live {
   child?: ChildProcess | undefined;
   /** Set while we stop it on purpose, so its exit is not a crash. */
   stopping: boolean;
+  /** Keeps the daemon's FUSE connection and state while it runs (recover_policy restart or
+   * failover), so a successor can take the same mount over. */
+  supervisor?: Supervisor | undefined;
   recovering?: Promise<void> | undefined;
 }
 
@@ -122,6 +130,8 @@ export class DaemonManager {
       this.#live.set(rec.id, live);
       if (pidAlive(rec.pid) && (await this.state(live)) !== undefined) {
         this.#o.log.info(`Reconnected to nydusd ${rec.id} (pid ${rec.pid})`);
+        // The connection the old snapshotter kept went with it: keep it again.
+        await this.saveStates(live);
         continue;
       }
       if (this.#o.recoverPolicy === 'none') {
@@ -171,13 +181,14 @@ export class DaemonManager {
   }
 
   /** Start the process of a record and wait until it is RUNNING. */
-  private async launch(live: Live): Promise<void> {
+  private async launch(live: Live, opts: { upgrade?: boolean } = {}): Promise<void> {
     const { rec } = live;
+    const want = opts.upgrade === true ? 'INIT' : 'RUNNING';
     mkdirSync(dirname(rec.apiSock), { recursive: true });
     mkdirSync(dirname(rec.logFile), { recursive: true });
-    mkdirSync(rec.mountpoint, { recursive: true });
+    if (opts.upgrade !== true) mkdirSync(rec.mountpoint, { recursive: true });
     rmSync(rec.apiSock, { force: true });
-    const [cmd, ...args] = rec.command;
+    const [cmd, ...args] = [...rec.command, ...(opts.upgrade === true ? ['--upgrade'] : [])];
     this.#o.log.info(`Starting nydusd ${rec.id}: ${rec.command.join(' ')}`);
     const out = openSync(`${rec.logFile}.stderr`, 'a');
     let child: ChildProcess;
@@ -208,7 +219,7 @@ export class DaemonManager {
           `nydusd ${rec.id} exited before it was running: ${lastLines(`${rec.logFile}.stderr`)} ${lastLines(rec.logFile)}`,
         );
       }
-      if ((await this.state(live)) === 'RUNNING') break;
+      if ((await this.state(live)) === want) break;
       if (Date.now() > deadline) {
         live.stopping = true;
         child.kill('SIGKILL');
@@ -223,6 +234,21 @@ export class DaemonManager {
 
   private async restart(live: Live): Promise<void> {
     const { rec } = live;
+    if (live.supervisor?.hasStates() === true) {
+      try {
+        await this.takeover(live);
+        return;
+      } catch (e) {
+        this.#o.log.error(`Takeover for nydusd ${rec.id} failed, mounting its images anew: ${errorText(e)}`);
+        if (pidAlive(rec.pid)) {
+          try {
+            process.kill(rec.pid, 'SIGKILL');
+          } catch {
+            // gone
+          }
+        }
+      }
+    }
     // A dead FUSE server leaves its mount behind ("transport endpoint is not connected").
     this.lazyUmount(rec.mountpoint);
     if (rec.mode === 'shared') {
@@ -239,14 +265,72 @@ export class DaemonManager {
         );
       }
     }
-    this.#o.log.info(`nydusd ${rec.id} is running again (pid ${rec.pid})`);
+    await this.saveStates(live);
+    this.#o.log.info(`nydusd ${rec.id} is running again (pid ${rec.pid}), images mounted anew`);
+  }
+
+  /**
+   * Failover: a new nydusd in upgrade mode takes the kept FUSE connection and state over
+   * through the supervisor and starts serving the same mount, so readers in running containers
+   * see no error (requests the dead daemon had read are resent by the kernel).
+   */
+  private async takeover(live: Live): Promise<void> {
+    const { rec } = live;
+    const sup = live.supervisor!;
+    live.stopping = false;
+    await this.launch(live, { upgrade: true });
+    const sent = sup.sendStates(SUPERVISOR_TIMEOUT_MS);
+    try {
+      await live.client.put('/api/v1/daemon/fuse/takeover');
+    } finally {
+      await sent.catch((e: unknown) => this.#o.log.warn(`Supervisor of ${rec.id}: ${errorText(e)}`));
+    }
+    await live.client.put('/api/v1/daemon/start');
+    await this.waitState(live, 'RUNNING');
+    this.#o.store.putDaemon(rec);
+    await this.saveStates(live);
+    this.#o.log.info(`nydusd ${rec.id} took over its mount (pid ${rec.pid})`);
+  }
+
+  /** Ask nydusd to hand its FUSE fd and state to the supervisor (kept for a takeover). */
+  private async saveStates(live: Live): Promise<void> {
+    if (this.#o.recoverPolicy === 'none' || live.rec.supervisor === undefined) return;
+    mkdirSync(dirname(live.rec.supervisor), { recursive: true, mode: 0o700 });
+    live.supervisor ??= new Supervisor(live.rec.supervisor, this.#o.log);
+    const got = live.supervisor.waitStates(SUPERVISOR_TIMEOUT_MS);
+    try {
+      await live.client.put('/api/v1/daemon/fuse/sendfd');
+      await got;
+    } catch (e) {
+      await got.catch(() => undefined);
+      this.#o.log.warn(
+        `nydusd ${live.rec.id} did not hand its connection to the supervisor: ${errorText(e)}`,
+      );
+    }
+  }
+
+  private async waitState(live: Live, want: string): Promise<void> {
+    const deadline = Date.now() + START_TIMEOUT_MS;
+    while ((await this.state(live)) !== want) {
+      if (Date.now() > deadline) {
+        throw new NydusError(
+          'ERR_TIMEOUT',
+          `nydusd ${live.rec.id} did not reach ${want} within ${START_TIMEOUT_MS / 1000} s`,
+        );
+      }
+      await sleep(50);
+    }
   }
 
   private lazyUmount(path: string): void {
     if (mountedAt(path)) spawnSync('umount', ['-l', path], { timeout: STOP_TIMEOUT_MS });
   }
 
-  private baseArgs(apiSock: string, mountpoint: string, logFile: string): string[] {
+  private baseArgs(id: string, apiSock: string, mountpoint: string, logFile: string): string[] {
+    const supervised =
+      this.#o.recoverPolicy === 'none'
+        ? []
+        : ['--id', id, '--supervisor', this.supervisorPath(id), '--failover-policy', this.#o.failoverPolicy];
     return [
       ...this.#o.nydusd,
       'fuse',
@@ -259,7 +343,12 @@ export class DaemonManager {
       '--log-file',
       logFile,
       ...(this.#o.threads > 0 ? ['--thread-num', String(this.#o.threads)] : []),
+      ...supervised,
     ];
+  }
+
+  private supervisorPath(id: string): string {
+    return join(this.#o.root, 'supervisor', `${id}.sock`);
   }
 
   private paths(id: string): { apiSock: string; logFile: string; configDir: string } {
@@ -285,14 +374,16 @@ export class DaemonManager {
       pid: 0,
       apiSock: p.apiSock,
       mountpoint,
-      command: this.baseArgs(p.apiSock, mountpoint, p.logFile),
+      command: this.baseArgs(SHARED_DAEMON_ID, p.apiSock, mountpoint, p.logFile),
       logFile: p.logFile,
+      ...(this.#o.recoverPolicy !== 'none' ? { supervisor: this.supervisorPath(SHARED_DAEMON_ID) } : {}),
       startedAt: 0,
     };
     const live: Live = { rec, client: new ApiClient(rec.apiSock, { timeoutMs: 60_000 }), stopping: false };
     this.lazyUmount(mountpoint);
     await this.launch(live);
     this.#live.set(rec.id, live);
+    await this.saveStates(live);
     return live;
   }
 
@@ -333,7 +424,7 @@ export class DaemonManager {
       apiSock: p.apiSock,
       mountpoint,
       command: [
-        ...this.baseArgs(p.apiSock, mountpoint, p.logFile),
+        ...this.baseArgs(id, p.apiSock, mountpoint, p.logFile),
         '--config',
         configPath,
         '--bootstrap',
@@ -341,6 +432,7 @@ export class DaemonManager {
         ...prefetchArgs,
       ],
       logFile: p.logFile,
+      ...(this.#o.recoverPolicy !== 'none' ? { supervisor: this.supervisorPath(id) } : {}),
       startedAt: 0,
     };
     const live: Live = { rec, client: new ApiClient(rec.apiSock, { timeoutMs: 60_000 }), stopping: false };
@@ -353,6 +445,7 @@ export class DaemonManager {
       throw e;
     }
     this.#live.set(id, live);
+    await this.saveStates(live);
     this.#o.store.putInstance({
       snapshotId: inst.snapshotId,
       daemonId: id,
@@ -393,6 +486,8 @@ export class DaemonManager {
       configPath,
       pseudoPath,
     });
+    // The kept state must name every image, or a successor would lose this one.
+    await this.saveStates(live);
     return mountpoint;
   }
 
@@ -425,6 +520,7 @@ export class DaemonManager {
         }
         this.#o.store.deleteInstance(snapshotId);
         rmSync(dirname(inst.configPath), { recursive: true, force: true });
+        await this.saveStates(live);
         return;
       }
       await this.stopDaemon(live);
@@ -452,6 +548,7 @@ export class DaemonManager {
       }
     }
     this.lazyUmount(rec.mountpoint);
+    live.supervisor?.close();
     await live.client.close().catch(() => undefined);
     this.#live.delete(rec.id);
     this.#o.store.deleteDaemon(rec.id);
@@ -462,6 +559,7 @@ export class DaemonManager {
     const p = this.paths(rec.id);
     rmSync(dirname(p.apiSock), { recursive: true, force: true });
     rmSync(p.configDir, { recursive: true, force: true });
+    rmSync(this.supervisorPath(rec.id), { force: true });
   }
 
   /** Is the image of this meta snapshot mounted by a daemon we know? */
@@ -508,6 +606,7 @@ export class DaemonManager {
       if (teardown) await this.stopDaemon(live);
       else {
         live.stopping = true;
+        live.supervisor?.close();
         await live.client.close().catch(() => undefined);
       }
     }

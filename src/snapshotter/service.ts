@@ -94,6 +94,7 @@ export async function startSnapshotter(
     nydusd,
     store,
     recoverPolicy: config.daemon.recoverPolicy,
+    failoverPolicy: config.daemon.failoverPolicy,
     threads: config.daemon.threadsNumber,
     logLevel: config.log.level,
     log,
