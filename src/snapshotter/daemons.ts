@@ -99,6 +99,8 @@ function lastLines(file: string, n = 3): string {
 
 export class DaemonManager {
   readonly #o: DaemonManagerOptions;
+  /** The nydusd command for new daemons (a hot upgrade changes it). */
+  #nydusd: string[];
   readonly #live = new Map<string, Live>();
   #watch: NodeJS.Timeout | undefined;
   #closed = false;
@@ -107,6 +109,7 @@ export class DaemonManager {
 
   constructor(o: DaemonManagerOptions) {
     this.#o = o;
+    this.#nydusd = o.nydusd;
   }
 
   get mode(): DaemonMode {
@@ -292,6 +295,67 @@ export class DaemonManager {
     this.#o.log.info(`nydusd ${rec.id} took over its mount (pid ${rec.pid})`);
   }
 
+  /**
+   * Hot upgrade (the system controller's PUT /api/v1/daemons/upgrade): every daemon is replaced
+   * by `nydusd` without unmounting. The new binary starts in upgrade mode on the next API socket
+   * name (api1.sock, api2.sock, ...), takes the kept connection and state over, the old daemon
+   * exits through its API, and the new one starts. New daemons use the new binary too.
+   */
+  upgrade(nydusd: string[]): Promise<void> {
+    if (this.#o.recoverPolicy !== 'failover') {
+      return Promise.reject(
+        new NydusError('ERR_FAILED_PRECONDITION', 'Hot upgrade needs recover_policy = "failover"'),
+      );
+    }
+    return this.serial(async () => {
+      for (const live of [...this.#live.values()]) await this.upgradeOne(live, nydusd);
+      this.#nydusd = nydusd;
+    });
+  }
+
+  private async upgradeOne(old: Live, nydusd: string[]): Promise<void> {
+    const { rec } = old;
+    const sup = old.supervisor;
+    if (sup === undefined || !sup.hasStates()) {
+      throw new NydusError('ERR_FAILED_PRECONDITION', `nydusd ${rec.id} has no kept state to hand over`);
+    }
+    const m = /^api(\d*)\.sock$/.exec(rec.apiSock.slice(rec.apiSock.lastIndexOf('/') + 1));
+    const apiSock = join(dirname(rec.apiSock), `api${m === null ? 1 : Number(m[1] === '' ? 0 : m[1]) + 1}.sock`);
+    const tail = rec.command.slice(rec.command.indexOf('fuse'));
+    const at = tail.indexOf('--apisock');
+    if (at >= 0) tail[at + 1] = apiSock;
+    const next: Live = {
+      rec: { ...rec, apiSock, command: [...nydusd, ...tail], pid: 0 },
+      client: new ApiClient(apiSock, { timeoutMs: 60_000 }),
+      stopping: false,
+      supervisor: sup,
+    };
+    this.#o.log.info(`Upgrading nydusd ${rec.id} to ${nydusd.join(' ')}`);
+    await this.launch(next, { upgrade: true });
+    const sent = sup.sendStates(SUPERVISOR_TIMEOUT_MS);
+    try {
+      await next.client.put('/api/v1/daemon/fuse/takeover');
+    } finally {
+      await sent.catch((e: unknown) => this.#o.log.warn(`Supervisor of ${rec.id}: ${errorText(e)}`));
+    }
+    // The old daemon leaves without unmounting; the new one serves from here on.
+    old.stopping = true;
+    await old.client.put('/api/v1/daemon/exit').catch((e: unknown) =>
+      this.#o.log.warn(`Old nydusd ${rec.id} did not take the exit request: ${errorText(e)}`),
+    );
+    const deadline = Date.now() + STOP_TIMEOUT_MS;
+    while (pidAlive(rec.pid) && Date.now() < deadline) await sleep(25);
+    if (pidAlive(rec.pid)) process.kill(rec.pid, 'SIGKILL');
+    await old.client.close().catch(() => undefined);
+    await next.client.put('/api/v1/daemon/start');
+    await this.waitState(next, 'RUNNING');
+    this.#live.set(rec.id, next);
+    this.#o.store.putDaemon(next.rec);
+    rmSync(rec.apiSock, { force: true });
+    await this.saveStates(next);
+    this.#o.log.info(`nydusd ${rec.id} upgraded (pid ${next.rec.pid}, API ${apiSock})`);
+  }
+
   /** Ask nydusd to hand its FUSE fd and state to the supervisor (kept for a takeover). */
   private async saveStates(live: Live): Promise<void> {
     if (this.#o.recoverPolicy === 'none' || live.rec.supervisor === undefined) return;
@@ -332,7 +396,7 @@ export class DaemonManager {
         ? []
         : ['--id', id, '--supervisor', this.supervisorPath(id), '--failover-policy', this.#o.failoverPolicy];
     return [
-      ...this.#o.nydusd,
+      ...this.#nydusd,
       'fuse',
       '--mountpoint',
       mountpoint,

@@ -137,6 +137,7 @@ export async function startSnapshotter(
         gid: config.system.gid,
         daemons,
         prefetch,
+        upgrade: (path) => daemons.upgrade(resolveNydusd(path)),
         log,
       })
     : undefined;

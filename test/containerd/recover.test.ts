@@ -7,7 +7,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { needContainerd, startContainerd } from '../helpers/containerd.js';
 import { makeLayeredLayout, pushLayout, processTempDir } from '../helpers/oci-images.js';
 import { needRegistry, startRegistry, type TestRegistry } from '../helpers/registry.js';
-import { runBin } from '../helpers/run-bin.js';
+import { binPath, runBin } from '../helpers/run-bin.js';
+import { Agent, request } from 'undici';
 import { nydusdPids, scrubSnapshotter, snapshotterRoot, startSnapshotter } from '../helpers/snapshotter.js';
 
 /**
@@ -59,14 +60,21 @@ const READER = [
   'done',
 ].join('\n');
 
-async function scenario(policy: 'failover' | 'restart'): Promise<void> {
+async function scenario(policy: 'failover' | 'restart', trigger: 'kill' | 'upgrade' = 'kill'): Promise<void> {
   const ref = await nydusImage();
   const base = snapshotterRoot();
   const out = mkdtempSync(join(tmpdir(), `nydus-rec-${policy}-`));
   writeFileSync(join(out, 'log'), '');
   const sn = await startSnapshotter({
     root: base,
-    toml: `version = 1\n[daemon]\nrecover_policy = "${policy}"\n`,
+    toml: [
+      'version = 1',
+      '[daemon]',
+      `recover_policy = "${policy}"`,
+      '[system]',
+      'enable = true',
+      `address = "${join(base, 'system.sock')}"`,
+    ].join('\n'),
     template: {
       device: {
         backend: {
@@ -117,14 +125,38 @@ async function scenario(policy: 'failover' | 'restart'): Promise<void> {
     const before = nydusdPids(sn.root);
     assert.equal(before.length, 1);
     dropCaches();
-    process.kill(before[0]!, 'SIGKILL');
-    // The snapshotter sees the death and a successor takes the mount over.
-    deadline = Date.now() + 30_000;
-    while (Date.now() < deadline && !/took over its mount|running again/.test(sn.output())) {
-      dropCaches();
-      await sleep(100);
+    if (trigger === 'kill') {
+      process.kill(before[0]!, 'SIGKILL');
+      // The snapshotter sees the death and a successor takes the mount over.
+      deadline = Date.now() + 30_000;
+      while (Date.now() < deadline && !/took over its mount|running again/.test(sn.output())) {
+        dropCaches();
+        await sleep(100);
+      }
+      assert.match(sn.output(), /took over its mount/, sn.output().slice(-4000));
+    } else {
+      const sys = new Agent({ connect: { socketPath: join(base, 'system.sock') } });
+      const dropping = setInterval(dropCaches, 100);
+      try {
+        const r = await request('http://localhost/api/v1/daemons/upgrade', {
+          method: 'PUT',
+          dispatcher: sys,
+          body: JSON.stringify({ nydusd_path: binPath('nydusd'), version: 'test', policy: 'rolling' }),
+        });
+        assert.equal(r.statusCode, 200, `${await r.body.text()}\n${sn.output().slice(-4000)}`);
+        await r.body.dump();
+        const daemons = (await (
+          await request('http://localhost/api/v1/daemons', { dispatcher: sys })
+        ).body.json()) as Array<{
+          api_socket: string;
+          pid: number;
+        }>;
+        assert.match(daemons[0]!.api_socket, /api1\.sock$/);
+      } finally {
+        clearInterval(dropping);
+        await sys.close();
+      }
     }
-    assert.match(sn.output(), /took over its mount/, sn.output().slice(-4000));
     const after = nydusdPids(sn.root);
     assert.equal(after.length, 1);
     assert.notEqual(after[0], before[0]);
@@ -159,4 +191,9 @@ test('recover_policy failover: nydusd killed under a running container; a succes
 test('recover_policy restart (the default): nydusd killed under a running container; the container keeps reading through the restarted daemon', async (t) => {
   if (!needContainerd(t) || !needRegistry(t)) return;
   await scenario('restart');
+});
+
+test('hot upgrade through the system controller (PUT /api/v1/daemons/upgrade): the new nydusd takes the mount over while the container reads, with no error', async (t) => {
+  if (!needContainerd(t) || !needRegistry(t)) return;
+  await scenario('failover', 'upgrade');
 });
