@@ -13,6 +13,7 @@ import {
   mountsUnder,
   nydusdPids,
   pushCorruptBootstrap,
+  pushWithoutTopLayer,
   scrubSnapshotter,
   SEED_003_TEMPLATE,
   snapshotterRoot,
@@ -32,6 +33,8 @@ interface Env {
   /** A registry with htpasswd auth, and in the snapshotter's Docker config wrong credentials for it. */
   authReg: TestRegistry;
   authNydus: string;
+  /** The layered image without its top layer, converted: it shares the other data layers. */
+  sibling: string;
   sn: SnapshotterProc;
   ctd: Containerd;
   /** The Nydus image and its OCI source. */
@@ -74,6 +77,24 @@ async function setup(): Promise<Env> {
     { timeoutMs: 180_000 },
   );
   assert.equal(conv.code, 0, conv.stderr);
+  // The same image without its top layer: an image sharing its other layers (and so data blobs).
+  await pushWithoutTopLayer(reg.url, 'layered', 'latest', 'base');
+  const sibling = `${reg.host}/layered:base-nydus`;
+  const conv2 = await runBin(
+    'nydusify',
+    [
+      'convert',
+      '--source',
+      `${reg.host}/layered:base`,
+      '--target',
+      sibling,
+      '--plain-http',
+      '--work-dir',
+      processTempDir('sn-conv2'),
+    ],
+    { timeoutMs: 180_000 },
+  );
+  assert.equal(conv2.code, 0, conv2.stderr);
   const bb = await makeBusyboxLayout();
   const busybox = await pushLayout(bb.dir, bb.tag, reg.host, 'busybox:latest');
   await pushCorruptBootstrap(reg.url, 'layered', 'nydus', 'corrupt');
@@ -141,6 +162,7 @@ async function setup(): Promise<Env> {
     reg,
     authReg,
     authNydus,
+    sibling,
     sn,
     ctd,
     nydus,
@@ -365,6 +387,61 @@ test('bad input: a corrupt bootstrap layer and refused credentials are clear err
   assert.equal(good.stdout, 'kept through every layer\n');
 });
 
+test('two images sharing their data layers: each gets its own nydusd (dedicated mode) and the blob cache holds each shared blob once', async (t) => {
+  if (!needContainerd(t) || !needRegistry(t)) return;
+  const e = await setup();
+  for (const img of [e.nydus, e.sibling]) {
+    ok(
+      await e.ctd.ctr(['image', 'rpull', '--plain-http', '--snapshotter', 'nydus', img], {
+        remote: true,
+        timeoutMs: 120_000,
+      }),
+      'rpull',
+      e,
+    );
+  }
+  for (const [img, id] of [
+    [e.nydus, 'share-a'],
+    [e.sibling, 'share-b'],
+  ] as const) {
+    const r = await e.ctd.ctr(
+      ['run', '--snapshotter', 'nydus', '--rm', img, id, '/bin/md5sum', '/data/big.bin'],
+      { timeoutMs: 60_000 },
+    );
+    ok(r, `ctr run ${id}`, e);
+    assert.match(r.stdout, /^[0-9a-f]{32}  \/data\/big.bin\n$/);
+  }
+  const daemons = readdirSync(join(e.sn.root, 'socket'));
+  assert.equal(daemons.length, 2, 'one nydusd per image');
+  assert.equal(nydusdPids(e.sn.root).length, 2);
+  // Blobs both images name are read from one cache file, whichever daemon fetched them.
+  const sibling = await getManifest(e.reg, 'layered', 'base-nydus');
+  const blobsOf = (m: Env['manifest']): string[] =>
+    m.layers
+      .filter((l) => l.annotations?.['containerd.io/snapshot/nydus-blob'] !== undefined)
+      .map((l) => l.digest.slice(7));
+  const shared = blobsOf(e.manifest).filter((b) => blobsOf(sibling).includes(b));
+  assert.ok(shared.length > 0, 'the two images share data blobs');
+  const files: string[][] = [];
+  for (const id of daemons) {
+    const c = new ApiClient(join(e.sn.root, 'socket', id, 'api.sock'), { timeoutMs: 5000 });
+    try {
+      files.push(
+        ((await c.get('/api/v1/metrics/blobcache')) as { underlying_files: string[] }).underlying_files,
+      );
+    } finally {
+      await c.close();
+    }
+  }
+  // Both read /data/big.bin, so both opened the blob that holds it.
+  const usedByBoth = shared.filter((b) => files.every((list) => list.some((f) => f.includes(b))));
+  assert.ok(usedByBoth.length > 0, 'both daemons read a shared blob');
+  for (const b of usedByBoth) {
+    const paths = files.map((list) => list.filter((f) => f.includes(b)));
+    assert.deepEqual(paths[0], paths[1], `one cache file set for blob ${b}`);
+  }
+});
+
 test('two containers from one Nydus image share one nydusd; removing the image and containerd GC leave no mount, daemon or cache file', async (t) => {
   if (!needContainerd(t) || !needRegistry(t)) return;
   const e = await setup();
@@ -376,6 +453,8 @@ test('two containers from one Nydus image share one nydusd; removing the image a
     'rpull',
     e,
   );
+  const daemonsBefore = nydusdPids(e.sn.root).length;
+  assert.ok(daemonsBefore >= 1, 'the image is mounted since the first test');
   for (const id of ['nydus-a', 'nydus-b']) {
     ok(
       await e.ctd.ctr([
@@ -396,7 +475,7 @@ test('two containers from one Nydus image share one nydusd; removing the image a
   const r2 = await e.ctd.ctr(['task', 'start', 'nydus-b'], { timeoutMs: 60_000 });
   assert.equal(r1.stdout, 'kept through every layer\n', r1.stderr);
   assert.equal(r2.stdout, 'kept through every layer\n', r2.stderr);
-  assert.equal(nydusdPids(e.sn.root).length, 1, 'one nydusd serves both containers of one image');
+  assert.equal(nydusdPids(e.sn.root).length, daemonsBefore, 'the nydusd of the image serves both containers');
   for (const id of ['nydus-a', 'nydus-b']) {
     await e.ctd.ctr(['task', 'rm', '-f', id]);
     ok(await e.ctd.ctr(['container', 'rm', id]), 'container rm', e);

@@ -221,7 +221,7 @@ export async function scrubSnapshotter(base: string): Promise<void> {
 // ---------------------------------------------------------------------------------------------
 // A Nydus image with a corrupt bootstrap (for the bad-input tests)
 
-async function uploadBlob(regUrl: string, repo: string, data: Buffer, auth?: string): Promise<string> {
+export async function uploadBlob(regUrl: string, repo: string, data: Buffer, auth?: string): Promise<string> {
   const digest = `sha256:${createHash('sha256').update(data).digest('hex')}`;
   const headers: Record<string, string> = auth !== undefined ? { authorization: `Basic ${auth}` } : {};
   const start = await fetch(`${regUrl}/v2/${repo}/blobs/uploads/`, { method: 'POST', headers });
@@ -295,6 +295,44 @@ export async function pushCorruptBootstrap(
   const configDigest = await uploadBlob(regUrl, repo, configBytes);
   manifest.layers[idx] = { ...layer, digest: layerDigest, size: newGz.length };
   manifest.config = { ...manifest.config, digest: configDigest, size: configBytes.length };
+  const put = await fetch(`${regUrl}/v2/${repo}/manifests/${newTag}`, {
+    method: 'PUT',
+    headers: { 'content-type': accept },
+    body: JSON.stringify(manifest),
+  });
+  if (put.status !== 201) throw new Error(`manifest put: HTTP ${put.status} ${await put.text()}`);
+}
+
+/**
+ * Tag `repo:newTag` as the OCI image `repo:tag` without its top layer (manifest, config
+ * diff_ids and history cut): an image that shares every other layer with the original.
+ */
+export async function pushWithoutTopLayer(
+  regUrl: string,
+  repo: string,
+  tag: string,
+  newTag: string,
+): Promise<void> {
+  const accept = 'application/vnd.oci.image.manifest.v1+json';
+  const manifest = (await (
+    await fetch(`${regUrl}/v2/${repo}/manifests/${tag}`, { headers: { accept } })
+  ).json()) as {
+    config: { digest: string; size: number };
+    layers: unknown[];
+  };
+  const config = (await (await fetch(`${regUrl}/v2/${repo}/blobs/${manifest.config.digest}`)).json()) as {
+    rootfs: { diff_ids: string[] };
+    history?: Array<{ empty_layer?: boolean }>;
+  };
+  manifest.layers = manifest.layers.slice(0, -1);
+  config.rootfs.diff_ids = config.rootfs.diff_ids.slice(0, -1);
+  if (config.history !== undefined) {
+    let last = config.history.length - 1;
+    while (last >= 0 && config.history[last]!.empty_layer === true) last--;
+    config.history = config.history.slice(0, Math.max(0, last));
+  }
+  const bytes = Buffer.from(JSON.stringify(config));
+  manifest.config = { ...manifest.config, digest: await uploadBlob(regUrl, repo, bytes), size: bytes.length };
   const put = await fetch(`${regUrl}/v2/${repo}/manifests/${newTag}`, {
     method: 'PUT',
     headers: { 'content-type': accept },
