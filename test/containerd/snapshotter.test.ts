@@ -409,7 +409,7 @@ test('two images sharing their data layers: each gets its own nydusd (dedicated 
       { timeoutMs: 60_000 },
     );
     ok(r, `ctr run ${id}`, e);
-    assert.match(r.stdout, /^[0-9a-f]{32}  \/data\/big.bin\n$/);
+    assert.match(r.stdout, /^[0-9a-f]{32} {2}\/data\/big.bin\n$/);
   }
   const daemons = readdirSync(join(e.sn.root, 'socket'));
   assert.equal(daemons.length, 2, 'one nydusd per image');
