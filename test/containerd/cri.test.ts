@@ -12,6 +12,7 @@ import { runBin } from '../helpers/run-bin.js';
 import {
   mountsUnder,
   nydusdPids,
+  pushWithoutTopLayer,
   scrubSnapshotter,
   snapshotterRoot,
   startSnapshotter,
@@ -67,6 +68,22 @@ async function setup(): Promise<Env> {
     { timeoutMs: 180_000 },
   );
   assert.equal(conv.code, 0, conv.stderr);
+  await pushWithoutTopLayer(reg.url, 'layered', 'latest', 'base');
+  const conv2 = await runBin(
+    'nydusify',
+    [
+      'convert',
+      '--source',
+      `${reg.host}/layered:base`,
+      '--target',
+      `${reg.host}/layered:base-nydus`,
+      '--plain-http',
+      '--work-dir',
+      processTempDir('cri-conv2'),
+    ],
+    { timeoutMs: 180_000 },
+  );
+  assert.equal(conv2.code, 0, conv2.stderr);
   const nydus = `${authReg.host}/layered:nydus`;
   const copy = spawnSync(
     'skopeo',
@@ -217,4 +234,32 @@ test('the snapshotter restarts (SIGTERM, then a crash) while a container runs: t
   assert.equal(mountsUnder(join(e.sn.root, 'mnt')).length, 1, 'the shared nydusd is mounted');
   while (Date.now() < deadline && shown().length > 0) await new Promise((r) => setTimeout(r, 200));
   assert.deepEqual(shown(), [], 'the image is unmounted from the shared nydusd');
+});
+
+test('shared mode: containers from two images sharing data layers run on the one shared nydusd, each image a directory of its mount', async (t) => {
+  if (!needContainerd(t) || !needRegistry(t)) return;
+  const e = await setup();
+  const images = [`${e.reg.host}/layered:nydus`, `${e.reg.host}/layered:base-nydus`];
+  for (const img of images) {
+    const pull = await e.ctd.ctr(['image', 'rpull', '--plain-http', '--snapshotter', 'nydus', img], {
+      remote: true,
+      timeoutMs: 120_000,
+    });
+    assert.equal(pull.code, 0, pull.stderr);
+  }
+  for (const [i, img] of images.entries()) {
+    for (const n of [1, 2]) {
+      const r = await e.ctd.ctr(
+        ['run', '--snapshotter', 'nydus', '--rm', img, `shared-${i}-${n}`, '/bin/cat', '/data/keep.txt'],
+        {
+          timeoutMs: 60_000,
+        },
+      );
+      assert.equal(r.code, 0, `${r.stderr}\n${e.sn.output().slice(-3000)}`);
+      assert.equal(r.stdout, 'kept through every layer\n');
+    }
+  }
+  assert.equal(nydusdPids(e.sn.base).length, 1, 'one shared nydusd');
+  assert.ok(readdirSync(join(e.sn.root, 'mnt')).length >= 2, 'each image is mounted in the shared daemon');
+  for (const img of images) await e.ctd.ctr(['image', 'rm', '--sync', img]);
 });
