@@ -320,7 +320,10 @@ export class DaemonManager {
       throw new NydusError('ERR_FAILED_PRECONDITION', `nydusd ${rec.id} has no kept state to hand over`);
     }
     const m = /^api(\d*)\.sock$/.exec(rec.apiSock.slice(rec.apiSock.lastIndexOf('/') + 1));
-    const apiSock = join(dirname(rec.apiSock), `api${m === null ? 1 : Number(m[1] === '' ? 0 : m[1]) + 1}.sock`);
+    const apiSock = join(
+      dirname(rec.apiSock),
+      `api${m === null ? 1 : Number(m[1] === '' ? 0 : m[1]) + 1}.sock`,
+    );
     const tail = rec.command.slice(rec.command.indexOf('fuse'));
     const at = tail.indexOf('--apisock');
     if (at >= 0) tail[at + 1] = apiSock;
@@ -340,9 +343,11 @@ export class DaemonManager {
     }
     // The old daemon leaves without unmounting; the new one serves from here on.
     old.stopping = true;
-    await old.client.put('/api/v1/daemon/exit').catch((e: unknown) =>
-      this.#o.log.warn(`Old nydusd ${rec.id} did not take the exit request: ${errorText(e)}`),
-    );
+    await old.client
+      .put('/api/v1/daemon/exit')
+      .catch((e: unknown) =>
+        this.#o.log.warn(`Old nydusd ${rec.id} did not take the exit request: ${errorText(e)}`),
+      );
     const deadline = Date.now() + STOP_TIMEOUT_MS;
     while (pidAlive(rec.pid) && Date.now() < deadline) await sleep(25);
     if (pidAlive(rec.pid)) process.kill(rec.pid, 'SIGKILL');

@@ -1,13 +1,13 @@
 import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, isAbsolute, join } from 'node:path';
 import { parse } from 'smol-toml';
 import { request } from 'undici';
 import { NydusError, errorText } from '../errors/errors.js';
 
 /**
  * Registry mirrors from containerd-style `hosts.toml` files (upstream-surface §7.9): under
- * `[remote.mirrors_config] dir`, the file of a registry host is `<dir>/<host>/hosts.toml` (also
- * tried: the host with ':' as '_', then `<dir>/_default/hosts.toml`). Before each mount the first
+ * `[remote.mirrors_config] dir`, the file of a registry host is `<dir>/<host>_<port>_/hosts.toml`
+ * for a host with a port, else (or then) `<dir>/<host>/hosts.toml`, then `<dir>/_default/hosts.toml`. Before each mount the first
  * mirror in file order that can pull and whose `ping_url` answers 2xx within 3 s is used (one
  * without `ping_url` is used at once); with none usable the origin registry is.
  */
@@ -24,7 +24,10 @@ export interface Mirror {
 const PING_TIMEOUT_MS = 3_000;
 
 function hostsFile(dir: string, host: string): string | undefined {
-  for (const name of [host, host.replace(/:/g, '_'), '_default']) {
+  // containerd's names: "<host>_<port>_" for a host with a port, then the host, then _default.
+  const i = host.lastIndexOf(':');
+  const names = i > 0 ? [`${host.slice(0, i)}_${host.slice(i + 1)}_`, host] : [host];
+  for (const name of [...names, '_default']) {
     const p = join(dir, name, 'hosts.toml');
     if (existsSync(p)) return p;
   }
@@ -55,12 +58,14 @@ export function mirrorsFor(dir: string, host: string): Mirror[] {
       throw new NydusError('ERR_INVALID_ARG', `Mirror "${url}" in "${file}" is not a URL`);
     }
     const ca = t['ca'];
-    const caFiles =
+    const listed =
       typeof ca === 'string'
         ? [ca]
         : Array.isArray(ca)
           ? ca.filter((c): c is string => typeof c === 'string')
           : [];
+    // A relative CA path is relative to the hosts.toml's directory, as containerd reads it.
+    const caFiles = listed.map((c) => (isAbsolute(c) ? c : join(dirname(file), c)));
     out.push({
       scheme: u.protocol.replace(':', ''),
       host: u.host,

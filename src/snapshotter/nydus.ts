@@ -1,6 +1,7 @@
-import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readdirSync, readSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { NydusError, errorText } from '../errors/errors.js';
+import { detectRafsVersion } from '../format/bootstrap.js';
 import type { Logger } from '../log/logger.js';
 import { parseReference } from '../oci/reference.js';
 import type { DaemonManager } from './daemons.js';
@@ -42,6 +43,9 @@ export interface NydusSnapshotterOptions {
   cleanupOnClose: boolean;
   /** `[remote.mirrors_config] dir`: containerd-style hosts.toml files; '' for none. */
   mirrorsDir: string;
+  /** `[snapshot] enable_nydus_overlayfs`: hand containers `fuse.<helper>` mounts carrying the
+   * image's details in `extraoption=` (for Kata; runc's shim runs the helper, which drops it). */
+  nydusOverlayfs?: { path: string } | undefined;
   log: Logger;
 }
 
@@ -242,13 +246,15 @@ export class NydusSnapshotter implements Snapshotter {
     // Plain layers committed above the image (a committed container) stay above its mount.
     const lowers = [...chain.slice(1, meta).map((c) => this.#o.overlay.upperPath(c.id)), mnt];
     const base = this.#o.overlay.mountsFor(rec, labels);
+    const helper = this.#o.nydusOverlayfs;
+    const extra =
+      helper === undefined ? undefined : extraOption(bootstrap, config, this.#o.overlay.snapshotDir(m.id));
     return base.map((mt) => {
       if (mt.type === 'bind')
         return { ...mt, source: lowers.length === 1 && rec.kind === 'view' ? mnt : mt.source };
-      return {
-        ...mt,
-        options: mt.options.map((o) => (o.startsWith('lowerdir=') ? `lowerdir=${lowers.join(':')}` : o)),
-      };
+      const options = mt.options.map((o) => (o.startsWith('lowerdir=') ? `lowerdir=${lowers.join(':')}` : o));
+      if (helper === undefined || extra === undefined || mt.type !== 'overlay') return { ...mt, options };
+      return { ...mt, type: `fuse.${helper.path}`, options: [...options, extra] };
     });
   }
 
@@ -280,4 +286,29 @@ export class NydusSnapshotter implements Snapshotter {
 function metaIndex(chain: Array<{ info: Info }>): number {
   for (let i = 0; i < chain.length; i++) if (isNydusMetaLayer(chain[i]!.info.labels)) return i;
   return -1;
+}
+
+/** The `extraoption=` of a nydus-overlayfs mount: base64 JSON {source, config, snapshotdir,
+ * fs_version} as upstream's snapshotter writes it for Kata. */
+function extraOption(bootstrap: string, config: JsonObject, snapshotDir: string): string {
+  let version = 'v6';
+  try {
+    const fd = openSync(bootstrap, 'r');
+    try {
+      const head = Buffer.alloc(2048);
+      readSync(fd, head, 0, head.length, 0);
+      version = detectRafsVersion(head) === 5 ? 'v5' : 'v6';
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    // checkBootstrap has read it already; keep the default
+  }
+  const json = JSON.stringify({
+    source: bootstrap,
+    config: JSON.stringify(config),
+    snapshotdir: snapshotDir,
+    fs_version: version,
+  });
+  return `extraoption=${Buffer.from(json).toString('base64')}`;
 }

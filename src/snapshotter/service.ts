@@ -110,6 +110,9 @@ export async function startSnapshotter(
     cacheDir,
     cleanupOnClose: config.cleanupOnClose,
     mirrorsDir: config.remote.mirrorsConfig.dir,
+    nydusOverlayfs: config.snapshot.enableNydusOverlayfs
+      ? { path: config.snapshot.nydusOverlayfsPath }
+      : undefined,
     log,
   });
   const metrics =

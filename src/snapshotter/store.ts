@@ -48,7 +48,7 @@ export class NydusStore {
   }
 
   static open(path: string): NydusStore {
-    let db: Database.Database;
+    let db: Database.Database | undefined;
     try {
       db = new Database(path);
       db.pragma('journal_mode = WAL');
@@ -60,6 +60,11 @@ export class NydusStore {
           record TEXT NOT NULL);
       `);
     } catch (e) {
+      try {
+        db?.close();
+      } catch {
+        // the error below says what went wrong
+      }
       throw new NydusError('ERR_IO', `Cannot open the daemon database "${path}": ${errorText(e)}`, {
         cause: e,
       });

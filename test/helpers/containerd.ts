@@ -425,7 +425,8 @@ export async function startContainerd(opts: StartContainerdOptions = {}): Promis
   for (const host of opts.cri?.plainHttpRegistries ?? []) writePlainHttpHost(join(dir, 'certs.d'), host);
   writeFileSync(configPath, configToml(dir, sock, opts));
 
-  const ctrEnv = childEnv();
+  // ctr gets the same extra environment: it mounts rootfs itself (to read the image's users).
+  const ctrEnv = childEnv(opts.env);
   const child = spawn(findBinary('containerd') ?? 'containerd', ['--config', configPath], {
     stdio: ['ignore', 'ignore', 'pipe'],
     env: childEnv(opts.env),
