@@ -25,11 +25,10 @@ test('with enable_nydus_overlayfs the container mounts through nydus-overlayfs a
   const reg = await startRegistry();
   const base = snapshotterRoot();
   const bin = mkdtempSync(join(tmpdir(), 'nydus-ovl-bin-'));
-  let ctd: Containerd | undefined;
-  let sn: SnapshotterProc | undefined;
+  const live: { ctd?: Containerd; sn?: SnapshotterProc } = {};
   t.after(async () => {
-    await ctd?.stop();
-    await sn?.stop().catch(() => undefined);
+    await live.ctd?.stop();
+    await live.sn?.stop().catch(() => undefined);
     await scrubSnapshotter(base);
     await reg.stop();
     rmSync(bin, { recursive: true, force: true });
@@ -58,14 +57,14 @@ test('with enable_nydus_overlayfs the container mounts through nydus-overlayfs a
     `#!/bin/sh\nexec "${process.execPath}" "${binPath('nydus-overlayfs')}" "$@"\n`,
   );
   chmodSync(join(bin, 'nydus-overlayfs'), 0o755);
-  sn = await startSnapshotter({
+  const sn = (live.sn = await startSnapshotter({
     root: base,
     toml: 'version = 1\n[snapshot]\nenable_nydus_overlayfs = true\n',
-  });
-  ctd = await startContainerd({
+  }));
+  const ctd = (live.ctd = await startContainerd({
     snapshotterSock: sn.sock,
     env: { PATH: `${bin}:${process.env['PATH'] ?? ''}` },
-  });
+  }));
   const pull = await ctd.ctr(['image', 'rpull', '--plain-http', '--snapshotter', 'nydus', ref], {
     remote: true,
     timeoutMs: 120_000,
