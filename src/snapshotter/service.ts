@@ -15,6 +15,7 @@ import { OverlaySnapshotter } from './overlay.js';
 import { NydusStore } from './store.js';
 import { SnapshotterMetrics } from './metrics.js';
 import { SystemController } from './system.js';
+import { CredentialRenewal } from './renewal.js';
 
 /**
  * The snapshotter service: the stores under `root`, the daemons recovered, the Nydus
@@ -128,6 +129,9 @@ export async function startSnapshotter(
         });
   const server = createGrpcServer();
   addSnapshotsService(server, metrics === undefined ? snapshotter : metrics.timed(snapshotter), log);
+  const renewal = new CredentialRenewal(daemons, keychain, log);
+  if (config.remote.auth.credentialRenewalIntervalMs > 0)
+    renewal.start(config.remote.auth.credentialRenewalIntervalMs);
   const criClient = config.remote.auth.enableCriKeychain
     ? addCriImageProxy(server, config.remote.auth.imageServiceAddress, keychain, log)
     : undefined;
@@ -157,6 +161,7 @@ export async function startSnapshotter(
         await system?.close();
         await metrics?.close();
         criClient?.close();
+        await renewal.close();
         await snapshotter.close();
         store.close();
       })()),

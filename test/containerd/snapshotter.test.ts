@@ -33,6 +33,8 @@ interface Env {
   /** A registry with htpasswd auth, and in the snapshotter's Docker config wrong credentials for it. */
   authReg: TestRegistry;
   authNydus: string;
+  /** $DOCKER_CONFIG of the snapshotter. */
+  dockerDir: string;
   /** The layered image without its top layer, converted: it shares the other data layers. */
   sibling: string;
   sn: SnapshotterProc;
@@ -147,6 +149,8 @@ async function setup(): Promise<Env> {
     '[metrics]',
     `address = "127.0.0.1:${metricsPort}"`,
     'collect_interval = "1s"',
+    '[remote.auth]',
+    'credential_renewal_interval = "1s"',
   ].join('\n');
   // Seed 003's nydusd config without its background prefetch, which would fetch the whole image
   // and hide whether reads are lazy (the CRI test runs with the seed's config as it is).
@@ -163,6 +167,7 @@ async function setup(): Promise<Env> {
     authReg,
     authNydus,
     sibling,
+    dockerDir,
     sn,
     ctd,
     nydus,
@@ -387,6 +392,60 @@ test('bad input: a corrupt bootstrap layer and refused credentials are clear err
   assert.equal(good.stdout, 'kept through every layer\n');
 });
 
+test('credentials from the Docker config: fixed credentials make the refused image run, and renewed ones reach the running nydusd', async (t) => {
+  if (!needContainerd(t) || !needRegistry(t)) return;
+  const e = await setup();
+  const writeAuth = (userPass: string): void =>
+    writeFileSync(
+      join(e.dockerDir, 'config.json'),
+      JSON.stringify({ auths: { [e.authReg.host]: { auth: Buffer.from(userPass).toString('base64') } } }),
+    );
+  writeAuth('alice:right');
+  ok(
+    await e.ctd.ctr(
+      ['image', 'rpull', '--plain-http', '--user', 'alice:right', '--snapshotter', 'nydus', e.authNydus],
+      {
+        remote: true,
+        timeoutMs: 120_000,
+      },
+    ),
+    'rpull',
+    e,
+  );
+  const run = await e.ctd.ctr(
+    ['run', '--snapshotter', 'nydus', '--rm', e.authNydus, 'auth-ok', '/bin/echo', 'authorized'],
+    {
+      timeoutMs: 60_000,
+    },
+  );
+  ok(run, 'ctr run with the right credentials', e);
+  assert.equal(run.stdout, 'authorized\n');
+  // Which daemon serves that image, from the system controller.
+  const sys = new Agent({ connect: { socketPath: e.systemSock } });
+  t.after(() => sys.close());
+  const daemons = (await (
+    await request('http://localhost/api/v1/daemons', { dispatcher: sys })
+  ).body.json()) as Array<{
+    api_socket: string;
+    instances: Record<string, { image_id: string }>;
+  }>;
+  const d = daemons.find((x) => Object.values(x.instances).some((i) => i.image_id === e.authNydus));
+  assert.ok(d !== undefined, 'a daemon serves the image');
+  writeAuth('alice:rotated');
+  const want = Buffer.from('alice:rotated').toString('base64');
+  const c = new ApiClient(d.api_socket, { timeoutMs: 5000 });
+  t.after(() => c.close());
+  const deadline = Date.now() + 15_000;
+  let got: unknown;
+  while (Date.now() < deadline) {
+    got = ((await c.get('/api/v1/config', { id: '/' })) as { registry_auth?: string }).registry_auth;
+    if (got === want) break;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  assert.equal(got, want, 'the renewed credentials reached nydusd');
+  assert.match(e.sn.output(), /Credentials of image .*busybox:nydus renewed/);
+});
+
 test('two images sharing their data layers: each gets its own nydusd (dedicated mode) and the blob cache holds each shared blob once', async (t) => {
   if (!needContainerd(t) || !needRegistry(t)) return;
   const e = await setup();
@@ -411,9 +470,22 @@ test('two images sharing their data layers: each gets its own nydusd (dedicated 
     ok(r, `ctr run ${id}`, e);
     assert.match(r.stdout, /^[0-9a-f]{32} {2}\/data\/big.bin\n$/);
   }
-  const daemons = readdirSync(join(e.sn.root, 'socket'));
-  assert.equal(daemons.length, 2, 'one nydusd per image');
-  assert.equal(nydusdPids(e.sn.root).length, 2);
+  // The daemons serving the two images, from the system controller.
+  const sys = new Agent({ connect: { socketPath: e.systemSock } });
+  t.after(() => sys.close());
+  const all = (await (
+    await request('http://localhost/api/v1/daemons', { dispatcher: sys })
+  ).body.json()) as Array<{
+    api_socket: string;
+    instances: Record<string, { image_id: string }>;
+  }>;
+  const serving = (img: string): string[] =>
+    all.filter((d) => Object.values(d.instances).some((i) => i.image_id === img)).map((d) => d.api_socket);
+  assert.equal(serving(e.nydus).length, 1);
+  assert.equal(serving(e.sibling).length, 1);
+  const daemons = [...serving(e.nydus), ...serving(e.sibling)];
+  assert.notEqual(daemons[0], daemons[1], 'one nydusd per image');
+  assert.equal(nydusdPids(e.sn.root).length, all.length);
   // Blobs both images name are read from one cache file, whichever daemon fetched them.
   const sibling = await getManifest(e.reg, 'layered', 'base-nydus');
   const blobsOf = (m: Env['manifest']): string[] =>
@@ -423,8 +495,8 @@ test('two images sharing their data layers: each gets its own nydusd (dedicated 
   const shared = blobsOf(e.manifest).filter((b) => blobsOf(sibling).includes(b));
   assert.ok(shared.length > 0, 'the two images share data blobs');
   const files: string[][] = [];
-  for (const id of daemons) {
-    const c = new ApiClient(join(e.sn.root, 'socket', id, 'api.sock'), { timeoutMs: 5000 });
+  for (const sock of daemons) {
+    const c = new ApiClient(sock, { timeoutMs: 5000 });
     try {
       files.push(
         ((await c.get('/api/v1/metrics/blobcache')) as { underlying_files: string[] }).underlying_files,
