@@ -10,8 +10,8 @@ import { registryApiHost, type Reference } from '../oci/reference.js';
 
 export type JsonObject = Record<string, unknown>;
 
-/** What the snapshotter uses when no template file exists at the default path. */
-export const DEFAULT_TEMPLATE: JsonObject = {
+/** The nydusd config of upstream's containerd setup document (seed 003), as it is written there. */
+export const SEED_003_TEMPLATE: JsonObject = {
   device: {
     backend: {
       type: 'registry',
@@ -23,6 +23,13 @@ export const DEFAULT_TEMPLATE: JsonObject = {
   digest_validate: false,
   iostats_files: false,
   enable_xattr: true,
+  fs_prefetch: { enable: true, threads_count: 4 },
+};
+
+/** What the snapshotter uses when no template file exists at the default path: seed 003's
+ * config without background prefetch (which would fetch whole images and defeat lazy pulling). */
+export const DEFAULT_TEMPLATE: JsonObject = {
+  ...SEED_003_TEMPLATE,
   fs_prefetch: { enable: false, threads_count: 4 },
 };
 

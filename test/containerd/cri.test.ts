@@ -1,22 +1,22 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { needContainerd, pushPauseImage, startContainerd, type Containerd } from '../helpers/containerd.js';
 import { containerConfig, criClient, parseCriLog, podConfig, type CriClient } from '../helpers/cri.js';
-import { makeLayeredLayout, pushLayout, processTempDir } from '../helpers/oci-images.js';
+import { makeLayeredLayout, pushLayout } from '../helpers/oci-images.js';
 import { needRegistry, startRegistry, type TestRegistry } from '../helpers/registry.js';
-import { runBin } from '../helpers/run-bin.js';
 import {
+  convertToNydus,
+  copyImage,
   mountsUnder,
   nydusdPids,
   pushWithoutTopLayer,
   scrubSnapshotter,
+  type SnapshotterProc,
   snapshotterRoot,
   startSnapshotter,
-  type SnapshotterProc,
 } from '../helpers/snapshotter.js';
 
 /**
@@ -53,54 +53,11 @@ async function setup(): Promise<Env> {
   const authReg = await startRegistry({ htpasswd: { user: USER, pass: PASS } });
   const layered = await makeLayeredLayout();
   const src = await pushLayout(layered.dir, layered.tag, reg.host, 'layered:latest');
-  const conv = await runBin(
-    'nydusify',
-    [
-      'convert',
-      '--source',
-      src.ref,
-      '--target',
-      `${reg.host}/layered:nydus`,
-      '--plain-http',
-      '--work-dir',
-      processTempDir('cri-conv'),
-    ],
-    { timeoutMs: 180_000 },
-  );
-  assert.equal(conv.code, 0, conv.stderr);
+  await convertToNydus(src.ref, `${reg.host}/layered:nydus`);
   await pushWithoutTopLayer(reg.url, 'layered', 'latest', 'base');
-  const conv2 = await runBin(
-    'nydusify',
-    [
-      'convert',
-      '--source',
-      `${reg.host}/layered:base`,
-      '--target',
-      `${reg.host}/layered:base-nydus`,
-      '--plain-http',
-      '--work-dir',
-      processTempDir('cri-conv2'),
-    ],
-    { timeoutMs: 180_000 },
-  );
-  assert.equal(conv2.code, 0, conv2.stderr);
+  await convertToNydus(`${reg.host}/layered:base`, `${reg.host}/layered:base-nydus`);
   const nydus = `${authReg.host}/layered:nydus`;
-  const copy = spawnSync(
-    'skopeo',
-    [
-      '--insecure-policy',
-      'copy',
-      '--quiet',
-      '--src-tls-verify=false',
-      '--dest-tls-verify=false',
-      '--dest-creds',
-      `${USER}:${PASS}`,
-      `docker://${reg.host}/layered:nydus`,
-      `docker://${nydus}`,
-    ],
-    { encoding: 'utf8', timeout: 120_000 },
-  );
-  assert.equal(copy.status, 0, copy.stderr);
+  copyImage(`${reg.host}/layered:nydus`, `${nydus}`, `${USER}:${PASS}`);
   const pause = (await pushPauseImage(reg.host, 'pause:1')).ref;
   // The snapshotter starts first (containerd dials its proxy plugins at start and backs off when
   // nothing answers); its CRI proxy reaches containerd through a link made once containerd runs.

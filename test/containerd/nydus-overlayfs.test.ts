@@ -4,14 +4,15 @@ import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { needContainerd, startContainerd, type Containerd } from '../helpers/containerd.js';
-import { makeLayeredLayout, pushLayout, processTempDir } from '../helpers/oci-images.js';
+import { makeLayeredLayout, pushLayout } from '../helpers/oci-images.js';
 import { needRegistry, startRegistry } from '../helpers/registry.js';
-import { binPath, runBin } from '../helpers/run-bin.js';
+import { binPath } from '../helpers/run-bin.js';
 import {
+  convertToNydus,
   scrubSnapshotter,
+  type SnapshotterProc,
   snapshotterRoot,
   startSnapshotter,
-  type SnapshotterProc,
 } from '../helpers/snapshotter.js';
 
 /**
@@ -36,21 +37,7 @@ test('with enable_nydus_overlayfs the container mounts through nydus-overlayfs a
   const layered = await makeLayeredLayout();
   const src = await pushLayout(layered.dir, layered.tag, reg.host, 'layered:latest');
   const ref = `${reg.host}/layered:nydus`;
-  const conv = await runBin(
-    'nydusify',
-    [
-      'convert',
-      '--source',
-      src.ref,
-      '--target',
-      ref,
-      '--plain-http',
-      '--work-dir',
-      processTempDir('ovl-conv'),
-    ],
-    { timeoutMs: 180_000 },
-  );
-  assert.equal(conv.code, 0, conv.stderr);
+  await convertToNydus(src.ref, ref);
   // What `npm install -g .` puts on PATH.
   writeFileSync(
     join(bin, 'nydus-overlayfs'),

@@ -5,11 +5,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { needContainerd, startContainerd } from '../helpers/containerd.js';
-import { makeLayeredLayout, pushLayout, processTempDir } from '../helpers/oci-images.js';
+import { makeLayeredLayout, pushLayout } from '../helpers/oci-images.js';
 import { needRegistry, startRegistry, type TestRegistry } from '../helpers/registry.js';
-import { binPath, runBin } from '../helpers/run-bin.js';
+import { binPath } from '../helpers/run-bin.js';
 import { Agent, request } from 'undici';
-import { nydusdPids, scrubSnapshotter, snapshotterRoot, startSnapshotter } from '../helpers/snapshotter.js';
+import {
+  convertToNydus,
+  nydusdPids,
+  scrubSnapshotter,
+  snapshotterRoot,
+  startSnapshotter,
+} from '../helpers/snapshotter.js';
 
 /**
  * nydusd killed under a running container (upstream-surface §7.8): the snapshotter keeps each
@@ -27,21 +33,7 @@ async function nydusImage(): Promise<string> {
   const layered = await makeLayeredLayout();
   const src = await pushLayout(layered.dir, layered.tag, reg.host, 'layered:latest');
   image = `${reg.host}/layered:nydus`;
-  const conv = await runBin(
-    'nydusify',
-    [
-      'convert',
-      '--source',
-      src.ref,
-      '--target',
-      image,
-      '--plain-http',
-      '--work-dir',
-      processTempDir('rec-conv'),
-    ],
-    { timeoutMs: 180_000 },
-  );
-  assert.equal(conv.code, 0, conv.stderr);
+  await convertToNydus(src.ref, image);
   return image;
 }
 

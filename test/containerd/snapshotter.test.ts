@@ -1,6 +1,5 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
@@ -8,17 +7,18 @@ import { ApiClient } from '../../src/daemon/api/client.js';
 import { needContainerd, startContainerd, type Containerd } from '../helpers/containerd.js';
 import { makeBusyboxLayout, makeLayeredLayout, pushLayout, processTempDir } from '../helpers/oci-images.js';
 import { freePort, needRegistry, startRegistry, type TestRegistry } from '../helpers/registry.js';
-import { runBin } from '../helpers/run-bin.js';
 import {
+  convertToNydus,
+  copyImage,
   mountsUnder,
   nydusdPids,
   pushCorruptBootstrap,
   pushWithoutTopLayer,
   scrubSnapshotter,
   SEED_003_TEMPLATE,
+  type SnapshotterProc,
   snapshotterRoot,
   startSnapshotter,
-  type SnapshotterProc,
 } from '../helpers/snapshotter.js';
 
 /**
@@ -64,76 +64,19 @@ async function setup(): Promise<Env> {
   const layered = await makeLayeredLayout();
   const src = await pushLayout(layered.dir, layered.tag, reg.host, 'layered:latest');
   const nydus = `${reg.host}/layered:nydus`;
-  const conv = await runBin(
-    'nydusify',
-    [
-      'convert',
-      '--source',
-      src.ref,
-      '--target',
-      nydus,
-      '--plain-http',
-      '--work-dir',
-      processTempDir('sn-conv'),
-    ],
-    { timeoutMs: 180_000 },
-  );
-  assert.equal(conv.code, 0, conv.stderr);
+  await convertToNydus(src.ref, nydus);
   // The same image without its top layer: an image sharing its other layers (and so data blobs).
   await pushWithoutTopLayer(reg.url, 'layered', 'latest', 'base');
   const sibling = `${reg.host}/layered:base-nydus`;
-  const conv2 = await runBin(
-    'nydusify',
-    [
-      'convert',
-      '--source',
-      `${reg.host}/layered:base`,
-      '--target',
-      sibling,
-      '--plain-http',
-      '--work-dir',
-      processTempDir('sn-conv2'),
-    ],
-    { timeoutMs: 180_000 },
-  );
-  assert.equal(conv2.code, 0, conv2.stderr);
+  await convertToNydus(`${reg.host}/layered:base`, sibling);
   const bb = await makeBusyboxLayout();
   const busybox = await pushLayout(bb.dir, bb.tag, reg.host, 'busybox:latest');
   await pushCorruptBootstrap(reg.url, 'layered', 'nydus', 'corrupt');
   const authReg = await startRegistry({ htpasswd: { user: 'alice', pass: 'right' } });
   const authNydus = `${authReg.host}/busybox:nydus`;
   // An image of its own (shared layers would let containerd reuse the anonymous image's snapshots).
-  const bbConv = await runBin(
-    'nydusify',
-    [
-      'convert',
-      '--source',
-      busybox.ref,
-      '--target',
-      `${reg.host}/busybox:nydus`,
-      '--plain-http',
-      '--work-dir',
-      processTempDir('sn-conv-bb'),
-    ],
-    { timeoutMs: 180_000 },
-  );
-  assert.equal(bbConv.code, 0, bbConv.stderr);
-  const copy = spawnSync(
-    'skopeo',
-    [
-      '--insecure-policy',
-      'copy',
-      '--quiet',
-      '--src-tls-verify=false',
-      '--dest-tls-verify=false',
-      '--dest-creds',
-      'alice:right',
-      `docker://${reg.host}/busybox:nydus`,
-      `docker://${authNydus}`,
-    ],
-    { encoding: 'utf8', timeout: 120_000 },
-  );
-  assert.equal(copy.status, 0, copy.stderr);
+  await convertToNydus(busybox.ref, `${reg.host}/busybox:nydus`);
+  copyImage(`${reg.host}/busybox:nydus`, `${authNydus}`, 'alice:right');
   const dockerDir = processTempDir('sn-docker');
   writeFileSync(
     join(dockerDir, 'config.json'),

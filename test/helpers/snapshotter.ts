@@ -13,7 +13,9 @@ import {
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { binPath } from './run-bin.js';
+import { SEED_003_TEMPLATE } from '../../src/snapshotter/nydusd-config.js';
+import { processTempDir } from './oci-images.js';
+import { binPath, runBin } from './run-bin.js';
 
 /**
  * The real `containerd-nydus-grpc` in tests: started as a process on a private root and socket,
@@ -52,24 +54,8 @@ export interface StartSnapshotterOptions {
   env?: NodeJS.ProcessEnv;
 }
 
-/**
- * The nydusd config of seed 003 (upstream's containerd setup document), byte for byte in
- * meaning: scheme "" (HTTPS, falling back to HTTP since skip_verify is set), blobcache, prefetch.
- */
-export const SEED_003_TEMPLATE = {
-  device: {
-    backend: {
-      type: 'registry',
-      config: { scheme: '', skip_verify: true, timeout: 5, connect_timeout: 5, retry_limit: 4, auth: '' },
-    },
-    cache: { type: 'blobcache', config: { work_dir: 'cache' } },
-  },
-  mode: 'direct',
-  digest_validate: false,
-  iostats_files: false,
-  enable_xattr: true,
-  fs_prefetch: { enable: true, threads_count: 4 },
-};
+/** Seed 003's nydusd config: the default template of these tests. */
+export { SEED_003_TEMPLATE };
 
 async function socketAnswers(path: string): Promise<boolean> {
   return new Promise((resolve) => {
@@ -339,4 +325,43 @@ export async function pushWithoutTopLayer(
     body: JSON.stringify(manifest),
   });
   if (put.status !== 201) throw new Error(`manifest put: HTTP ${put.status} ${await put.text()}`);
+}
+
+/** `nydusify convert` of `source` into `target` (plain HTTP registries); fails the test on error. */
+export async function convertToNydus(source: string, target: string): Promise<void> {
+  const r = await runBin(
+    'nydusify',
+    [
+      'convert',
+      '--source',
+      source,
+      '--target',
+      target,
+      '--plain-http',
+      '--work-dir',
+      processTempDir('sn-convert'),
+    ],
+    { timeoutMs: 180_000 },
+  );
+  if (r.code !== 0) throw new Error(`nydusify convert ${source} -> ${target} failed:\n${r.stderr}`);
+}
+
+/** `skopeo copy` between plain-HTTP registries, pushing with `destCreds` ("user:pass"). */
+export function copyImage(source: string, target: string, destCreds: string): void {
+  const r = spawnSync(
+    'skopeo',
+    [
+      '--insecure-policy',
+      'copy',
+      '--quiet',
+      '--src-tls-verify=false',
+      '--dest-tls-verify=false',
+      '--dest-creds',
+      destCreds,
+      `docker://${source}`,
+      `docker://${target}`,
+    ],
+    { encoding: 'utf8', timeout: 120_000 },
+  );
+  if (r.status !== 0) throw new Error(`skopeo copy ${source} -> ${target} failed: ${r.stderr}`);
 }

@@ -17,6 +17,7 @@ import { NydusError } from '../../src/errors/errors.js';
 import { DOCKER_HUB, parseReference, registryApiHost } from '../../src/oci/reference.js';
 import {
   DEFAULT_TEMPLATE,
+  SEED_003_TEMPLATE,
   backendOf,
   imageConfig,
   loadTemplate,
@@ -32,22 +33,6 @@ import { PROJECT_ROOT } from '../helpers/fixtures.js';
  * the file), which must accept it and hand back the same host, repo, credentials, mirror and
  * cache settings.
  */
-
-/** The v1 template of the containerd setup guide (seed 003), `/etc/nydus/nydusd-config.fusedev.json`. */
-const SEED_003_TEMPLATE = {
-  device: {
-    backend: {
-      type: 'registry',
-      config: { scheme: '', skip_verify: true, timeout: 5, connect_timeout: 5, retry_limit: 4, auth: '' },
-    },
-    cache: { type: 'blobcache', config: { work_dir: 'cache' } },
-  },
-  mode: 'direct',
-  digest_validate: false,
-  iostats_files: false,
-  enable_xattr: true,
-  fs_prefetch: { enable: true, threads_count: 4 },
-};
 
 /** The same settings in nydusd's v2 layout. */
 const V2_TEMPLATE = {
@@ -175,7 +160,7 @@ const access = (ref: string, extra: Omit<ImageAccess, 'ref'> = {}): ImageAccess 
 });
 
 test('imageConfig v1 (seed 003): host, repo, auth, cache work_dir, id; the template untouched', async (t) => {
-  const template = structuredClone(SEED_003_TEMPLATE) as JsonObject;
+  const template = structuredClone(SEED_003_TEMPLATE);
   const before = structuredClone(template);
   const auth = Buffer.from('alice:S3cret').toString('base64');
   const cfg = imageConfig(
