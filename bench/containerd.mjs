@@ -18,7 +18,7 @@
 // snapshots), a new snapshotter root (no blob cache) and dropped caches; everything started is
 // stopped, unmounted and removed after it. Rounds alternate ours and the peer (who goes first
 // swaps every round).
-import { fork, spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
   closeSync,
@@ -34,14 +34,27 @@ import {
   statSync,
   writeFileSync,
 } from 'node:fs';
-import { request as httpRequest } from 'node:http';
-import { connect, createServer } from 'node:net';
+import { connect } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import process from 'node:process';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import { dropCaches, machineBusySeconds, median, outputOf, processMemory, waitQuiet } from './measure.mjs';
-import { DEFAULT_B4_CMD, LINK_BYTES_PER_SECOND, ociImage, rootfsLarge } from './registry.mjs';
+import {
+  alternateRounds,
+  apiGet,
+  cleanupRegistrySync,
+  DEFAULT_B4_CMD,
+  lastLines,
+  must as mustWith,
+  ociImage,
+  rootfsLarge,
+  run as runWith,
+  secs,
+  sleep,
+  startLinkChild,
+  startRegistry,
+} from './registry.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 /** The containerd namespace of every run. */
@@ -77,12 +90,6 @@ const PATH = [
   ]),
 ].join(':');
 
-/** @param {number} ms */
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-/** @param {bigint} a @param {bigint} b */
-const secs = (a, b) => Number(b - a) / 1e9;
-
 /** Environment of containerd and ctr: no CONTAINERD_* from outside, sbin dirs on PATH. */
 function childEnv() {
   /** @type {NodeJS.ProcessEnv} */
@@ -93,34 +100,22 @@ function childEnv() {
 }
 
 /**
+ * registry.mjs's must() with the environment of containerd and ctr and this module's step timeout.
  * @param {string} cmd
  * @param {string[]} args
  * @param {{ log?: string, timeoutS?: number }} [o]
  */
-function must(cmd, args, o = {}) {
-  const fd = o.log !== undefined ? openSync(o.log, 'a') : undefined;
-  const r = spawnSync(cmd, args, {
-    stdio: ['ignore', 'pipe', fd ?? 'pipe'],
-    encoding: 'utf8',
-    env: childEnv(),
-    timeout: (o.timeoutS ?? STEP_TIMEOUT_S) * 1000,
-    killSignal: 'SIGKILL',
-    maxBuffer: 64 * 1024 * 1024,
-  });
-  if (fd !== undefined) closeSync(fd);
-  if (r.error !== undefined || r.status !== 0) {
-    const why = r.error?.message ?? `exit ${r.status ?? r.signal}`;
-    const tail =
-      o.log !== undefined ? lastLines(o.log) : `${r.stderr ?? ''}`.trim().split('\n').slice(-4).join(' / ');
-    throw new Error(`${cmd} ${args.join(' ')} failed (${why}): ${tail}`);
-  }
-  return r.stdout ?? '';
-}
+const must = (cmd, args, o = {}) => mustWith(cmd, args, { env: childEnv(), timeoutS: STEP_TIMEOUT_S, ...o });
 
-/** @param {string} file @param {number} [n] */
-function lastLines(file, n = 4) {
-  return existsSync(file) ? readFileSync(file, 'utf8').trim().split('\n').slice(-n).join(' / ') : 'no log';
-}
+/**
+ * registry.mjs's run() with the environment of containerd and ctr and this module's step timeout;
+ * the command line and its output go to the log too.
+ * @param {string} cmd
+ * @param {string[]} args
+ * @param {{ log: string, timeoutS?: number, mark?: RegExp }} o
+ */
+const run = (cmd, args, o) =>
+  runWith(cmd, args, { env: childEnv(), timeoutS: STEP_TIMEOUT_S, transcript: true, ...o });
 
 // ---------------------------------------------------------------------------------------------
 // Processes and mounts: what this module started must not outlive the run
@@ -231,83 +226,14 @@ function scrubDir(dir) {
   stateDirs.delete(dir);
 }
 
-/** Kills what this module started, unmounts and removes its state (also on the way out). */
+/**
+ * Kills what this module started (and what registry.mjs's helpers started for it: the registry,
+ * the link, the commands of run()), unmounts and removes its state (also on the way out).
+ */
 export function cleanupContainerdSync() {
+  cleanupRegistrySync();
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
   for (const d of [...stateDirs]) scrubDir(d);
-}
-
-/**
- * Spawns a command; resolves with its exit status, when its stdout gave its first byte, and when
- * a line of its stdout first matched `mark`.
- * @param {string} cmd
- * @param {string[]} args
- * @param {{ log: string, timeoutS?: number, mark?: RegExp }} o
- * @returns {Promise<{ status: number | null, firstOut: bigint | undefined, marked: bigint | undefined,
- *   end: bigint, stdout: string }>}
- */
-function run(cmd, args, o) {
-  return new Promise((done) => {
-    const fd = openSync(o.log, 'a');
-    writeFileSync(fd, `$ ${cmd} ${args.join(' ')}\n`);
-    const c = spawn(cmd, args, { stdio: ['ignore', 'pipe', fd], env: childEnv() });
-    closeSync(fd);
-    children.add(c);
-    /** @type {bigint | undefined} */
-    let firstOut;
-    /** @type {bigint | undefined} */
-    let marked;
-    let stdout = '';
-    c.stdout.on('data', (d) => {
-      const now = process.hrtime.bigint();
-      firstOut ??= now;
-      stdout += d.toString();
-      if (marked === undefined && o.mark?.test(stdout) === true) marked = now;
-    });
-    const timer = setTimeout(() => c.kill('SIGKILL'), (o.timeoutS ?? STEP_TIMEOUT_S) * 1000);
-    const finish = (/** @type {number | null} */ status) => {
-      clearTimeout(timer);
-      children.delete(c);
-      // The command's output goes to the log too (after it ended: nothing is written meanwhile).
-      writeFileSync(o.log, `${stdout.length > 20_000 ? `${stdout.slice(0, 20_000)}...\n` : stdout}`, {
-        flag: 'a',
-      });
-      done({ status, firstOut, marked, end: process.hrtime.bigint(), stdout: stdout.trim() });
-    };
-    c.on('error', (e) => {
-      writeFileSync(o.log, `\n${e.message}\n`, { flag: 'a' });
-      finish(-1);
-    });
-    c.on('close', (code) => finish(code));
-  });
-}
-
-/**
- * GET a path of nydusd's API on its unix socket, as JSON.
- * @param {string} sock
- * @param {string} path
- */
-function apiGet(sock, path) {
-  return new Promise((done, reject) => {
-    const req = httpRequest({ socketPath: sock, path, method: 'GET', timeout: 10_000 }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (d) => (body += d));
-      res.on('end', () => {
-        if (res.statusCode !== 200) reject(new Error(`GET ${path}: HTTP ${res.statusCode} ${body}`));
-        else {
-          try {
-            done(JSON.parse(body));
-          } catch (e) {
-            reject(e);
-          }
-        }
-      });
-    });
-    req.on('error', reject);
-    req.on('timeout', () => req.destroy(new Error(`GET ${path}: timeout`)));
-    req.end();
-  });
 }
 
 /** @param {string} path */
@@ -320,128 +246,6 @@ function socketAnswers(path) {
     });
     s.once('error', () => done(false));
   });
-}
-
-// ---------------------------------------------------------------------------------------------
-// The registry and the link
-
-async function freePort() {
-  const srv = createServer();
-  await new Promise((done, reject) => {
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => done(undefined));
-  });
-  const port = /** @type {import('node:net').AddressInfo} */ (srv.address()).port;
-  await new Promise((done) => srv.close(() => done(undefined)));
-  return port;
-}
-
-/**
- * Debian's docker-registry on 127.0.0.1 with its storage in `dir` (emptied).
- * @param {string} dir
- */
-async function startRegistry(dir) {
-  rmSync(dir, { recursive: true, force: true });
-  mkdirSync(join(dir, 'data'), { recursive: true });
-  const host = `127.0.0.1:${await freePort()}`;
-  const configFile = join(dir, 'config.yml');
-  // YAML is a superset of JSON.
-  writeFileSync(
-    configFile,
-    JSON.stringify({
-      version: '0.1',
-      log: { level: 'error', accesslog: { disabled: true } },
-      storage: { filesystem: { rootdirectory: join(dir, 'data') }, delete: { enabled: true } },
-      http: { addr: host, secret: 'nydus-ts-bench' },
-    }),
-  );
-  const logFile = join(dir, 'registry.log');
-  const fd = openSync(logFile, 'w');
-  const child = spawn('docker-registry', ['serve', configFile], { stdio: ['ignore', fd, fd] });
-  closeSync(fd);
-  children.add(child);
-  const stop = async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGTERM');
-      await Promise.race([new Promise((r) => child.once('exit', r)), sleep(5000)]);
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-    }
-    children.delete(child);
-  };
-  const deadline = Date.now() + 20_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`docker-registry exited: ${lastLines(logFile)}`);
-    const ok = await new Promise((done) => {
-      const req = httpRequest(`http://${host}/v2/`, { timeout: 1000 }, (res) => {
-        res.resume();
-        done(res.statusCode === 200);
-      });
-      req.on('error', () => done(false));
-      req.on('timeout', () => req.destroy());
-      req.end();
-    });
-    if (ok) break;
-    if (Date.now() > deadline) {
-      await stop();
-      throw new Error(`docker-registry did not answer on ${host}`);
-    }
-    await sleep(50);
-  }
-  return { host, stop };
-}
-
-/**
- * bench/link.mjs in a child process (this module with --b8-link-child), in front of
- * `targetPort`; `stats()` asks it for the bytes carried so far.
- * @param {number} targetPort
- */
-async function startLinkChild(targetPort) {
-  const child = fork(
-    fileURLToPath(import.meta.url),
-    ['--b8-link-child', String(targetPort), String(LINK_BYTES_PER_SECOND)],
-    { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] },
-  );
-  children.add(child);
-  /** @type {(m: any) => void} */
-  let next = () => {};
-  child.on('message', (m) => next(m));
-  const ask = (/** @type {string} */ what) =>
-    new Promise((done, reject) => {
-      const t = setTimeout(() => reject(new Error('the link process does not answer')), 10_000);
-      next = (m) => {
-        clearTimeout(t);
-        done(m);
-      };
-      if (what !== '') child.send(what);
-    });
-  const ready = /** @type {{ port: number }} */ (await ask(''));
-  return {
-    port: ready.port,
-    /** @returns {Promise<{ bytesDown: number, bytesUp: number, connections: number }>} */
-    stats: () => /** @type {any} */ (ask('stats')),
-    stop: async () => {
-      child.kill('SIGTERM');
-      await Promise.race([new Promise((r) => child.once('exit', r)), sleep(5000)]);
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-      children.delete(child);
-    },
-  };
-}
-
-/** The child side of startLinkChild. @param {string[]} argv */
-async function linkChild(argv) {
-  const { startLink } = await import('./link.mjs');
-  const link = await startLink({
-    targetHost: '127.0.0.1',
-    targetPort: Number(argv[0]),
-    bytesPerSecond: Number(argv[1]),
-  });
-  process.on('message', (m) => {
-    if (m === 'stats') process.send?.(link.stats());
-  });
-  process.on('SIGTERM', () => void link.close().then(() => process.exit(0)));
-  process.on('disconnect', () => void link.close().then(() => process.exit(0)));
-  process.send?.({ port: link.port });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -833,16 +637,45 @@ function convert(nydusify, source, target, work, log) {
  */
 
 /**
+ * A run's state directory, from nothing (what an earlier run left in it taken down first), and its
+ * log, empty.
+ * @param {string} dir
+ * @param {string} log
+ */
+function openRunDir(dir, log) {
+  scrubDir(dir);
+  mkdirSync(dir, { recursive: true });
+  stateDirs.add(dir);
+  writeFileSync(log, '');
+}
+
+/**
+ * After a run: keeps the logs of its snapshotter and containerd, and with `nydusdLogs` those of
+ * its nydusd processes, beside `log` (LOG without .log, then .snapshotter.log, .containerd.log,
+ * .nydusd-logs/); then takes down and removes everything in its state directory.
+ * @param {string} dir
+ * @param {string} log
+ * @param {boolean} nydusdLogs
+ */
+function closeRunDir(dir, log, nydusdLogs) {
+  const base = log.replace(/\.log$/, '');
+  // The logs are small: kept; the rest (the roots, the blob cache) is dropped.
+  for (const f of ['sn/snapshotter.log', 'ctd/containerd.log']) {
+    if (existsSync(join(dir, f))) copyFileSync(join(dir, f), `${base}.${f.split('/')[1]}`);
+  }
+  const nydusd = join(dir, 'sn', 'r', 'logs');
+  if (nydusdLogs && existsSync(nydusd)) cpSync(nydusd, `${base}.nydusd-logs`, { recursive: true });
+  scrubDir(dir);
+}
+
+/**
  * One container start of ours or of the peer, from nothing; everything is taken down after it.
  * @param {{ who: 'ours' | 'peer', dir: string, build: string, ref: string, cmd: string, id: string,
  *   link: Awaited<ReturnType<typeof startLinkChild>>, log: string }} o
  * @returns {Promise<B8Run>}
  */
 async function containerStart(o) {
-  scrubDir(o.dir);
-  mkdirSync(o.dir, { recursive: true });
-  stateDirs.add(o.dir);
-  writeFileSync(o.log, '');
+  openRunDir(o.dir, o.log);
   /** @type {Awaited<ReturnType<typeof startSnapshotter>> | undefined} */
   let sn;
   /** @type {Awaited<ReturnType<typeof startContainerd>> | undefined} */
@@ -917,15 +750,7 @@ async function containerStart(o) {
   } finally {
     await ctd?.stop();
     await sn?.stop();
-    // Keep the logs of the last run of each (they are small), drop the rest.
-    for (const f of ['sn/snapshotter.log', 'ctd/containerd.log']) {
-      if (existsSync(join(o.dir, f)))
-        copyFileSync(join(o.dir, f), `${o.log.replace(/\.log$/, '')}.${f.split('/')[1]}`);
-    }
-    const nydusdLogs = join(o.dir, 'sn', 'r', 'logs');
-    if (existsSync(nydusdLogs))
-      cpSync(nydusdLogs, `${o.log.replace(/\.log$/, '')}.nydusd-logs`, { recursive: true });
-    scrubDir(o.dir);
+    closeRunDir(o.dir, o.log, true);
   }
 }
 
@@ -935,10 +760,7 @@ async function containerStart(o) {
  * @param {{ dir: string, build: string, refs: string[], cmd: string, log: string }} o
  */
 async function sharedMemory(o) {
-  scrubDir(o.dir);
-  mkdirSync(o.dir, { recursive: true });
-  stateDirs.add(o.dir);
-  writeFileSync(o.log, '');
+  openRunDir(o.dir, o.log);
   /** @type {Awaited<ReturnType<typeof startSnapshotter>> | undefined} */
   let sn;
   /** @type {Awaited<ReturnType<typeof startContainerd>> | undefined} */
@@ -1002,11 +824,7 @@ async function sharedMemory(o) {
   } finally {
     await ctd?.stop();
     await sn?.stop();
-    for (const f of ['sn/snapshotter.log', 'ctd/containerd.log']) {
-      if (existsSync(join(o.dir, f)))
-        copyFileSync(join(o.dir, f), `${o.log.replace(/\.log$/, '')}.${f.split('/')[1]}`);
-    }
-    scrubDir(o.dir);
+    closeRunDir(o.dir, o.log, false);
   }
 }
 
@@ -1089,43 +907,36 @@ export async function benchContainerd(ctx) {
 
     const link = await startLinkChild(Number(registry.host.split(':')[1]));
     const linkHost = `127.0.0.1:${link.port}`;
-    b8.ref = `${linkHost}/rootfs-nydus:nydus`;
-    b8.peerRef = `${linkHost}/rootfs:oci`;
+    const refs = { ours: `${linkHost}/rootfs-nydus:nydus`, peer: `${linkHost}/rootfs:oci` };
+    b8.ref = refs.ours;
+    b8.peerRef = refs.peer;
     say(`B8: link ${linkHost} -> ${registry.host} at 100 Mbit/s; command \`${cmd}\``);
     try {
-      for (let round = 0; round < ctx.rounds; round++) {
-        const order = /** @type {const} */ (round % 2 === 0 ? ['ours', 'peer'] : ['peer', 'ours']);
-        for (const who of order) {
-          quietWaited += waitQuiet(20);
-          try {
-            const r = await containerStart({
-              who,
-              dir: join(root, who),
-              build: ctx.build,
-              ref: who === 'ours' ? b8.ref : b8.peerRef,
-              cmd,
-              id: `b8-${who}-${round + 1}`,
-              link,
-              log: join(logs, `${who}-${round + 1}.log`),
-            });
-            b8[who].push(r);
-            say(
-              `B8 round ${round + 1}: ${who} ${r.first.toFixed(2)} s to first output (pull ${r.steps['pull']?.toFixed(2)} s, ` +
-                `run ${r.steps['run']?.toFixed(2)} s); link ${r.linkDown} bytes` +
-                (r.fetched !== undefined
-                  ? `; nydusd fetched ${r.fetched.readAmountTotal}, read ${r.fetched.dataRead}; ` +
-                    `snapshotter VmHWM ${((r.memory?.snapshotterHwmKiB ?? NaN) / 1024).toFixed(0)} MiB, ` +
-                    `nydusd ${((r.memory?.nydusdHwmKiB ?? NaN) / 1024).toFixed(0)} MiB`
-                  : ''),
-            );
-          } catch (e) {
-            const msg = e instanceof Error ? e.message : String(e);
-            say(`B8 round ${round + 1}: ${who} FAILED: ${msg}`);
-            if (who === 'ours') b8.failed = msg;
-            else b8.failed ??= `peer: ${msg}`;
-          }
-        }
-      }
+      quietWaited += await alternateRounds(
+        { rounds: ctx.rounds, name: 'B8', say, into: b8 },
+        async (who, round) => {
+          const r = await containerStart({
+            who,
+            dir: join(root, who),
+            build: ctx.build,
+            ref: refs[who],
+            cmd,
+            id: `b8-${who}-${round + 1}`,
+            link,
+            log: join(logs, `${who}-${round + 1}.log`),
+          });
+          b8[who].push(r);
+          say(
+            `B8 round ${round + 1}: ${who} ${r.first.toFixed(2)} s to first output (pull ${r.steps['pull']?.toFixed(2)} s, ` +
+              `run ${r.steps['run']?.toFixed(2)} s); link ${r.linkDown} bytes` +
+              (r.fetched !== undefined
+                ? `; nydusd fetched ${r.fetched.readAmountTotal}, read ${r.fetched.dataRead}; ` +
+                  `snapshotter VmHWM ${((r.memory?.snapshotterHwmKiB ?? NaN) / 1024).toFixed(0)} MiB, ` +
+                  `nydusd ${((r.memory?.nydusdHwmKiB ?? NaN) / 1024).toFixed(0)} MiB`
+                : ''),
+          );
+        },
+      );
     } finally {
       await link.stop();
     }
@@ -1177,11 +988,4 @@ export async function benchContainerd(ctx) {
       b8Peer: median(b8.peer.map((r) => r.first)),
     },
   };
-}
-
-if (process.argv[2] === '--b8-link-child') {
-  linkChild(process.argv.slice(3)).catch((e) => {
-    process.stderr.write(`link child: ${e instanceof Error ? e.message : String(e)}\n`);
-    process.exit(2);
-  });
 }

@@ -48,28 +48,38 @@ export const DEFAULT_B4_CMD = `python3 -c 'print(1)'`;
 const STEP_TIMEOUT_S = 900;
 
 /**
+ * Runs a command to its end; throws, with the end of its log (or of its stderr), unless it exits
+ * with 0. Its output goes to `log` when given (else its stdout is returned); `timeoutS` kills it
+ * with SIGKILL after that many seconds.
  * @param {string} cmd
  * @param {string[]} args
- * @param {{ cwd?: string, log?: string, env?: NodeJS.ProcessEnv }} [o]
+ * @param {{ cwd?: string, log?: string, env?: NodeJS.ProcessEnv, timeoutS?: number }} [o]
  */
-function must(cmd, args, o = {}) {
+export function must(cmd, args, o = {}) {
   const fd = o.log !== undefined ? openSync(o.log, 'a') : undefined;
   const r = spawnSync(cmd, args, {
     stdio: ['ignore', fd ?? 'pipe', fd ?? 'pipe'],
     encoding: 'utf8',
     ...(o.cwd !== undefined && { cwd: o.cwd }),
     ...(o.env !== undefined && { env: o.env }),
+    ...(o.timeoutS !== undefined && { timeout: o.timeoutS * 1000, killSignal: 'SIGKILL' }),
     maxBuffer: 256 * 1024 * 1024,
   });
   if (fd !== undefined) closeSync(fd);
   if (r.error !== undefined || r.status !== 0) {
+    const why = r.error?.message ?? `exit ${r.status ?? r.signal}`;
     const tail =
       o.log !== undefined && existsSync(o.log)
-        ? readFileSync(o.log, 'utf8').trim().split('\n').slice(-4).join(' / ')
+        ? lastLines(o.log)
         : `${r.stderr ?? ''}`.trim().split('\n').slice(-4).join(' / ');
-    throw new Error(`${cmd} ${args.join(' ')} failed (${r.error?.message ?? `exit ${r.status}`}): ${tail}`);
+    throw new Error(`${cmd} ${args.join(' ')} failed (${why}): ${tail}`);
   }
   return r.stdout ?? '';
+}
+
+/** The last `n` lines of a log, joined by " / " ("no log" when there is none). @param {string} file @param {number} [n] */
+export function lastLines(file, n = 4) {
+  return existsSync(file) ? readFileSync(file, 'utf8').trim().split('\n').slice(-n).join(' / ') : 'no log';
 }
 
 /** @param {string} path */
@@ -295,7 +305,8 @@ function treeStatsCount(dir) {
 // ---------------------------------------------------------------------------------------------
 // The registry and the link
 
-async function freePort() {
+/** A TCP port free on 127.0.0.1 (for a server started next). */
+export async function freePort() {
   const srv = createServer();
   await new Promise((resolve, reject) => {
     srv.once('error', reject);
@@ -307,7 +318,7 @@ async function freePort() {
 }
 
 /** @param {number} ms */
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** Processes started here that must not outlive the run. @type {Set<import('node:child_process').ChildProcess>} */
 const children = new Set();
@@ -328,14 +339,14 @@ function isMounted(path) {
 }
 
 /**
- * Debian's docker-registry on 127.0.0.1 with its storage in `dir` (emptied).
+ * Debian's docker-registry on 127.0.0.1 with its storage in `dir` (emptied); waits until it
+ * answers on /v2/.
  * @param {string} dir
  */
-async function startRegistry(dir) {
+export async function startRegistry(dir) {
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(join(dir, 'data'), { recursive: true });
-  const port = await freePort();
-  const host = `127.0.0.1:${port}`;
+  const host = `127.0.0.1:${await freePort()}`;
   const configFile = join(dir, 'config.yml');
   // YAML is a superset of JSON.
   writeFileSync(
@@ -347,14 +358,22 @@ async function startRegistry(dir) {
       http: { addr: host, secret: 'nydus-ts-bench' },
     }),
   );
-  const errFd = openSync(join(dir, 'registry.log'), 'w');
-  const child = spawn('docker-registry', ['serve', configFile], { stdio: ['ignore', errFd, errFd] });
-  closeSync(errFd);
+  const logFile = join(dir, 'registry.log');
+  const fd = openSync(logFile, 'w');
+  const child = spawn('docker-registry', ['serve', configFile], { stdio: ['ignore', fd, fd] });
+  closeSync(fd);
   children.add(child);
+  const stop = async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGTERM');
+      await Promise.race([new Promise((r) => child.once('exit', r)), sleep(5000)]);
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    }
+    children.delete(child);
+  };
   const deadline = Date.now() + 20_000;
   for (;;) {
-    if (child.exitCode !== null)
-      throw new Error(`docker-registry exited: ${readFileSync(join(dir, 'registry.log'), 'utf8')}`);
+    if (child.exitCode !== null) throw new Error(`docker-registry exited: ${lastLines(logFile)}`);
     const ok = await new Promise((resolve) => {
       const req = httpRequest(`http://${host}/v2/`, { timeout: 1000 }, (res) => {
         res.resume();
@@ -366,35 +385,28 @@ async function startRegistry(dir) {
     });
     if (ok) break;
     if (Date.now() > deadline) {
-      child.kill('SIGKILL');
+      await stop();
       throw new Error(`docker-registry did not answer on ${host}`);
     }
     await sleep(50);
   }
-  return {
-    host,
-    pid: /** @type {number} */ (child.pid),
-    stop: async () => {
-      child.kill('SIGTERM');
-      await Promise.race([new Promise((r) => child.once('exit', r)), sleep(5000)]);
-      if (child.exitCode === null) child.kill('SIGKILL');
-      children.delete(child);
-    },
-  };
+  return { host, pid: /** @type {number} */ (child.pid), stop };
 }
 
+/** The flag that makes this module, run as a program, the child side of startLinkChild. */
+const LINK_CHILD_FLAG = '--link-child';
+
 /**
- * bench/link.mjs in a child process (so that nothing this process does can stall it), in front
- * of `targetPort`.
+ * bench/link.mjs at LINK_BYTES_PER_SECOND in a child process (this module, forked with
+ * LINK_CHILD_FLAG, whatever module calls it; so that nothing this process does can stall it), in
+ * front of `targetPort` on 127.0.0.1; `stats()` asks it for the bytes carried so far.
  * @param {number} targetPort
  */
-async function startLinkChild(targetPort) {
+export async function startLinkChild(targetPort) {
   const child = fork(
     fileURLToPath(import.meta.url),
-    ['--link-child', String(targetPort), String(LINK_BYTES_PER_SECOND)],
-    {
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    },
+    [LINK_CHILD_FLAG, String(targetPort), String(LINK_BYTES_PER_SECOND)],
+    { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] },
   );
   children.add(child);
   /** @type {(m: any) => void} */
@@ -417,6 +429,7 @@ async function startLinkChild(targetPort) {
     stop: async () => {
       child.kill('SIGTERM');
       await Promise.race([new Promise((r) => child.once('exit', r)), sleep(5000)]);
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
       children.delete(child);
     },
   };
@@ -442,30 +455,44 @@ async function linkChild(argv) {
 // Running things asynchronously (the link and the daemon must keep going meanwhile)
 
 /**
- * Spawns a command; resolves with its exit status and when its stdout gave its first byte.
+ * Spawns a command (its stderr to `log`); resolves with its exit status, when its stdout gave its
+ * first byte, and when its stdout first matched `mark`. With `transcript`, the command line goes
+ * to the log before it and its stdout (the first 20,000 characters) after it.
  * @param {string} cmd
  * @param {string[]} args
- * @param {{ log: string, timeoutS?: number, stdout?: boolean }} o
- * @returns {Promise<{ status: number | null, firstOut: bigint | undefined, end: bigint, stdout: string }>}
+ * @param {{ log: string, timeoutS?: number, mark?: RegExp, env?: NodeJS.ProcessEnv, transcript?: boolean }} o
+ * @returns {Promise<{ status: number | null, firstOut: bigint | undefined, marked: bigint | undefined,
+ *   end: bigint, stdout: string }>}
  */
-function run(cmd, args, o) {
+export function run(cmd, args, o) {
   return new Promise((resolve) => {
     const fd = openSync(o.log, 'a');
-    const c = spawn(cmd, args, { stdio: ['ignore', 'pipe', fd] });
+    if (o.transcript === true) writeFileSync(fd, `$ ${cmd} ${args.join(' ')}\n`);
+    const c = spawn(cmd, args, { stdio: ['ignore', 'pipe', fd], ...(o.env !== undefined && { env: o.env }) });
     closeSync(fd);
     children.add(c);
     /** @type {bigint | undefined} */
     let firstOut;
+    /** @type {bigint | undefined} */
+    let marked;
     let stdout = '';
     c.stdout.on('data', (d) => {
-      firstOut ??= process.hrtime.bigint();
+      const now = process.hrtime.bigint();
+      firstOut ??= now;
       stdout += d.toString();
+      if (marked === undefined && o.mark?.test(stdout) === true) marked = now;
     });
     const timer = setTimeout(() => c.kill('SIGKILL'), (o.timeoutS ?? STEP_TIMEOUT_S) * 1000);
     const finish = (/** @type {number | null} */ status) => {
       clearTimeout(timer);
       children.delete(c);
-      resolve({ status, firstOut, end: process.hrtime.bigint(), stdout: stdout.trim() });
+      // After it ended: nothing else writes to the log meanwhile.
+      if (o.transcript === true) {
+        writeFileSync(o.log, `${stdout.length > 20_000 ? `${stdout.slice(0, 20_000)}...\n` : stdout}`, {
+          flag: 'a',
+        });
+      }
+      resolve({ status, firstOut, marked, end: process.hrtime.bigint(), stdout: stdout.trim() });
     };
     c.on('error', (e) => {
       writeFileSync(o.log, `\n${e.message}\n`, { flag: 'a' });
@@ -476,15 +503,14 @@ function run(cmd, args, o) {
 }
 
 /** @param {string} log */
-const tail = (log) =>
-  existsSync(log) ? readFileSync(log, 'utf8').trim().split('\n').slice(-3).join(' / ') : 'no log';
+const tail = (log) => lastLines(log, 3);
 
 /**
  * GET a path of nydusd's API on its unix socket, as JSON.
  * @param {string} sock
  * @param {string} path
  */
-function apiGet(sock, path) {
+export function apiGet(sock, path) {
   return new Promise((resolve, reject) => {
     const req = httpRequest({ socketPath: sock, path, method: 'GET', timeout: 10_000 }, (res) => {
       let body = '';
@@ -507,8 +533,8 @@ function apiGet(sock, path) {
   });
 }
 
-/** @param {bigint} a @param {bigint} b */
-const secs = (a, b) => Number(b - a) / 1e9;
+/** Seconds between two readings of process.hrtime.bigint(). @param {bigint} a @param {bigint} b */
+export const secs = (a, b) => Number(b - a) / 1e9;
 
 // ---------------------------------------------------------------------------------------------
 // B4 / B5
@@ -768,6 +794,35 @@ const FLOOR_SCRIPT = [
 // The whole part
 
 /**
+ * `o.rounds` rounds of ours and the peer, who goes first swapping every round, each run after
+ * waiting (at most 20 s) for a quiet machine. A run that throws is said ("NAME round N: WHO
+ * FAILED: ...") and noted in `o.into.failed`: a failure of ours replaces what is there, the
+ * peer's only fills it when it is empty.
+ * @param {{ rounds: number, name: string, say: (msg: string) => void, into: { failed?: string } }} o
+ * @param {(who: 'ours' | 'peer', round: number) => Promise<void>} runOne
+ * @returns {Promise<number>} the seconds waited for a quiet machine
+ */
+export async function alternateRounds(o, runOne) {
+  let waited = 0;
+  for (let round = 0; round < o.rounds; round++) {
+    /** @type {('ours' | 'peer')[]} */
+    const order = round % 2 === 0 ? ['ours', 'peer'] : ['peer', 'ours'];
+    for (const who of order) {
+      waited += waitQuiet(20);
+      try {
+        await runOne(who, round);
+      } catch (e) {
+        const msg = e instanceof Error ? e.message : String(e);
+        o.say(`${o.name} round ${round + 1}: ${who} FAILED: ${msg}`);
+        if (who === 'ours') o.into.failed = msg;
+        else o.into.failed ??= `peer: ${msg}`;
+      }
+    }
+  }
+  return waited;
+}
+
+/**
  * @param {{ work: string, rounds: number, build: string, only: string[], say: (msg: string) => void,
  *   base: import('./datasets.mjs').DataSet }} ctx
  */
@@ -895,37 +950,30 @@ export async function benchRegistry(ctx) {
       if (nydusTarget === '') throw new Error(`no converted image to mount (B7: ${b7.failed})`);
       const link = await startLinkChild(Number(registry.host.split(':')[1]));
       const linkHost = `127.0.0.1:${link.port}`;
-      b4.ref = `${linkHost}/${nydusTarget.slice(registry.host.length + 1)}`;
+      const ref = `${linkHost}/${nydusTarget.slice(registry.host.length + 1)}`;
+      b4.ref = ref;
       say(`B4: link ${linkHost} -> ${registry.host} at 100 Mbit/s; command \`${cmd}\``);
+      const work = join(root, 'b4');
+      mkdirSync(work, { recursive: true });
       try {
-        for (let round = 0; round < ctx.rounds; round++) {
-          const order = round % 2 === 0 ? ['ours', 'peer'] : ['peer', 'ours'];
-          for (const who of order) {
-            quietWaited += waitQuiet(20);
-            const work = join(root, 'b4');
-            mkdirSync(work, { recursive: true });
-            try {
-              if (who === 'ours') {
-                const r = await lazyStartOurs({ nydusify, work, ref: b4.ref, cmd, link });
-                b4.ours.push(r);
-                say(
-                  `B4 round ${round + 1}: ours ${r.first.toFixed(2)} s to first output (mount ${r.steps['mount']?.toFixed(2)} s); backend ${r.b5?.readAmountTotal} bytes, read ${r.b5?.dataRead}, link ${r.linkDown}`,
-                );
-              } else {
-                const r = await fullPullPeer({ work, ref: `${linkHost}/rootfs:oci`, cmd, link });
-                b4.peer.push(r);
-                say(
-                  `B4 round ${round + 1}: peer ${r.first.toFixed(2)} s to first output (pull ${r.steps['pull']?.toFixed(1)}, unpack ${r.steps['unpack']?.toFixed(1)}); link ${r.linkDown}`,
-                );
-              }
-            } catch (e) {
-              const msg = e instanceof Error ? e.message : String(e);
-              say(`B4 round ${round + 1}: ${who} FAILED: ${msg}`);
-              if (who === 'ours') b4.failed = msg;
-              else b4.failed ??= `peer: ${msg}`;
+        quietWaited += await alternateRounds(
+          { rounds: ctx.rounds, name: 'B4', say, into: b4 },
+          async (who, round) => {
+            if (who === 'ours') {
+              const r = await lazyStartOurs({ nydusify, work, ref, cmd, link });
+              b4.ours.push(r);
+              say(
+                `B4 round ${round + 1}: ours ${r.first.toFixed(2)} s to first output (mount ${r.steps['mount']?.toFixed(2)} s); backend ${r.b5?.readAmountTotal} bytes, read ${r.b5?.dataRead}, link ${r.linkDown}`,
+              );
+            } else {
+              const r = await fullPullPeer({ work, ref: `${linkHost}/rootfs:oci`, cmd, link });
+              b4.peer.push(r);
+              say(
+                `B4 round ${round + 1}: peer ${r.first.toFixed(2)} s to first output (pull ${r.steps['pull']?.toFixed(1)}, unpack ${r.steps['unpack']?.toFixed(1)}); link ${r.linkDown}`,
+              );
             }
-          }
-        }
+          },
+        );
       } finally {
         await link.stop();
       }
@@ -959,7 +1007,7 @@ export async function benchRegistry(ctx) {
   };
 }
 
-if (process.argv[2] === '--link-child') {
+if (process.argv[2] === LINK_CHILD_FLAG) {
   linkChild(process.argv.slice(3)).catch((e) => {
     process.stderr.write(`link child: ${e instanceof Error ? e.message : String(e)}\n`);
     process.exit(2);

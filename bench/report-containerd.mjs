@@ -1,7 +1,20 @@
 // The B8 part of BENCHMARKS.md (container start through containerd, and the snapshotter's memory
 // figures), from the measurements of one run of containerd.mjs. As in the other parts, every
 // number and sentence comes from those measurements.
-import { fx, int, md, partHeading, pct, plural } from './report-common.mjs';
+import {
+  fx,
+  int,
+  machineSection,
+  mb,
+  md,
+  med,
+  partHeading,
+  pct,
+  plural,
+  range,
+  startTable,
+  verdict,
+} from './report-common.mjs';
 
 /** The bar of ../shared/docs/benchmarks.md: B8 ≥ 10x; B6 per extra image ≤ 8 MiB + bootstrap. */
 export const CONTAINERD_BAR = { b8: 10, perImageMiB: 8 };
@@ -20,27 +33,8 @@ export const CONTAINERD_BAR = { b8: 10, perImageMiB: 8 };
  * }} ContainerdInput
  */
 
-/** @param {number[]} xs */
-function med(xs) {
-  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
-  if (s.length === 0) return NaN;
-  const m = s.length >> 1;
-  return s.length % 2 === 1 ? (s[m] ?? NaN) : ((s[m - 1] ?? NaN) + (s[m] ?? NaN)) / 2;
-}
-
-/** @param {number[]} xs @param {(x: number) => string} [f] */
-const range = (xs, f = (x) => fx(x)) => {
-  const s = xs.filter((x) => Number.isFinite(x));
-  return s.length === 0 ? 'n/a' : `${f(Math.min(...s))}-${f(Math.max(...s))}`;
-};
-
-/** @param {number} b */
-const mb = (b) => fx(b / 1e6, 1);
 /** @param {number} kib */
 const mib = (kib) => fx(kib / 1024, 1);
-
-/** @param {boolean} ok */
-const verdict = (ok) => (ok ? '**met**' : '**missed**');
 
 /**
  * @param {ContainerdInput} o
@@ -115,22 +109,15 @@ export function renderContainerd(o) {
     '',
   );
 
-  L.push('### Machine', '');
-  const mach = [
-    [
-      'CPU, cores, memory',
-      `${m.cpu}${m.cpuMHz ? ` (${m.cpuMHz} MHz)` : ''}, ${m.nproc}, ${fx(m.memGiB, 1)} GiB`,
-    ],
-    ['kernel', m.kernel],
-    ['Node.js', m.node],
-    ['nydus-ts', `commit ${m.commit}`],
-    [
-      'containerd, runc, ctr-remote (stargz-snapshotter)',
-      `Debian ${v.containerd}, ${v.runc}, ${v.stargzSnapshotter}`,
-    ],
-    ['docker-registry, skopeo', `Debian ${v.dockerRegistry}, ${v.skopeo}`],
-  ];
-  L.push('| what | value |', '| --- | --- |', ...mach.map(([k, x]) => `| ${k} | ${x} |`), '');
+  L.push(
+    ...machineSection(m, [
+      [
+        'containerd, runc, ctr-remote (stargz-snapshotter)',
+        `Debian ${v.containerd}, ${v.runc}, ${v.stargzSnapshotter}`,
+      ],
+      ['docker-registry, skopeo', `Debian ${v.dockerRegistry}, ${v.skopeo}`],
+    ]),
+  );
 
   // ---------------------------------------------------------------- B8
   L.push('### B8: container start over a shared 100 Mbit/s link', '');
@@ -145,40 +132,28 @@ export function renderContainerd(o) {
   if (ours.length === 0 || peer.length === 0) {
     L.push(`Not measured: ${r.b8.failed ?? 'no runs'}.`, '');
   } else {
-    const rows = [
-      [
-        'tool',
-        'median s to first output',
-        'min-max s',
-        'steps (median s)',
-        'bytes over the link',
-        'machine CPU s',
-        `peer/ours (bar ≥ ${CONTAINERD_BAR.b8})`,
-      ],
-    ];
-    rows.push(rows[0]?.map(() => '---') ?? []);
-    rows.push([
-      '**containerd + containerd-nydus-grpc: ctr-remote image rpull + ctr run**',
-      fx(oursFirst),
-      range(ours.map((x) => x.first)),
-      `rpull ${fx(st(ours, 'pull'))}, then ctr run to the first output ${fx(st(ours, 'run'))} ` +
-        `(until the snapshotter starts nydusd ${fx(st(ours, 'untilNydusd'))}, nydusd's start ` +
-        `${fx(st(ours, 'nydusdStart'))}, overlay mount + runc + the command ${fx(st(ours, 'afterNydusd'))})`,
-      int(med(ours.map((x) => x.linkDown))),
-      fx(med(ours.map((x) => x.machineCpu))),
-      fx(ratio),
-    ]);
-    rows.push([
-      'containerd + overlayfs: ctr image pull + ctr run',
-      fx(peerFirst),
-      range(peer.map((x) => x.first)),
-      `pull ${fx(st(peer, 'pull'))} (fetch ${fx(st(peer, 'fetch'))}, unpack ${fx(st(peer, 'unpack'))}), ` +
-        `then ctr run to the first output ${fx(st(peer, 'run'))}`,
-      int(med(peer.map((x) => x.linkDown))),
-      fx(med(peer.map((x) => x.machineCpu))),
-      '-',
-    ]);
-    L.push(md(rows), '');
+    L.push(
+      startTable(
+        CONTAINERD_BAR.b8,
+        (x) => x.machineCpu,
+        {
+          name: '**containerd + containerd-nydus-grpc: ctr-remote image rpull + ctr run**',
+          runs: ours,
+          steps:
+            `rpull ${fx(st(ours, 'pull'))}, then ctr run to the first output ${fx(st(ours, 'run'))} ` +
+            `(until the snapshotter starts nydusd ${fx(st(ours, 'untilNydusd'))}, nydusd's start ` +
+            `${fx(st(ours, 'nydusdStart'))}, overlay mount + runc + the command ${fx(st(ours, 'afterNydusd'))})`,
+        },
+        {
+          name: 'containerd + overlayfs: ctr image pull + ctr run',
+          runs: peer,
+          steps:
+            `pull ${fx(st(peer, 'pull'))} (fetch ${fx(st(peer, 'fetch'))}, unpack ${fx(st(peer, 'unpack'))}), ` +
+            `then ctr run to the first output ${fx(st(peer, 'run'))}`,
+        },
+      ),
+      '',
+    );
     const same = [...ours, ...peer].every((x) => x.output === ours[0]?.output);
     L.push(
       `The command printed "${ours[0]?.output ?? ''}" in every run ${same ? 'of ours and of the peer' : '(**the outputs differ between runs!**)'}.` +

@@ -1,6 +1,19 @@
 // The B4, B5 and B7 part of BENCHMARKS.md, from the measurements of one run of registry.mjs.
 // As in the other parts, every number and sentence comes from those measurements.
-import { fx, int, md, partHeading, pct, plural } from './report-common.mjs';
+import {
+  fx,
+  int,
+  machineSection,
+  mb,
+  md,
+  med,
+  partHeading,
+  pct,
+  plural,
+  range,
+  startTable,
+  verdict,
+} from './report-common.mjs';
 
 /** The bar of ../shared/docs/benchmarks.md. */
 export const REGISTRY_BAR = { b4: 10, b5: 1.2, b7: 1.5, readShare: 0.1 };
@@ -18,28 +31,8 @@ export const REGISTRY_BAR = { b4: 10, b5: 1.2, b7: 1.5, readShare: 0.1 };
  * }} RegistryInput
  */
 
-/** @param {number[]} xs */
-function med(xs) {
-  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
-  if (s.length === 0) return NaN;
-  const m = s.length >> 1;
-  return s.length % 2 === 1 ? (s[m] ?? NaN) : ((s[m - 1] ?? NaN) + (s[m] ?? NaN)) / 2;
-}
-
-/** @param {number[]} xs */
-const range = (xs) => {
-  const s = xs.filter((x) => Number.isFinite(x));
-  return s.length === 0 ? 'n/a' : `${fx(Math.min(...s))}-${fx(Math.max(...s))}`;
-};
-
-/** @param {number} b */
-const mb = (b) => fx(b / 1e6, 1);
-
 /** @param {number} x */
 const pct1 = (x) => `${fx(x * 100, 1)}%`;
-
-/** @param {boolean} ok */
-const verdict = (ok) => (ok ? '**met**' : '**missed**');
 
 /**
  * @param {RegistryInput} o
@@ -101,19 +94,12 @@ export function renderRegistry(o) {
     '',
   );
 
-  L.push('### Machine', '');
-  const mach = [
-    [
-      'CPU, cores, memory',
-      `${m.cpu}${m.cpuMHz ? ` (${m.cpuMHz} MHz)` : ''}, ${m.nproc}, ${fx(m.memGiB, 1)} GiB`,
-    ],
-    ['kernel', m.kernel],
-    ['Node.js', m.node],
-    ['nydus-ts', `commit ${m.commit}`],
-    ['docker-registry, skopeo, umoci', `Debian ${v['docker-registry']}, ${v['skopeo']}, ${v['umoci']}`],
-    ['squashfs-tools', v['squashfs-tools'] ?? ''],
-  ];
-  L.push('| what | value |', '| --- | --- |', ...mach.map(([k, x]) => `| ${k} | ${x} |`), '');
+  L.push(
+    ...machineSection(m, [
+      ['docker-registry, skopeo, umoci', `Debian ${v['docker-registry']}, ${v['skopeo']}, ${v['umoci']}`],
+      ['squashfs-tools', v['squashfs-tools'] ?? ''],
+    ]),
+  );
 
   // ---------------------------------------------------------------- B7
   L.push('### B7: conversion', '');
@@ -221,41 +207,28 @@ export function renderRegistry(o) {
   if (ours4.length === 0 || peer4.length === 0) {
     L.push(`Not measured: ${r.b4.failed ?? 'no runs'}.`, '');
   } else {
-    const rows = [
-      [
-        'tool',
-        'median s to first output',
-        'min-max s',
-        'steps (median s)',
-        'bytes over the link',
-        'machine CPU s',
-        `peer/ours (bar ≥ ${REGISTRY_BAR.b4})`,
-      ],
-    ];
-    rows.push(rows[0]?.map(() => '---') ?? []);
     const st = (/** @type {any[]} */ runs, /** @type {string} */ k) =>
       fx(med(runs.map((x) => x.steps[k] ?? NaN)));
-    rows.push([
-      '**nydusify mount + chroot MNT CMD**',
-      fx(med(ours4.map((x) => x.first))),
-      range(ours4.map((x) => x.first)),
-      `until mounted ${st(ours4, 'mount')} (nydusify start-up ${st(ours4, 'mountStartup')}, manifest ` +
-        `${st(ours4, 'mountManifest')}, bootstrap ${st(ours4, 'mountBootstrap')}, nydusd start ${st(ours4, 'mountNydusd')}), ` +
-        `then the command's first output ${st(ours4, 'command')}`,
-      int(med(ours4.map((x) => x.linkDown))),
-      fx(med(ours4.map((x) => x.otherCpu))),
-      fx(b4Ratio),
-    ]);
-    rows.push([
-      'skopeo copy + umoci unpack + chroot BUNDLE/rootfs CMD',
-      fx(med(peer4.map((x) => x.first))),
-      range(peer4.map((x) => x.first)),
-      `pull ${st(peer4, 'pull')}, unpack ${st(peer4, 'unpack')}, command ${st(peer4, 'command')}`,
-      int(med(peer4.map((x) => x.linkDown))),
-      fx(med(peer4.map((x) => x.otherCpu))),
-      '-',
-    ]);
-    L.push(md(rows), '');
+    L.push(
+      startTable(
+        REGISTRY_BAR.b4,
+        (x) => x.otherCpu,
+        {
+          name: '**nydusify mount + chroot MNT CMD**',
+          runs: ours4,
+          steps:
+            `until mounted ${st(ours4, 'mount')} (nydusify start-up ${st(ours4, 'mountStartup')}, manifest ` +
+            `${st(ours4, 'mountManifest')}, bootstrap ${st(ours4, 'mountBootstrap')}, nydusd start ${st(ours4, 'mountNydusd')}), ` +
+            `then the command's first output ${st(ours4, 'command')}`,
+        },
+        {
+          name: 'skopeo copy + umoci unpack + chroot BUNDLE/rootfs CMD',
+          runs: peer4,
+          steps: `pull ${st(peer4, 'pull')}, unpack ${st(peer4, 'unpack')}, command ${st(peer4, 'command')}`,
+        },
+      ),
+      '',
+    );
     L.push(
       `The command printed "${ours4[0]?.output ?? ''}" in every run of ours` +
         `${ours4.every((x) => x.output === ours4[0]?.output) && peer4.every((x) => x.output === ours4[0]?.output) ? ' and of the peer' : ' (the outputs differ between runs!)'}.` +

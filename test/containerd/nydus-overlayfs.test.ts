@@ -9,6 +9,8 @@ import { needRegistry, startRegistry } from '../helpers/registry.js';
 import { binPath } from '../helpers/run-bin.js';
 import {
   convertToNydus,
+  mountsUnder,
+  nydusdPids,
   scrubSnapshotter,
   type SnapshotterProc,
   snapshotterRoot,
@@ -46,7 +48,7 @@ test('with enable_nydus_overlayfs the container mounts through nydus-overlayfs a
   chmodSync(join(bin, 'nydus-overlayfs'), 0o755);
   const sn = (live.sn = await startSnapshotter({
     root: base,
-    toml: 'version = 1\n[snapshot]\nenable_nydus_overlayfs = true\n',
+    toml: 'version = 1\ncleanup_on_close = true\n[snapshot]\nenable_nydus_overlayfs = true\n',
   }));
   const ctd = (live.ctd = await startContainerd({
     snapshotterSock: sn.sock,
@@ -96,6 +98,12 @@ test('with enable_nydus_overlayfs the container mounts through nydus-overlayfs a
   );
   assert.equal(run.code, 0, `${run.stderr}\n${sn.output().slice(-3000)}`);
   assert.equal(run.stdout, 'kept through every layer\n');
+
+  // cleanup_on_close: a snapshotter that stops takes its daemons and mounts with it.
+  assert.equal(nydusdPids(sn.root).length, 1);
+  assert.equal(await sn.stop(), 0);
+  assert.deepEqual(nydusdPids(sn.root), []);
+  assert.deepEqual(mountsUnder(sn.root), []);
 });
 
 /** The chain id of an image's top layer (the parent of its containers' snapshots). */
