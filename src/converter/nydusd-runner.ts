@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -7,6 +7,7 @@ import { NydusError } from '../errors/errors.js';
 import type { Logger } from '../log/logger.js';
 import { registryApiHost, type Reference } from '../oci/reference.js';
 import { credentialsFor, type Credentials } from '../registry/docker-config.js';
+import { mountPoints } from '../util/mounts.js';
 
 /**
  * Running nydusd for `nydusify mount` and `nydusify check`: a config for the registry backend
@@ -71,11 +72,9 @@ function bundledNydusd(): string | undefined {
   return existsSync(p) ? p : undefined;
 }
 
+/** Whether nydusd's mount shows at `mnt` (mountinfo only: a dead mount is never touched). */
 export function isMounted(mnt: string): boolean {
-  const want = resolve(mnt);
-  return readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .some((l) => l.split(' ')[4] === want);
+  return mountPoints().includes(resolve(mnt));
 }
 
 export interface NydusdOptions {

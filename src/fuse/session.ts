@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { mountPoints, unescapeMountPath } from '../util/mounts.js';
 import { basename, dirname, join, resolve } from 'node:path';
 import {
   closeSync,
@@ -165,19 +166,6 @@ const FUSECTL_DIRS = ['/proc/sys/fs/fuse/connections', '/sys/fs/fuse/connections
 const DEFAULT_TIMEOUT_MS = 20_000;
 /** The largest WRITE we accept sets the read buffer size: 1 MiB plus the header. */
 const MAX_WRITE = 1 << 20;
-
-/** Decode the octal escapes (\040 ...) of a /proc/self/mountinfo path. */
-function unescapeMountPath(s: string): string {
-  return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
-}
-
-/** Mount points listed in /proc/self/mountinfo. */
-export function mountPoints(): string[] {
-  return readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .filter((l) => l.length > 0)
-    .map((l) => unescapeMountPath(l.split(' ')[4] ?? ''));
-}
 
 /** Device minor of the mount at `real` (the FUSE connection number), from mountinfo. */
 function mountDevMinor(real: string): number | undefined {

@@ -6,7 +6,6 @@ import {
   mkdirSync,
   mkdtempSync,
   readdirSync,
-  readFileSync,
   realpathSync,
   renameSync,
   rmSync,
@@ -16,6 +15,7 @@ import { chmod, lstat, opendir, readdir, rmdir, unlink } from 'node:fs/promises'
 import { dirname, join } from 'node:path';
 import { errorText, NydusError } from '../errors/errors.js';
 import type { Logger } from '../log/logger.js';
+import { mountPointsUnder } from '../util/mounts.js';
 import type { MetaStore, SnapshotRecord } from './metastore.js';
 import type { Info, Mount, Snapshotter, Usage } from './types.js';
 
@@ -76,29 +76,6 @@ export async function diskUsage(root: string): Promise<Usage> {
     }
   }
   return { size: Number(size), inodes: seen.size };
-}
-
-/** Decode a path field of /proc/self/mountinfo (space, tab, newline, backslash are octal escapes). */
-function unescapeMountPath(s: string): string {
-  return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
-}
-
-/** Mount points of this process at or below dir (an absolute, symlink-free path). */
-export function mountPointsUnder(dir: string): string[] {
-  let text: string;
-  try {
-    text = readFileSync('/proc/self/mountinfo', 'utf8');
-  } catch {
-    return [];
-  }
-  const out: string[] = [];
-  for (const line of text.split('\n')) {
-    const field = line.split(' ')[4];
-    if (field === undefined) continue;
-    const mp = unescapeMountPath(field);
-    if (mp === dir || mp.startsWith(`${dir}/`)) out.push(mp);
-  }
-  return out;
 }
 
 function isErrno(e: unknown, ...codes: string[]): boolean {

@@ -23,6 +23,7 @@ import {
   type PushOptions,
   type PushedImage,
 } from './oci-images.js';
+import { mountPointsUnder } from '../../src/util/mounts.js';
 
 /**
  * A real containerd (Debian's 1.6) for tests, on its own root, state dir and socket under a temp
@@ -172,22 +173,8 @@ function installExitHook(): void {
   }
 }
 
-/** Undo the octal escapes (space, tab, newline, backslash) of /proc/self/mountinfo. */
-function unescapeMountPath(s: string): string {
-  return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
-}
-
 /** Mount points in this mount namespace at or below `dir`, in mount order. */
-export function mountsUnder(dir: string): string[] {
-  const out: string[] = [];
-  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
-    const f = line.split(' ');
-    if (f.length < 5) continue;
-    const p = unescapeMountPath(f[4]!);
-    if (p === dir || p.startsWith(`${dir}/`)) out.push(p);
-  }
-  return out;
-}
+export const mountsUnder = mountPointsUnder;
 
 /** Lazily unmount everything at or below `dir`, the most recent mounts first. */
 function unmountUnder(dir: string): void {

@@ -24,12 +24,12 @@ import { createLogger, type Logger } from '../../src/log/logger.js';
 import { MetaStore } from '../../src/snapshotter/metastore.js';
 import {
   diskUsage,
-  mountPointsUnder,
   OverlaySnapshotter,
   VOLATILE_LABEL,
   type OverlayOptions,
 } from '../../src/snapshotter/overlay.js';
 import type { Mount, Usage } from '../../src/snapshotter/types.js';
+import { mountPointsUnder } from '../../src/util/mounts.js';
 import { needRoot } from '../helpers/env.js';
 
 /**
