@@ -7,6 +7,7 @@ import { ApiClient } from '../daemon/api/client.js';
 import { NydusError, errorText } from '../errors/errors.js';
 import type { Logger } from '../log/logger.js';
 import { Supervisor } from '../supervisor/supervisor.js';
+import { isMounted } from '../util/mounts.js';
 import type { DaemonMode, DaemonRecord, InstanceRecord, NydusStore } from './store.js';
 
 /**
@@ -82,10 +83,21 @@ export function pidAlive(pid: number): boolean {
   }
 }
 
-function mountedAt(path: string): boolean {
-  return readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .some((l) => l.split(' ')[4] === path);
+/** Send `sig` to `pid` if it is alive; a process that is gone meanwhile is no error. */
+function signal(pid: number, sig: NodeJS.Signals): void {
+  if (!pidAlive(pid)) return;
+  try {
+    process.kill(pid, sig);
+  } catch {
+    // gone already
+  }
+}
+
+/** Wait (at most STOP_TIMEOUT_MS) for `pid` to end; true when it did. */
+async function waitGone(pid: number): Promise<boolean> {
+  const deadline = Date.now() + STOP_TIMEOUT_MS;
+  while (pidAlive(pid) && Date.now() < deadline) await sleep(25);
+  return !pidAlive(pid);
 }
 
 function lastLines(file: string, n = 3): string {
@@ -243,13 +255,7 @@ export class DaemonManager {
         return;
       } catch (e) {
         this.#o.log.error(`Takeover for nydusd ${rec.id} failed, mounting its images anew: ${errorText(e)}`);
-        if (pidAlive(rec.pid)) {
-          try {
-            process.kill(rec.pid, 'SIGKILL');
-          } catch {
-            // gone
-          }
-        }
+        signal(rec.pid, 'SIGKILL');
       }
     }
     // A dead FUSE server leaves its mount behind ("transport endpoint is not connected").
@@ -281,13 +287,7 @@ export class DaemonManager {
     const { rec } = live;
     const sup = live.supervisor!;
     live.stopping = false;
-    await this.launch(live, { upgrade: true });
-    const sent = sup.sendStates(SUPERVISOR_TIMEOUT_MS);
-    try {
-      await live.client.put('/api/v1/daemon/fuse/takeover');
-    } finally {
-      await sent.catch((e: unknown) => this.#o.log.warn(`Supervisor of ${rec.id}: ${errorText(e)}`));
-    }
+    await this.startSuccessor(live, sup);
     await live.client.put('/api/v1/daemon/start');
     await this.waitState(live, 'RUNNING');
     this.#o.store.putDaemon(rec);
@@ -334,13 +334,7 @@ export class DaemonManager {
       supervisor: sup,
     };
     this.#o.log.info(`Upgrading nydusd ${rec.id} to ${nydusd.join(' ')}`);
-    await this.launch(next, { upgrade: true });
-    const sent = sup.sendStates(SUPERVISOR_TIMEOUT_MS);
-    try {
-      await next.client.put('/api/v1/daemon/fuse/takeover');
-    } finally {
-      await sent.catch((e: unknown) => this.#o.log.warn(`Supervisor of ${rec.id}: ${errorText(e)}`));
-    }
+    await this.startSuccessor(next, sup);
     // The old daemon leaves without unmounting; the new one serves from here on.
     old.stopping = true;
     await old.client
@@ -348,9 +342,7 @@ export class DaemonManager {
       .catch((e: unknown) =>
         this.#o.log.warn(`Old nydusd ${rec.id} did not take the exit request: ${errorText(e)}`),
       );
-    const deadline = Date.now() + STOP_TIMEOUT_MS;
-    while (pidAlive(rec.pid) && Date.now() < deadline) await sleep(25);
-    if (pidAlive(rec.pid)) process.kill(rec.pid, 'SIGKILL');
+    if (!(await waitGone(rec.pid))) signal(rec.pid, 'SIGKILL');
     await old.client.close().catch(() => undefined);
     await next.client.put('/api/v1/daemon/start');
     await this.waitState(next, 'RUNNING');
@@ -359,6 +351,18 @@ export class DaemonManager {
     rmSync(rec.apiSock, { force: true });
     await this.saveStates(next);
     this.#o.log.info(`nydusd ${rec.id} upgraded (pid ${next.rec.pid}, API ${apiSock})`);
+  }
+
+  /** Start `live`'s process in upgrade mode and have it take the supervisor's kept connection
+   * and state over (it is then READY, not yet serving). */
+  private async startSuccessor(live: Live, sup: Supervisor): Promise<void> {
+    await this.launch(live, { upgrade: true });
+    const sent = sup.sendStates(SUPERVISOR_TIMEOUT_MS);
+    try {
+      await live.client.put('/api/v1/daemon/fuse/takeover');
+    } finally {
+      await sent.catch((e: unknown) => this.#o.log.warn(`Supervisor of ${live.rec.id}: ${errorText(e)}`));
+    }
   }
 
   /** Ask nydusd to hand its FUSE fd and state to the supervisor (kept for a takeover). */
@@ -392,7 +396,7 @@ export class DaemonManager {
   }
 
   private lazyUmount(path: string): void {
-    if (mountedAt(path)) spawnSync('umount', ['-l', path], { timeout: STOP_TIMEOUT_MS });
+    if (isMounted(path)) spawnSync('umount', ['-l', path], { timeout: STOP_TIMEOUT_MS });
   }
 
   private baseArgs(id: string, apiSock: string, mountpoint: string, logFile: string): string[] {
@@ -599,22 +603,10 @@ export class DaemonManager {
   private async stopDaemon(live: Live): Promise<void> {
     const { rec } = live;
     live.stopping = true;
-    if (pidAlive(rec.pid)) {
-      try {
-        process.kill(rec.pid, 'SIGTERM');
-      } catch {
-        // gone already
-      }
-      const deadline = Date.now() + STOP_TIMEOUT_MS;
-      while (pidAlive(rec.pid) && Date.now() < deadline) await sleep(25);
-      if (pidAlive(rec.pid)) {
-        this.#o.log.warn(`nydusd ${rec.id} did not stop within ${STOP_TIMEOUT_MS / 1000} s: killing it`);
-        try {
-          process.kill(rec.pid, 'SIGKILL');
-        } catch {
-          // gone already
-        }
-      }
+    signal(rec.pid, 'SIGTERM');
+    if (!(await waitGone(rec.pid))) {
+      this.#o.log.warn(`nydusd ${rec.id} did not stop within ${STOP_TIMEOUT_MS / 1000} s: killing it`);
+      signal(rec.pid, 'SIGKILL');
     }
     this.lazyUmount(rec.mountpoint);
     live.supervisor?.close();

@@ -25,7 +25,8 @@ export interface MetricsOptions {
 
 const TIMED = ['prepare', 'mounts', 'remove', 'cleanup'] as const;
 
-function procStatus(pid: number | 'self', key: string): number {
+/** A number field (`VmRSS`, `Threads`, ...) of /proc/<pid>/status; 0 when it cannot be read. */
+export function procStatus(pid: number | 'self', key: string): number {
   try {
     const m = new RegExp(`${key}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
     return m === null ? 0 : Number(m[1]);

@@ -4,6 +4,7 @@ import { dirname } from 'node:path';
 import { NydusError, errorText } from '../errors/errors.js';
 import type { Logger } from '../log/logger.js';
 import type { DaemonManager } from './daemons.js';
+import { procStatus } from './metrics.js';
 import { backendOf, type JsonObject } from './nydusd-config.js';
 
 /**
@@ -30,15 +31,6 @@ class HttpError extends Error {
     message: string,
   ) {
     super(message);
-  }
-}
-
-function rssKb(pid: number): number {
-  try {
-    const m = /VmRSS:\s+(\d+)\s+kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m === null ? 0 : Number(m[1]);
-  } catch {
-    return 0;
   }
 }
 
@@ -123,7 +115,7 @@ export class SystemController {
         reference: instances.find((i) => i.daemonId === rec.id)?.imageRef ?? '',
         mountpoint: rec.mountpoint,
         startup_cpu_utilization: 0,
-        memory_rss_kb: rssKb(rec.pid),
+        memory_rss_kb: procStatus(rec.pid, 'VmRSS'),
         read_data_kb: 0,
         instances: Object.fromEntries(
           instances
