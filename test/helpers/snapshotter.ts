@@ -14,6 +14,7 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SEED_003_TEMPLATE } from '../../src/snapshotter/nydusd-config.js';
+import { mountPointsUnder } from '../../src/util/mounts.js';
 import { processTempDir } from './oci-images.js';
 import { binPath, runBin } from './run-bin.js';
 
@@ -181,12 +182,7 @@ export function nydusdPids(root: string): number[] {
 }
 
 /** Mount points under `dir` (from /proc/self/mountinfo). */
-export function mountsUnder(dir: string): string[] {
-  return readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .map((l) => l.split(' ')[4] ?? '')
-    .filter((m) => m === dir || m.startsWith(`${dir}/`));
-}
+export const mountsUnder = mountPointsUnder;
 
 /** Kill every nydusd of `root`, lazily unmount everything under `base`, remove it. */
 export async function scrubSnapshotter(base: string): Promise<void> {
@@ -207,116 +203,51 @@ export async function scrubSnapshotter(base: string): Promise<void> {
 // ---------------------------------------------------------------------------------------------
 // A Nydus image with a corrupt bootstrap (for the bad-input tests)
 
-export async function uploadBlob(regUrl: string, repo: string, data: Buffer, auth?: string): Promise<string> {
+async function uploadBlob(regUrl: string, repo: string, data: Buffer): Promise<string> {
   const digest = `sha256:${createHash('sha256').update(data).digest('hex')}`;
-  const headers: Record<string, string> = auth !== undefined ? { authorization: `Basic ${auth}` } : {};
-  const start = await fetch(`${regUrl}/v2/${repo}/blobs/uploads/`, { method: 'POST', headers });
+  const start = await fetch(`${regUrl}/v2/${repo}/blobs/uploads/`, { method: 'POST' });
   if (start.status !== 202) throw new Error(`upload start: HTTP ${start.status}`);
   const loc = new URL(start.headers.get('location') ?? '', regUrl);
   loc.searchParams.set('digest', digest);
   const put = await fetch(loc, {
     method: 'PUT',
-    headers: { ...headers, 'content-type': 'application/octet-stream' },
+    headers: { 'content-type': 'application/octet-stream' },
     body: data,
   });
   if (put.status !== 201) throw new Error(`upload: HTTP ${put.status} ${await put.text()}`);
   return digest;
 }
 
-/**
- * Copy the Nydus image `repo:tag` of a registry to `repo:newTag` with the bytes of its
- * bootstrap (image/image.boot in the bootstrap layer) overwritten at the start, the layer,
- * config diff_id and manifest updated so that containerd unpacks it without complaint.
- */
-export async function pushCorruptBootstrap(
-  regUrl: string,
-  repo: string,
-  tag: string,
-  newTag: string,
-): Promise<void> {
-  const accept = 'application/vnd.oci.image.manifest.v1+json';
-  const mres = await fetch(`${regUrl}/v2/${repo}/manifests/${tag}`, { headers: { accept } });
-  const manifest = (await mres.json()) as {
-    config: { digest: string; size: number };
-    layers: Array<{ digest: string; size: number; annotations?: Record<string, string> }>;
-  };
-  const idx = manifest.layers.findIndex(
-    (l) => l.annotations?.['containerd.io/snapshot/nydus-bootstrap'] !== undefined,
-  );
-  if (idx < 0) throw new Error('no bootstrap layer');
-  const layer = manifest.layers[idx]!;
-  const gz = Buffer.from(await (await fetch(`${regUrl}/v2/${repo}/blobs/${layer.digest}`)).arrayBuffer());
-  const tar = gunzipSync(gz);
-  let off = 0;
-  let done = false;
-  while (off + 512 <= tar.length && !done) {
-    const name = tar
-      .subarray(off, off + 100)
-      .toString('latin1')
-      .replace(/\0.*$/s, '');
-    const size = parseInt(
-      tar
-        .subarray(off + 124, off + 136)
-        .toString('latin1')
-        .replace(/\0.*$/s, '')
-        .trim() || '0',
-      8,
-    );
-    if (name === '') break;
-    if (name.endsWith('image.boot')) {
-      tar.fill(0xab, off + 512, off + 512 + Math.min(size, 4096));
-      done = true;
-    }
-    off += 512 + Math.ceil(size / 512) * 512;
-  }
-  if (!done) throw new Error('no image.boot in the bootstrap layer');
-  const newGz = gzipSync(tar);
-  const diffId = `sha256:${createHash('sha256').update(tar).digest('hex')}`;
-  const layerDigest = await uploadBlob(regUrl, repo, newGz);
-  const config = (await (await fetch(`${regUrl}/v2/${repo}/blobs/${manifest.config.digest}`)).json()) as {
-    rootfs: { diff_ids: string[] };
-  };
-  config.rootfs.diff_ids[idx] = diffId;
-  const configBytes = Buffer.from(JSON.stringify(config));
-  const configDigest = await uploadBlob(regUrl, repo, configBytes);
-  manifest.layers[idx] = { ...layer, digest: layerDigest, size: newGz.length };
-  manifest.config = { ...manifest.config, digest: configDigest, size: configBytes.length };
-  const put = await fetch(`${regUrl}/v2/${repo}/manifests/${newTag}`, {
-    method: 'PUT',
-    headers: { 'content-type': accept },
-    body: JSON.stringify(manifest),
-  });
-  if (put.status !== 201) throw new Error(`manifest put: HTTP ${put.status} ${await put.text()}`);
+interface OciManifest {
+  config: { digest: string; size: number };
+  layers: Array<{ digest: string; size: number; annotations?: Record<string, string> }>;
+}
+
+interface OciConfig {
+  rootfs: { diff_ids: string[] };
+  history?: Array<{ empty_layer?: boolean }>;
 }
 
 /**
- * Tag `repo:newTag` as the OCI image `repo:tag` without its top layer (manifest, config
- * diff_ids and history cut): an image that shares every other layer with the original.
+ * Tag `repo:newTag` as a changed copy of the OCI image `repo:tag`: `edit` changes the manifest
+ * and config in place (uploading any new layer itself); the config is uploaded and the manifest
+ * pushed under the new tag.
  */
-export async function pushWithoutTopLayer(
+async function rewriteImage(
   regUrl: string,
   repo: string,
   tag: string,
   newTag: string,
+  edit: (manifest: OciManifest, config: OciConfig) => Promise<void>,
 ): Promise<void> {
   const accept = 'application/vnd.oci.image.manifest.v1+json';
   const manifest = (await (
     await fetch(`${regUrl}/v2/${repo}/manifests/${tag}`, { headers: { accept } })
-  ).json()) as {
-    config: { digest: string; size: number };
-    layers: unknown[];
-  };
-  const config = (await (await fetch(`${regUrl}/v2/${repo}/blobs/${manifest.config.digest}`)).json()) as {
-    rootfs: { diff_ids: string[] };
-    history?: Array<{ empty_layer?: boolean }>;
-  };
-  manifest.layers = manifest.layers.slice(0, -1);
-  config.rootfs.diff_ids = config.rootfs.diff_ids.slice(0, -1);
-  if (config.history !== undefined) {
-    let last = config.history.length - 1;
-    while (last >= 0 && config.history[last]!.empty_layer === true) last--;
-    config.history = config.history.slice(0, Math.max(0, last));
-  }
+  ).json()) as OciManifest;
+  const config = (await (
+    await fetch(`${regUrl}/v2/${repo}/blobs/${manifest.config.digest}`)
+  ).json()) as OciConfig;
+  await edit(manifest, config);
   const bytes = Buffer.from(JSON.stringify(config));
   manifest.config = { ...manifest.config, digest: await uploadBlob(regUrl, repo, bytes), size: bytes.length };
   const put = await fetch(`${regUrl}/v2/${repo}/manifests/${newTag}`, {
@@ -325,6 +256,76 @@ export async function pushWithoutTopLayer(
     body: JSON.stringify(manifest),
   });
   if (put.status !== 201) throw new Error(`manifest put: HTTP ${put.status} ${await put.text()}`);
+}
+
+/**
+ * Copy the Nydus image `repo:tag` of a registry to `repo:newTag` with the bytes of its
+ * bootstrap (image/image.boot in the bootstrap layer) overwritten at the start, the layer,
+ * config diff_id and manifest updated so that containerd unpacks it without complaint.
+ */
+export function pushCorruptBootstrap(
+  regUrl: string,
+  repo: string,
+  tag: string,
+  newTag: string,
+): Promise<void> {
+  return rewriteImage(regUrl, repo, tag, newTag, async (manifest, config) => {
+    const idx = manifest.layers.findIndex(
+      (l) => l.annotations?.['containerd.io/snapshot/nydus-bootstrap'] !== undefined,
+    );
+    if (idx < 0) throw new Error('no bootstrap layer');
+    const layer = manifest.layers[idx]!;
+    const gz = Buffer.from(await (await fetch(`${regUrl}/v2/${repo}/blobs/${layer.digest}`)).arrayBuffer());
+    const tar = gunzipSync(gz);
+    let off = 0;
+    let done = false;
+    while (off + 512 <= tar.length && !done) {
+      const name = tar
+        .subarray(off, off + 100)
+        .toString('latin1')
+        .replace(/\0.*$/s, '');
+      const size = parseInt(
+        tar
+          .subarray(off + 124, off + 136)
+          .toString('latin1')
+          .replace(/\0.*$/s, '')
+          .trim() || '0',
+        8,
+      );
+      if (name === '') break;
+      if (name.endsWith('image.boot')) {
+        tar.fill(0xab, off + 512, off + 512 + Math.min(size, 4096));
+        done = true;
+      }
+      off += 512 + Math.ceil(size / 512) * 512;
+    }
+    if (!done) throw new Error('no image.boot in the bootstrap layer');
+    const newGz = gzipSync(tar);
+    config.rootfs.diff_ids[idx] = `sha256:${createHash('sha256').update(tar).digest('hex')}`;
+    manifest.layers[idx] = { ...layer, digest: await uploadBlob(regUrl, repo, newGz), size: newGz.length };
+  });
+}
+
+/**
+ * Tag `repo:newTag` as the OCI image `repo:tag` without its top layer (manifest, config
+ * diff_ids and history cut): an image that shares every other layer with the original.
+ */
+export function pushWithoutTopLayer(
+  regUrl: string,
+  repo: string,
+  tag: string,
+  newTag: string,
+): Promise<void> {
+  return rewriteImage(regUrl, repo, tag, newTag, (manifest, config) => {
+    manifest.layers = manifest.layers.slice(0, -1);
+    config.rootfs.diff_ids = config.rootfs.diff_ids.slice(0, -1);
+    if (config.history !== undefined) {
+      let last = config.history.length - 1;
+      while (last >= 0 && config.history[last]!.empty_layer === true) last--;
+      config.history = config.history.slice(0, Math.max(0, last));
+    }
+    return Promise.resolve();
+  });
 }
 
 /** `nydusify convert` of `source` into `target` (plain HTTP registries); fails the test on error. */
