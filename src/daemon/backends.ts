@@ -1,40 +1,17 @@
-import { stat } from 'node:fs/promises';
-import { NydusError } from '../errors/errors.js';
 import type { BlobInfo } from '../format/model.js';
 import type { Logger } from '../log/logger.js';
 import type { BlobReader, BlobSource } from '../storage/blob-source.js';
 import type { LoadedBootstrap } from '../rafs/open.js';
 import { LocalFsBlobSource } from '../storage/localfs.js';
-import { RegistryBlobSource } from '../storage/registry.js';
-import type { DaemonConfig } from './config/schema.js';
-import { inlineBlobFiles, localfsOptions } from './local-blobs.js';
-
-/** The blob source of one mounted image, and what the daemon may do with it. */
-export interface Backend {
-  /** Upstream's backend type name (`localfs`, `registry`), as the metrics report it. */
-  readonly type: string;
-  readonly source: BlobSource;
-  /** Whether blobs are on this machine (kernel read-ahead is then cheap). */
-  readonly local: boolean;
-  /** Hot-update credentials (`registry_auth`); undefined when the backend has none. */
-  setAuth?(auth: string): void;
-  close(): Promise<void>;
-}
-
-/** An ERR_INVALID_ARG for a bad daemon argument or config. */
-export function invalid(msg: string): never {
-  throw new NydusError('ERR_INVALID_ARG', msg);
-}
-
-/** Whether `p` is an existing file (or directory). */
-export async function isKind(p: string, kind: 'file' | 'dir'): Promise<boolean> {
-  try {
-    const s = await stat(p);
-    return kind === 'file' ? s.isFile() : s.isDirectory();
-  } catch {
-    return false;
-  }
-}
+import type { BackendType, DaemonConfig } from './config/schema.js';
+import type { Backend, BackendKind } from './backend/kind.js';
+import { inlineBlobFiles } from './local-blobs.js';
+import { httpProxyBackend } from './backend/http-proxy.js';
+import { localDiskBackend } from './backend/localdisk.js';
+import { localFsBackend } from './backend/localfs.js';
+import { ossBackend } from './backend/oss.js';
+import { registryBackend } from './backend/registry.js';
+import { s3Backend } from './backend/s3.js';
 
 /**
  * Blob files that come with the image (an inline-meta blob given as the bootstrap) are read
@@ -56,45 +33,40 @@ class WithLocalFiles implements BlobSource {
   }
 }
 
-const SUPPORTED = ['localfs', 'registry'];
+const KINDS: Record<BackendType, BackendKind> = {
+  localfs: localFsBackend,
+  localdisk: localDiskBackend,
+  oss: ossBackend,
+  s3: s3Backend,
+  registry: registryBackend,
+  'http-proxy': httpProxyBackend,
+};
 
-/**
- * Refuse a backend nydusd cannot serve (a type not supported yet, localfs without its blob
- * directory or file, registry without its table) before anything is opened.
- */
+/** Refuse a backend nydusd cannot serve before anything is opened. */
 export async function checkBackend(config: DaemonConfig): Promise<void> {
-  const b = config.backend;
-  if (!SUPPORTED.includes(b.type))
-    throw new NydusError('ERR_UNSUPPORTED', `backend ${b.type} is not supported by nydusd yet`);
-  if (b.type === 'registry' && b.registry === undefined)
-    invalid('backend type registry needs a "registry" table');
-  if (b.type !== 'localfs') return;
-  const { blobFile, dir } = localfsOptions(config, 'nydusd');
-  if (blobFile === undefined && dir === undefined) invalid('backend localfs needs "dir" or "blob_file"');
-  if (blobFile !== undefined && !(await isKind(blobFile, 'file')))
-    invalid(`Blob file "${blobFile}" does not exist`);
-  if (blobFile === undefined && dir !== undefined && !(await isKind(dir, 'dir')))
-    invalid(`Blob directory "${dir}" does not exist or is not a directory`);
+  await KINDS[config.backend.type].check(config);
 }
 
 /** The backend a daemon config names (checked with `checkBackend`), for an image loaded from `loaded`. */
-export function createBackend(config: DaemonConfig, loaded: LoadedBootstrap, log: Logger): Backend {
-  const b = config.backend;
+export function createBackend(
+  config: DaemonConfig,
+  loaded: LoadedBootstrap,
+  log: Logger,
+  event?: (message: string) => void,
+): Backend {
+  const backend = KINDS[config.backend.type].create({ config, loaded, log, event });
+  // localfs reads the image's own blob files itself.
+  if (config.backend.type === 'localfs') return backend;
   const files = inlineBlobFiles(loaded);
-  if (b.type === 'registry') {
-    const src = new RegistryBlobSource(b.registry!, { log });
-    return {
-      type: 'registry',
-      source: files.size > 0 ? new WithLocalFiles(files, src) : src,
-      local: false,
-      setAuth: (auth) => src.setAuth(auth),
-      close: () => src.close(),
-    };
-  }
-  return {
-    type: 'localfs',
-    source: new LocalFsBlobSource({ ...localfsOptions(config, 'nydusd'), files }),
-    local: true,
-    close: () => Promise.resolve(),
-  };
+  if (files.size === 0) return backend;
+  return { ...backend, source: new WithLocalFiles(files, backend.source) };
 }
+
+export {
+  backendTable,
+  invalid,
+  isKind,
+  type Backend,
+  type BackendContext,
+  type BackendKind,
+} from './backend/kind.js';
