@@ -7,6 +7,7 @@ import { createCommand } from './image/create.js';
 import { mergeCommand } from './image/merge.js';
 import { exportCommand } from './image/export.js';
 import { inspectCommand } from './image/inspect.js';
+import { localdiskCommand } from './image/localdisk.js';
 import { statCommand } from './image/stat.js';
 import { unpackCommand } from './image/unpack.js';
 
@@ -29,6 +30,7 @@ export function nydusImageProgram(): Command {
   program.addCommand(statCommand());
   program.addCommand(unpackCommand());
   program.addCommand(exportCommand());
+  program.addCommand(localdiskCommand());
   return program;
 }
 
