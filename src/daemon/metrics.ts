@@ -260,10 +260,10 @@ export class MeteredBlobSource implements BlobSource {
     const m = this.metrics;
     return {
       size: r.size,
-      async read(offset: number, length: number, into?: Buffer): Promise<Buffer> {
+      async read(offset, length, into, opts): Promise<Buffer> {
         const t0 = performance.now();
         try {
-          const b = await r.read(offset, length, into);
+          const b = await r.read(offset, length, into, opts);
           m.record(b.length, true, performance.now() - t0);
           return b;
         } catch (e) {

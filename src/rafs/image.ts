@@ -21,6 +21,8 @@ export interface RafsImageOptions {
   cache?: ChunkCache;
   /** Verify every chunk before it is used or cached (upstream `rafs.validate`), whatever a read asks. */
   validate?: boolean;
+  /** Blobs come from a backend that is not local: see `BlobDeviceOptions.untrusted`. */
+  untrusted?: boolean;
   /**
    * Bytes of recently used decompressed chunks kept in memory (least recently used out first),
    * so a file read in pieces smaller than a chunk decompresses each chunk once. Default 8 MiB;
@@ -132,6 +134,7 @@ export class RafsImage {
       chunkSize: bootstrap.superblock.chunkSize,
       cache: opts.cache,
       validate: opts.validate,
+      untrusted: opts.untrusted,
       recentBytes: opts.recentBytes,
       reuseBuffers: opts.reuseBuffers,
     });

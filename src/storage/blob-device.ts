@@ -1,4 +1,4 @@
-import { FormatError, NydusError } from '../errors/errors.js';
+import { errorText, FormatError, NydusError } from '../errors/errors.js';
 import { decompressTo } from '../codec/compress.js';
 import { ChunkFlag } from '../format/flags.js';
 import type { BlobInfo, ChunkInfo } from '../format/model.js';
@@ -36,6 +36,13 @@ export interface BlobDeviceOptions {
   /** Verify every chunk before it is used or cached (upstream `rafs.validate`), whatever a read asks. */
   validate?: boolean | undefined;
   /**
+   * The backend is not on this machine (registry, object store, proxy): every chunk it sends
+   * that has a recorded digest is verified before it is used or cached, whatever a read asks,
+   * and a chunk that does not decode or match is fetched once more before its reads fail
+   * (ERR_DIGEST). Wrong bytes from the network never reach a reader.
+   */
+  untrusted?: boolean | undefined;
+  /**
    * Bytes of recently used decompressed chunks kept in memory (least recently used out first),
    * so a file read in pieces smaller than a chunk decompresses each chunk once. Default 8 MiB;
    * 0 turns it off.
@@ -71,6 +78,11 @@ export const NOTHING_TO_RELEASE = (): void => undefined;
 
 const DEFAULT_RECENT_BYTES = 8 << 20;
 const NO_OPTIONS: ChunkReadOptions = {};
+/** What a prefetch read tells the backend (a lower priority, a smaller retry budget). */
+const PREFETCH_READ = { prefetch: true } as const;
+
+/** A merged backend read: its chunks decoded, or the read's own failure. */
+type GroupResult = { ok: true; decoded: PromiseSettledResult<Fetched>[] } | { ok: false; error: unknown };
 
 /**
  * The blob device (upstream's storage `BlobDevice` over its blob caches): serves the chunks of
@@ -85,8 +97,9 @@ const NO_OPTIONS: ChunkReadOptions = {};
  *   for the backend, unless an on-demand read needs one of its chunks.
  * - Cache: ready chunks are read from the `ChunkCache`, fetched ones are stored in it once
  *   verified; a chunk stays joinable in flight until stored.
- * - Verification (`validate`, a read's `verify`, the cache's `validate`): a wrong chunk fails
- *   only the reads that need it and is never cached.
+ * - Verification (`validate`, a read's `verify`, the cache's `validate`, `untrusted`): a wrong
+ *   chunk fails only the reads that need it and is never cached; from an untrusted backend it
+ *   is fetched once more first.
  * - Memory: recently used chunks are kept (LRU, `recentBytes`); with `reuseBuffers` chunk bytes
  *   live in pool slots, pinned by every reader and cache write, back in the pool when the last
  *   one is done and the recent memory has let them go.
@@ -97,6 +110,8 @@ export class BlobDevice {
   readonly #source: BlobSource;
   readonly #readers = new Map<number, Promise<BlobReader>>();
   readonly #validate: boolean;
+  readonly #untrusted: boolean;
+  #refetches = 0;
   readonly #stores = new Map<number, Promise<CachedBlob | undefined>>();
   readonly #inflight = new Map<string, Flight>();
   /** Fetches still storing chunks in the cache; close() waits for them. */
@@ -117,6 +132,7 @@ export class BlobDevice {
     this.#source = source;
     this.cache = opts.cache;
     this.#validate = opts.validate === true;
+    this.#untrusted = opts.untrusted === true;
     this.#recentLimit = Math.max(0, opts.recentBytes ?? DEFAULT_RECENT_BYTES);
     if (opts.reuseBuffers === true) {
       // Slots up to the chunk size; free ones kept: 4 MiB worth per size class.
@@ -142,6 +158,16 @@ export class BlobDevice {
   /** Bytes asked of the backend so far. */
   get backendBytes(): number {
     return this.#backendBytes;
+  }
+
+  /** Whether chunks from the backend are always verified (a backend that is not local). */
+  get untrusted(): boolean {
+    return this.#untrusted;
+  }
+
+  /** Chunks fetched again because the backend's bytes did not decode or match their digest. */
+  get refetches(): number {
+    return this.#refetches;
   }
 
   /** How the chunk buffer pool is doing (undefined without `reuseBuffers`). */
@@ -365,6 +391,8 @@ export class BlobDevice {
         need = missing;
       }
       if (mode.asked) this.cache?.noteRequest(requestChunks, hits);
+      // An untrusted backend's chunks are checked against their recorded digests in any case.
+      const fetchCheck: Check = this.#untrusted && check === 0 ? 1 : check;
       let i = 0;
       while (i < need.length) {
         const start = need[i]!.c.compressedOffset;
@@ -380,45 +408,85 @@ export class BlobDevice {
         const group = need.slice(i, j);
         i = j;
         if (prio.low) await this.#gate(prio, mode.signal);
-        const decoded = await this.#fetchGroup(group, reader, start, end - start, prio);
+        const got = await this.#fetchGroup(group, reader, start, end - start, prio);
+        if (!got.ok) {
+          for (const cl of group) this.#fail(cl, got.error);
+          continue;
+        }
+        const again: Claim[] = [];
         group.forEach((cl, k) => {
-          const r = decoded[k]!;
-          if (r.status === 'rejected') {
-            this.#fail(cl, r.reason);
-            return;
-          }
-          const got = r.value;
-          try {
-            this.#verify(cl.c, got.data, check);
-          } catch (e) {
-            this.#recycle(got);
-            this.#fail(cl, e);
-            return;
-          }
-          got.verified = check !== 0 && hasDigest(cl.c);
-          if (store !== undefined && store.canStore(cl.c)) {
-            // Readers get the bytes now; the flight stays joinable until they are stored, so no
-            // one fetches the chunk again in between.
-            this.#resolveFlight(cl.flight, got);
-            got.pins++;
-            writes.push(
-              store
-                .write(cl.c, got.data)
-                .catch(() => undefined)
-                .finally(() => {
-                  this.#forget(cl);
-                  this.#unpin(got);
-                }),
-            );
-          } else {
-            this.#settle(cl, got);
-          }
+          const r = this.#checked(cl.c, got.decoded[k]!, fetchCheck);
+          if (r.ok) this.#keep(cl, r.got, store, writes);
+          // (A chunk with no digest to check against fails as it is: fetching it again cannot help.)
+          else if (this.#untrusted && (fetchCheck !== 2 || hasDigest(cl.c))) again.push(cl);
+          else this.#fail(cl, r.error);
         });
+        // Bytes from the network that are wrong: one more fetch of each such chunk by itself.
+        for (const cl of again) {
+          this.#refetches++;
+          const one = await this.#fetchGroup([cl], reader, cl.c.compressedOffset, cl.c.compressedSize, prio);
+          if (!one.ok) {
+            this.#fail(cl, one.error);
+            continue;
+          }
+          const r = this.#checked(cl.c, one.decoded[0]!, fetchCheck);
+          if (r.ok) this.#keep(cl, r.got, store, writes);
+          else this.#fail(cl, this.#corrupt(cl.c, r.error));
+        }
       }
     } catch (e) {
       for (const cl of claims) if (!cl.flight.settled) this.#fail(cl, e);
     }
     await Promise.all(writes);
+  }
+
+  /** Fetched bytes of chunk `c` once they pass `check`; the decoding or digest failure otherwise. */
+  #checked(
+    c: ChunkInfo,
+    r: PromiseSettledResult<Fetched>,
+    check: Check,
+  ): { ok: true; got: Fetched } | { ok: false; error: unknown } {
+    if (r.status === 'rejected') return { ok: false, error: r.reason };
+    const got = r.value;
+    try {
+      this.#verify(c, got.data, check);
+    } catch (e) {
+      this.#recycle(got);
+      return { ok: false, error: e };
+    }
+    got.verified = check !== 0 && hasDigest(c);
+    return { ok: true, got };
+  }
+
+  /** Settle a claim with checked bytes, storing them in the cache when it takes them. */
+  #keep(cl: Claim, got: Fetched, store: CachedBlob | undefined, writes: Promise<void>[]): void {
+    if (store !== undefined && store.canStore(cl.c)) {
+      // Readers get the bytes now; the flight stays joinable until they are stored, so no
+      // one fetches the chunk again in between.
+      this.#resolveFlight(cl.flight, got);
+      got.pins++;
+      writes.push(
+        store
+          .write(cl.c, got.data)
+          .catch(() => undefined)
+          .finally(() => {
+            this.#forget(cl);
+            this.#unpin(got);
+          }),
+      );
+    } else {
+      this.#settle(cl, got);
+    }
+  }
+
+  /** The failure of a chunk an untrusted backend sent wrong twice. */
+  #corrupt(c: ChunkInfo, e: unknown): NydusError {
+    const blob = this.#table.blobs[c.blobIndex];
+    return new NydusError(
+      'ERR_DIGEST',
+      `Chunk ${c.index} of blob ${blob?.blobId ?? c.blobIndex} came from the backend wrong twice: ${errorText(e)}`,
+      { cause: e },
+    );
   }
 
   /**
@@ -432,7 +500,7 @@ export class BlobDevice {
     offset: number,
     length: number,
     prio: Priority,
-  ): Promise<PromiseSettledResult<Fetched>[]> {
+  ): Promise<GroupResult> {
     const pool = this.#pool;
     let rawSlot = pool?.serves(length) === true ? pool.take(length) : undefined;
     let raw: Buffer;
@@ -440,7 +508,7 @@ export class BlobDevice {
       raw = await this.#backendRead(reader, offset, length, prio, rawSlot);
     } catch (e) {
       if (rawSlot !== undefined) pool!.give(rawSlot);
-      return group.map(() => ({ status: 'rejected', reason: e }));
+      return { ok: false, error: e };
     }
     if (rawSlot !== undefined && !landedIn(raw, rawSlot)) {
       pool!.give(rawSlot);
@@ -477,7 +545,7 @@ export class BlobDevice {
       }),
     );
     if (rawSlot !== undefined) pool!.give(rawSlot);
-    return decoded;
+    return { ok: true, decoded };
   }
 
   /** A ready chunk from the cache, checked when asked; a wrong one is dropped and refetched. */
@@ -514,7 +582,9 @@ export class BlobDevice {
     this.#backendBytes += length;
     this.cache?.noteBackendRead(length);
     try {
-      return await reader.read(offset, length, into);
+      return await (prio.low
+        ? reader.read(offset, length, into, PREFETCH_READ)
+        : reader.read(offset, length, into));
     } finally {
       if (demand && --this.#demandReads === 0) {
         const waiters = this.#idleWaiters;

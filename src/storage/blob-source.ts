@@ -1,8 +1,14 @@
 import type { BlobInfo } from '../format/model.js';
 
+/** How a read is made: a prefetch read gets the prefetch retry budget and proxy priority. */
+export interface ReadOptions {
+  prefetch?: boolean | undefined;
+  signal?: AbortSignal | undefined;
+}
+
 /**
  * Where chunk bytes come from. The blob device (blob-device.ts) asks for byte ranges of a blob;
- * a backend (localfs now; registry, s3, http-proxy later) answers them and does nothing else:
+ * a backend (localfs, localdisk, registry, s3, oss, http-proxy) answers them and does nothing else:
  * merging, priorities, single flight, caching and verification are the device's. Ranges are in
  * the blob file's (compressed) address space.
  */
@@ -14,7 +20,7 @@ export interface BlobReader {
    * shorter. With `into` (at least `length` bytes) the bytes land at its start and the result is
    * that prefix; a reader that cannot do that may answer with a buffer of its own.
    */
-  read(offset: number, length: number, into?: Buffer): Promise<Buffer>;
+  read(offset: number, length: number, into?: Buffer, opts?: ReadOptions): Promise<Buffer>;
   close(): Promise<void>;
 }
 
