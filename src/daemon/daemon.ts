@@ -396,7 +396,7 @@ export class NydusDaemon implements DaemonControl {
     if (!(await isKind(bootstrap, 'file')))
       invalid(`Bootstrap "${bootstrap}" does not exist or is not a file`);
     const loaded = await loadBootstrapFile(bootstrap);
-    const backend = createBackend(config, loaded, this.#log);
+    const backend = createBackend(config, loaded, this.#log, (m) => this.#event(m));
     const metrics = new BackendMetrics(backend.type);
     const source = new MeteredBlobSource(backend.source, metrics);
     const cache = createChunkCache(
@@ -413,6 +413,7 @@ export class NydusDaemon implements DaemonControl {
     const image = new RafsImage(loaded.bootstrap, source, {
       cache,
       validate: config.rafs.validate,
+      untrusted: !backend.local,
       readAheadBytes: config.rafs.batch_size,
       // FUSE replies are written as soon as the bytes are there, so chunk buffers can be reused.
       reuseBuffers: true,
@@ -767,11 +768,13 @@ export class NydusDaemon implements DaemonControl {
     for (const [k, v] of Object.entries(state.hot_config)) {
       this.#hotConfig.set(k, v);
       const [id, key] = [k.slice(0, k.lastIndexOf(':')), k.slice(k.lastIndexOf(':') + 1)];
-      if (key === 'registry_auth') {
+      if (key === 'registry_auth' || key === 'proxy_url') {
         try {
-          this.#instances.get(id === '' ? '/' : id)?.blobs.setAuth?.(v);
+          const blobs = this.#instances.get(id === '' ? '/' : id)?.blobs;
+          if (key === 'registry_auth') blobs?.setAuth?.(v);
+          else blobs?.setProxyUrl?.(v);
         } catch (e) {
-          this.#log.warn(`restoring registry_auth of "${id}": ${errorText(e)}`);
+          this.#log.warn(`restoring ${key} of "${id}": ${errorText(e)}`);
         }
       }
     }
@@ -962,10 +965,12 @@ export class NydusDaemon implements DaemonControl {
     for (const [k, v] of Object.entries(values)) {
       this.#hotConfig.set(`${id}:${k}`, v as string);
       // New credentials reach the backend of the instance `id` names (its mountpoint).
-      if (k === 'registry_auth') {
+      // A new proxy URL switches the proxy of that instance's backend.
+      if (k === 'registry_auth' || k === 'proxy_url') {
         const inst = this.#instances.get(id === '' ? '/' : id);
         try {
-          inst?.blobs.setAuth?.(v as string);
+          if (k === 'registry_auth') inst?.blobs.setAuth?.(v as string);
+          else inst?.blobs.setProxyUrl?.(v as string);
         } catch (e) {
           throw new ApiError(400, errorText(e));
         }

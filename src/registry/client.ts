@@ -22,6 +22,7 @@ import {
   markTransient,
   readText,
   type HttpRequest,
+  type RouteOptions,
   type HttpResponse,
   type RegistryOptions,
 } from './transport.js';
@@ -274,18 +275,23 @@ export class Repository {
 
   /** Size of a blob, or undefined when the repository does not have it. */
   async headBlob(digest: string): Promise<number | undefined> {
-    return this.headBlobWith(digest, this.pull);
+    return this.headBlobWith(digest, this.pull, true);
   }
 
-  private async headBlobWith(digest: string, scopes: readonly string[]): Promise<number | undefined> {
+  private async headBlobWith(
+    digest: string,
+    scopes: readonly string[],
+    routed = false,
+  ): Promise<number | undefined> {
     checkDigest(digest, 'blob digest');
-    const req: HttpRequest = {
+    const base: HttpRequest = {
       method: 'HEAD',
       url: `/v2/${this.name}/blobs/${digest}`,
       scopes,
       what: `HEAD blob ${digest} of ${this.where}`,
     };
-    return this.t.retry(req.what, async () => {
+    return this.blobRetry(base.what, false, routed, undefined, async (route) => {
+      const req: HttpRequest = route !== undefined ? { ...base, route } : base;
       let res = await this.t.request(req);
       for (let hops = 0; isRedirect(res.statusCode) && hops < 5; hops++) {
         const loc = this.location(res, req);
@@ -313,6 +319,7 @@ export class Repository {
     headers: Record<string, string>,
     signal: AbortSignal | undefined,
     what: string,
+    route?: RouteOptions,
   ): Promise<{ res: HttpResponse; req: HttpRequest }> {
     const req: HttpRequest = {
       method: 'GET',
@@ -321,6 +328,7 @@ export class Repository {
       scopes: this.pull,
       signal,
       what,
+      ...(route !== undefined ? { route } : {}),
     };
     const cacheKey = `${this.name}@${digest}`;
     const cached = this.t.redirects.get(cacheKey);
@@ -369,6 +377,24 @@ export class Repository {
     }
   }
 
+  /**
+   * Retry a blob request: under the backend connection's budgets (and routed through it) when
+   * `routed` and there is one, else with the transport's own retries.
+   */
+  private blobRetry<T>(
+    what: string,
+    prefetch: boolean,
+    routed: boolean,
+    signal: AbortSignal | undefined,
+    fn: (route: RouteOptions | undefined) => Promise<T>,
+  ): Promise<T> {
+    const conn = this.t.opts.connection;
+    if (routed && conn !== undefined) {
+      return conn.withRetries(what, prefetch, ({ noProxy }) => fn({ prefetch, noProxy }), signal);
+    }
+    return this.t.retry(what, () => fn(undefined), signal);
+  }
+
   /** Apply blobUrlScheme / blobRedirectedHost to a redirect target (as nydusd does). */
   private rewriteRedirect(u: URL): URL {
     const scheme = this.t.opts.blobUrlScheme;
@@ -388,7 +414,11 @@ export class Repository {
     digest: string,
     offset: number,
     length: number,
-    opts: { into?: Buffer; signal?: AbortSignal } = {},
+    opts: {
+      into?: Buffer | undefined;
+      signal?: AbortSignal | undefined;
+      prefetch?: boolean | undefined;
+    } = {},
   ): Promise<Buffer> {
     checkDigest(digest, 'blob digest');
     if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) {
@@ -404,47 +434,48 @@ export class Repository {
     if (length === 0) return out;
     const end = offset + length - 1;
     const what = `GET blob ${digest} of ${this.where} bytes ${offset}-${end}`;
-    await this.t.retry(
-      what,
-      async () => {
-        const { res, req } = await this.getBlob(
-          digest,
-          { range: `bytes=${offset}-${end}` },
-          opts.signal,
-          what,
-        );
-        if (res.statusCode === 206) {
-          const cr = headerString(res.headers['content-range']);
-          const m = cr !== undefined ? /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(cr.trim()) : null;
-          if (cr !== undefined && (m === null || Number(m[1]) !== offset || Number(m[2]) !== end)) {
-            discard(res.body);
-            throw new NydusError('ERR_REGISTRY', `${what}: the registry answered with another range "${cr}"`);
-          }
-          await this.copyBody(res, req, out, 0);
-          return;
+    const conn = this.t.opts.connection;
+    await this.blobRetry(what, opts.prefetch === true, true, opts.signal, async (route) => {
+      const started = Date.now();
+      const { res, req } = await this.getBlob(
+        digest,
+        { range: `bytes=${offset}-${end}` },
+        opts.signal,
+        what,
+        route,
+      );
+      if (res.statusCode === 206) {
+        const cr = headerString(res.headers['content-range']);
+        const m = cr !== undefined ? /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(cr.trim()) : null;
+        if (cr !== undefined && (m === null || Number(m[1]) !== offset || Number(m[2]) !== end)) {
+          discard(res.body);
+          throw new NydusError('ERR_REGISTRY', `${what}: the registry answered with another range "${cr}"`);
         }
-        if (res.statusCode === 200) {
-          // The range was ignored: skip to the offset and keep what was asked.
-          this.t.log.debug(`${what}: the server ignored the Range header; skipping ${offset} bytes`);
-          const total = Number(headerString(res.headers['content-length']) ?? NaN);
-          if (Number.isFinite(total) && total < offset + length) {
-            discard(res.body);
-            throw new NydusError(
-              'ERR_REGISTRY',
-              `${what}: the range is beyond the end of the ${total}-byte blob`,
-            );
-          }
-          await this.copyBody(res, req, out, offset);
-          return;
+        await this.copyBody(res, req, out, 0);
+        conn?.noteDone(what, length, started);
+        return;
+      }
+      if (res.statusCode === 200) {
+        // The range was ignored: skip to the offset and keep what was asked.
+        this.t.log.debug(`${what}: the server ignored the Range header; skipping ${offset} bytes`);
+        const total = Number(headerString(res.headers['content-length']) ?? NaN);
+        if (Number.isFinite(total) && total < offset + length) {
+          discard(res.body);
+          throw new NydusError(
+            'ERR_REGISTRY',
+            `${what}: the range is beyond the end of the ${total}-byte blob`,
+          );
         }
-        if (res.statusCode === 416) {
-          await res.body.dump();
-          throw new NydusError('ERR_REGISTRY', `${what}: the range is beyond the end of the blob (HTTP 416)`);
-        }
-        return this.t.fail(res, req, `Blob ${digest} of ${this.where}`);
-      },
-      opts.signal,
-    );
+        await this.copyBody(res, req, out, offset);
+        conn?.noteDone(what, length, started);
+        return;
+      }
+      if (res.statusCode === 416) {
+        await res.body.dump();
+        throw new NydusError('ERR_REGISTRY', `${what}: the range is beyond the end of the blob (HTTP 416)`);
+      }
+      return this.t.fail(res, req, `Blob ${digest} of ${this.where}`);
+    });
     return out;
   }
 

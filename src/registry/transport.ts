@@ -7,6 +7,7 @@ import { silentLogger, type Logger } from '../log/logger.js';
 import { registryApiHost } from '../oci/reference.js';
 import { RegistryAuth, errorCodes, errorDetail } from './auth.js';
 import { credentialsFor, type Credentials } from './docker-config.js';
+import type { Connection } from '../storage/remote/connection.js';
 
 export interface RegistryOptions {
   /** http:// instead of https:// */
@@ -39,6 +40,18 @@ export interface RegistryOptions {
   /** Environment for the Docker config lookup (default process.env). */
   env?: NodeJS.ProcessEnv | undefined;
   log?: Logger | undefined;
+  /**
+   * The backend connection (nydusd): blob requests (`route` set) go through it, so through its
+   * P2P proxy or mirrors; everything else (manifests, tokens, uploads) goes direct.
+   */
+  connection?: Connection | undefined;
+}
+
+/** How a blob request is routed through the backend connection. */
+export interface RouteOptions {
+  prefetch?: boolean | undefined;
+  /** Bypass a fallback proxy (the last retry, a 429). */
+  noProxy?: boolean | undefined;
 }
 
 export type Method = 'GET' | 'HEAD' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
@@ -54,6 +67,8 @@ export interface HttpRequest {
   signal?: AbortSignal | undefined;
   /** What is being done, for messages: 'GET manifest "latest" of 127.0.0.1:5000/ns/a'. */
   what: string;
+  /** A blob request routed through `RegistryOptions.connection` when there is one. */
+  route?: RouteOptions | undefined;
 }
 
 export type HttpResponse = Dispatcher.ResponseData;
@@ -103,6 +118,48 @@ function errCode(e: unknown): string {
 /** A URL for messages: no credentials, no query (signed storage URLs carry secrets there). */
 export function displayUrl(u: URL): string {
   return `${u.protocol}//${u.host}${u.pathname}`;
+}
+
+/** Map an error from undici or a body stream to a NydusError (aborts pass through; transient ones marked). */
+export function classifyHttpError(
+  e: unknown,
+  what: string,
+  u: URL | undefined,
+  connectTimeoutMs: number,
+  timeoutMs: number,
+): Error {
+  if (isNydusError(e) || isAbort(e)) return e as Error;
+  const code = errCode(e);
+  const where = u !== undefined ? ` (${displayUrl(u)})` : '';
+  if (TIMEOUT_CODES.has(code)) {
+    const kind =
+      code === 'UND_ERR_CONNECT_TIMEOUT'
+        ? `could not connect within ${connectTimeoutMs} ms`
+        : code === 'UND_ERR_BODY_TIMEOUT'
+          ? `the response body stalled for ${timeoutMs} ms`
+          : `no response within ${timeoutMs} ms`;
+    return markTransient(new NydusError('ERR_TIMEOUT', `${what}${where}: ${kind}`, { cause: e }));
+  }
+  if (CERT_CODES.has(code) || /certificate/i.test(errorText(e))) {
+    return new NydusError(
+      'ERR_NETWORK',
+      `${what}${where}: TLS certificate verification failed: ${errorText(e)} (trust its CA with caCertFiles / ca_cert_files, or skip verification with insecure / skip_verify)`,
+      { cause: e },
+    );
+  }
+  if (code === 'ERR_SSL_WRONG_VERSION_NUMBER' || /wrong version number/i.test(errorText(e))) {
+    return new NydusError(
+      'ERR_NETWORK',
+      `${what}${where}: the server does not speak TLS; if it serves plain HTTP use plainHttp (--plain-http), or insecure (skip_verify) to allow the fallback to HTTP`,
+      { cause: e },
+    );
+  }
+  const err = new NydusError(
+    'ERR_NETWORK',
+    `${what}${where}: connection failed: ${errorText(e)}${code !== '' && !errorText(e).includes(code) ? ` (${code})` : ''}`,
+    { cause: e },
+  );
+  return PERMANENT_NET_CODES.has(code) ? err : markTransient(err);
 }
 
 /**
@@ -204,7 +261,23 @@ export class Transport {
     body: Buffer | undefined,
     signal: AbortSignal | undefined,
     what: string,
+    route?: RouteOptions,
   ): Promise<HttpResponse> {
+    const conn = this.opts.connection;
+    if (conn !== undefined && route !== undefined) {
+      return conn.send({
+        method,
+        url: u,
+        headers,
+        body,
+        signal,
+        what,
+        prefetch: route.prefetch,
+        noProxy: route.noProxy,
+        // Mirrors stand for the registry, not for the blob storage it redirects to.
+        noMirrors: !this.isRegistry(u),
+      });
+    }
     try {
       return await this.agent.request({
         origin: u.origin,
@@ -221,38 +294,7 @@ export class Transport {
 
   /** Map an error from undici or a body stream to a NydusError (aborts pass through). */
   classify(e: unknown, what: string, u?: URL): Error {
-    if (isNydusError(e) || isAbort(e)) return e as Error;
-    const code = errCode(e);
-    const where = u !== undefined ? ` (${displayUrl(u)})` : '';
-    if (TIMEOUT_CODES.has(code)) {
-      const kind =
-        code === 'UND_ERR_CONNECT_TIMEOUT'
-          ? `could not connect within ${this.connectTimeoutMs} ms`
-          : code === 'UND_ERR_BODY_TIMEOUT'
-            ? `the response body stalled for ${this.timeoutMs} ms`
-            : `no response within ${this.timeoutMs} ms`;
-      return markTransient(new NydusError('ERR_TIMEOUT', `${what}${where}: ${kind}`, { cause: e }));
-    }
-    if (CERT_CODES.has(code) || /certificate/i.test(errorText(e))) {
-      return new NydusError(
-        'ERR_NETWORK',
-        `${what}${where}: TLS certificate verification failed: ${errorText(e)} (trust its CA with caCertFiles / ca_cert_files, or skip verification with insecure / skip_verify)`,
-        { cause: e },
-      );
-    }
-    if (code === 'ERR_SSL_WRONG_VERSION_NUMBER' || /wrong version number/i.test(errorText(e))) {
-      return new NydusError(
-        'ERR_NETWORK',
-        `${what}${where}: the server does not speak TLS; if it serves plain HTTP use plainHttp (--plain-http), or insecure (skip_verify) to allow the fallback to HTTP`,
-        { cause: e },
-      );
-    }
-    const err = new NydusError(
-      'ERR_NETWORK',
-      `${what}${where}: connection failed: ${errorText(e)}${code !== '' && !errorText(e).includes(code) ? ` (${code})` : ''}`,
-      { cause: e },
-    );
-    return PERMANENT_NET_CODES.has(code) ? err : markTransient(err);
+    return classifyHttpError(e, what, u, this.connectTimeoutMs, this.timeoutMs);
   }
 
   /** Does this HTTPS failure look like the server speaks plain HTTP? */
@@ -314,7 +356,7 @@ export class Transport {
         authz = await this.auth.authorization(req.scopes);
         if (authz !== undefined) headers['authorization'] = authz;
       }
-      const res = await this.dispatch(req.method, u, headers, req.body, req.signal, req.what);
+      const res = await this.dispatch(req.method, u, headers, req.body, req.signal, req.what, req.route);
       if (res.statusCode === 401 && toRegistry && attempt === 0) {
         const challenge = headerString(res.headers['www-authenticate']);
         await res.body.dump();

@@ -1,12 +1,13 @@
 import { errorText, NydusError } from '../errors/errors.js';
 import type { BlobInfo } from '../format/model.js';
 import type { Logger } from '../log/logger.js';
-import type { BlobReader, BlobSource } from './blob-source.js';
+import type { BlobReader, BlobSource, ReadOptions } from './blob-source.js';
+import { Connection, NYDUSD_USER_AGENT, type MirrorConfig } from './remote/connection.js';
+import type { ProxyConfig } from '../daemon/config/schema.js';
 import { decodeUserPassword, type Credentials } from '../registry/docker-config.js';
 import { RegistryClient, type Repository, type RegistryOptions } from '../registry/client.js';
 
-/** What nydusd sends as its User-Agent on every backend request, as upstream. */
-export const NYDUSD_USER_AGENT = 'nydusd/1.0.0';
+export { NYDUSD_USER_AGENT };
 
 /** Ranged requests one registry backend keeps in flight at most. */
 const DEFAULT_MAX_INFLIGHT = 8;
@@ -29,7 +30,20 @@ export interface RegistryBackendConfig {
   retry_limit: number;
   blob_url_scheme: string;
   blob_redirected_host: string;
+  /** P2P proxy (absent: none). */
+  proxy?: ProxyConfig | undefined;
+  mirrors?: readonly MirrorConfig[] | undefined;
 }
+
+const NO_PROXY: ProxyConfig = {
+  url: '',
+  ping_url: '',
+  fallback: true,
+  check_interval: 5,
+  use_http: false,
+  check_pause_elapsed: 300,
+  dragonfly_scheduler_endpoint: '',
+};
 
 export interface RegistryBackendOptions {
   log?: Logger;
@@ -37,6 +51,8 @@ export interface RegistryBackendOptions {
   env?: NodeJS.ProcessEnv;
   /** Requests in flight at most (default 8). */
   maxInflight?: number;
+  /** Failed requests go here (the daemon's events ring). */
+  event?: ((message: string) => void) | undefined;
 }
 
 /** `user:pass` in base64 (upstream `auth`, `IMAGE_PULL_AUTH`, API `registry_auth`) as credentials. */
@@ -91,6 +107,8 @@ export class RegistryBlobSource implements BlobSource {
   readonly repo: Repository;
   readonly #limiter: Limiter;
   readonly #log: Logger | undefined;
+  /** Blob requests go through this: proxy or mirrors, retry budgets. */
+  readonly conn: Connection;
 
   constructor(cfg: RegistryBackendConfig, opts: RegistryBackendOptions = {}) {
     if (cfg.host === '') throw new NydusError('ERR_INVALID_ARG', 'backend registry needs "host"');
@@ -101,7 +119,24 @@ export class RegistryBlobSource implements BlobSource {
     if (pullAuth !== undefined && pullAuth !== '') credentials = decodeAuth(pullAuth, 'IMAGE_PULL_AUTH');
     else if (cfg.auth !== undefined && cfg.auth !== '') credentials = decodeAuth(cfg.auth, 'registry "auth"');
     this.#log = opts.log;
+    this.conn = new Connection(
+      {
+        skip_verify: cfg.skip_verify,
+        ca_cert_files: cfg.ca_cert_files,
+        timeout: Math.max(1, cfg.timeout),
+        connect_timeout: Math.max(1, cfg.connect_timeout),
+        retry_limit: cfg.retry_limit,
+        proxy: cfg.proxy ?? NO_PROXY,
+        mirrors: cfg.mirrors,
+      },
+      {
+        userAgent: NYDUSD_USER_AGENT,
+        ...(opts.log !== undefined ? { log: opts.log } : {}),
+        ...(opts.event !== undefined ? { event: opts.event } : {}),
+      },
+    );
     const ro: RegistryOptions = {
+      connection: this.conn,
       plainHttp: cfg.scheme === 'http',
       insecure: cfg.skip_verify,
       caCertFiles: cfg.ca_cert_files,
@@ -130,6 +165,11 @@ export class RegistryBlobSource implements BlobSource {
     this.#log?.info(`registry backend ${this.client.host}/${this.repo.name}: credentials updated`);
   }
 
+  /** Switch the P2P proxy (API `PUT /api/v1/config` `proxy_url`); empty turns it off. */
+  setProxyUrl(url: string): void {
+    this.conn.setProxyUrl(url);
+  }
+
   async open(blob: BlobInfo): Promise<BlobReader> {
     if (!/^[0-9a-f]{64}$/.test(blob.blobId))
       throw new NydusError(
@@ -153,7 +193,7 @@ export class RegistryBlobSource implements BlobSource {
     const limiter = this.#limiter;
     return {
       size,
-      read(offset: number, length: number, into?: Buffer): Promise<Buffer> {
+      read(offset: number, length: number, into?: Buffer, opts?: ReadOptions): Promise<Buffer> {
         if (offset < 0 || length < 0 || offset + length > size) {
           return Promise.reject(
             new NydusError(
@@ -163,13 +203,20 @@ export class RegistryBlobSource implements BlobSource {
           );
         }
         if (length === 0) return Promise.resolve(Buffer.alloc(0));
-        return limiter.run(() => repo.readBlobRange(digest, offset, length, into ? { into } : {}));
+        return limiter.run(() =>
+          repo.readBlobRange(digest, offset, length, {
+            into,
+            prefetch: opts?.prefetch,
+            signal: opts?.signal,
+          }),
+        );
       },
       close: () => Promise.resolve(),
     };
   }
 
-  close(): Promise<void> {
-    return this.client.close();
+  async close(): Promise<void> {
+    await this.client.close();
+    await this.conn.close();
   }
 }

@@ -7,13 +7,14 @@ export const registryBackend: BackendKind = {
     backendTable(config, 'registry');
     return Promise.resolve();
   },
-  create({ config, log }) {
-    const src = new RegistryBlobSource(backendTable(config, 'registry'), { log });
+  create({ config, log, event }) {
+    const src = new RegistryBlobSource(backendTable(config, 'registry'), { log, event });
     return {
       type: 'registry',
       source: src,
       local: false,
       setAuth: (auth) => src.setAuth(auth),
+      setProxyUrl: (url) => src.setProxyUrl(url),
       close: () => src.close(),
     };
   },

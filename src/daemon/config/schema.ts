@@ -65,6 +65,27 @@ export const proxySchema = z.strictObject({
   dragonfly_scheduler_endpoint: str(),
 });
 
+/**
+ * One mirror of a network backend's origin (upstream `MirrorConfig`, a P2P distribution server
+ * or another registry). Conflicts with `proxy`.
+ */
+export const mirrorSchema = z.strictObject({
+  /** `scheme://host[:port]` of the mirror. */
+  host: z.string(),
+  /** Health URL; empty means `<host>/v2`. */
+  ping_url: str(),
+  /** Headers sent to this mirror only. */
+  headers: z.record(z.string(), z.string()).default({}),
+  /** Seconds between recovery pings of a disabled mirror. */
+  health_check_interval: uint().default(5),
+  /** Failures after which the mirror is disabled until a ping succeeds. */
+  failure_limit: u8().default(5),
+  /** Seconds without requests after which pings pause. */
+  health_check_pause_elapsed: uint().default(300),
+  /** Also send requests without credentials (the auth exchange) to the mirror. */
+  auth_through: bool(),
+});
+
 /** Keys shared by the network backends (oss, s3, http-proxy, registry), in upstream order. */
 const networkKeys = {
   skip_verify: bool(),
@@ -94,6 +115,8 @@ export const ossSchema = z.strictObject({
   access_key_secret: str(),
   ...networkKeys,
   proxy: proxySchema.prefault({}),
+  /** Absent unless given (upstream dropped the key; a config echo keeps its old shape). */
+  mirrors: opt(z.array(mirrorSchema)),
 });
 
 export const s3Schema = z.strictObject({
@@ -107,6 +130,8 @@ export const s3Schema = z.strictObject({
   access_key_secret: str(),
   ...networkKeys,
   proxy: proxySchema.prefault({}),
+  /** Absent unless given (upstream dropped the key; a config echo keeps its old shape). */
+  mirrors: opt(z.array(mirrorSchema)),
 });
 
 export const httpProxySchema = z.strictObject({
@@ -116,6 +141,8 @@ export const httpProxySchema = z.strictObject({
   path: str(),
   ...networkKeys,
   proxy: proxySchema.prefault({}),
+  /** Absent unless given (upstream dropped the key; a config echo keeps its old shape). */
+  mirrors: opt(z.array(mirrorSchema)),
 });
 
 export const registrySchema = z.strictObject({
@@ -136,6 +163,8 @@ export const registrySchema = z.strictObject({
   blob_url_scheme: str(),
   blob_redirected_host: str(),
   proxy: proxySchema.prefault({}),
+  /** Absent unless given (upstream dropped the key; a config echo keeps its old shape). */
+  mirrors: opt(z.array(mirrorSchema)),
 });
 
 export const BACKEND_TYPES = ['localfs', 'localdisk', 'oss', 's3', 'registry', 'http-proxy'] as const;
@@ -267,6 +296,7 @@ export type CacheConfig = DaemonConfig['cache'];
 export type RafsConfig = DaemonConfig['rafs'];
 export type PrefetchConfig = z.output<typeof prefetchSchema>;
 export type ProxyConfig = z.output<typeof proxySchema>;
+export type MirrorConfigV2 = z.output<typeof mirrorSchema>;
 export type LocalFsConfig = z.output<typeof localFsSchema>;
 export type LocalDiskConfig = z.output<typeof localDiskSchema>;
 export type OssConfig = z.output<typeof ossSchema>;

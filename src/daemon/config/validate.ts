@@ -23,7 +23,9 @@ import {
  * - cache: `filecache` (also for type `blobcache`) or `fscache` exists with a non-empty
  *   `work_dir`;
  * - an enabled prefetch (cache or rafs) has `threads` in 1..1024 and `batch_size` at most
- *   0x10000000.
+ *   0x10000000;
+ * - a network backend has `mirrors` or a `proxy.url`, not both (the user doc: "The `mirrors`
+ *   field conflicts with `proxy` field"); each mirror `host` is an http(s) URL.
  *
  * With `template` (a config that another component completes, like the snapshotter's
  * `--nydusd-config`), the presence checks are skipped and a missing table gets its defaults;
@@ -107,6 +109,24 @@ export function validateConfig(config: DaemonConfig, opts: { template?: boolean 
     problems.push({
       path: ['backend', 'http-proxy', 'addr'],
       message: `expected an "http://" or "https://" URL or an absolute unix socket path, got ${quote(hp.addr)}`,
+    });
+  }
+  if (table !== undefined && Array.isArray(table['mirrors'])) {
+    const mirrors = table['mirrors'] as { host: string }[];
+    const proxy = table['proxy'] as { url?: string } | undefined;
+    if (mirrors.length > 0 && proxy?.url !== undefined && proxy.url !== '') {
+      problems.push({
+        path: ['backend', type, 'mirrors'],
+        message: 'cannot be used together with "proxy"; configure either mirrors or a proxy',
+      });
+    }
+    mirrors.forEach((m, i) => {
+      if (!/^https?:\/\/[^/]/.test(m.host)) {
+        problems.push({
+          path: ['backend', type, 'mirrors', i, 'host'],
+          message: `expected an "http://" or "https://" URL, got ${quote(m.host)}`,
+        });
+      }
     });
   }
 

@@ -294,7 +294,7 @@ test('v2: unknown keys warn with their path, in document order, and are dropped'
     "colour": "blue",
     "backend": {
       "type": "registry",
-      "registry": { "host": "h", "mirrors": [{ "host": "m" }], "repo": "r", "proxy": { "urll": "x" } }
+      "registry": { "host": "h", "mirror": [{ "host": "m" }], "repo": "r", "proxy": { "urll": "x" } }
     },
     "rafs": { "prefetch": { "enable": false, "threads_count": 4 }, "id_mapping": [0, 1000, 65536] },
     "cache": { "type": "filecache", "enable_encryption": true, "filecache": { "work_dir": "/c" } },
@@ -303,7 +303,7 @@ test('v2: unknown keys warn with their path, in document order, and are dropped'
   }`);
   assert.deepEqual(warnings, [
     'colour: unknown key, ignored',
-    'backend.registry.mirrors: unknown key, ignored',
+    'backend.registry.mirror: unknown key, ignored',
     'backend.registry.proxy.urll: unknown key, ignored',
     'rafs.prefetch.threads_count: unknown key, ignored',
     'rafs.id_mapping: unknown key, ignored',
@@ -312,7 +312,7 @@ test('v2: unknown keys warn with their path, in document order, and are dropped'
     '__proto__: unknown key, ignored',
   ]);
   assert.equal(Object.hasOwn(config, 'colour'), false);
-  assert.equal(Object.hasOwn(config.backend.registry ?? {}, 'mirrors'), false);
+  assert.equal(Object.hasOwn(config.backend.registry ?? {}, 'mirror'), false);
   assert.equal(({} as Record<string, unknown>)['polluted'], undefined);
 });
 

@@ -237,12 +237,22 @@ const EXPECT: Record<string, Expect> = {
       assert.equal(p?.check_interval, 5);
     },
   },
-  // nydusd guide: mirrors, which nydusd at HEAD does not have.
+  // nydusd guide: mirrors (v1 `device.backend.config.mirrors`), with their documented defaults.
   '004_5af761336ba4fd40.txt#8': {
     template: true,
     refusal: 'device.backend.config: needs "host" and "repo"',
-    warnings: ['device.backend.config.mirrors: unknown key, ignored'],
-    check: (c) => assert.equal(c.backend.type, 'registry'),
+    check: (c) => {
+      assert.equal(c.backend.type, 'registry');
+      const m = c.backend.registry?.mirrors ?? [];
+      assert.equal(m.length, 2);
+      assert.match(m[0]?.host ?? '', /^http:\/\/[^/]+:65001$/);
+      assert.equal(m[0]?.auth_through, false);
+      assert.equal(m[0]?.ping_url, 'http://127.0.0.1:40901/server/ping');
+      assert.equal(m[0]?.failure_limit, 5);
+      assert.equal(m[1]?.health_check_interval, 5);
+      assert.equal(m[1]?.health_check_pause_elapsed, 300);
+      assert.deepEqual(Object.keys(m[1]?.headers ?? {}), ['X-Dragonfly-Registry']);
+    },
   },
   // nydusd guide: http-proxy backend, remote.
   '004_5af761336ba4fd40.txt#9': {

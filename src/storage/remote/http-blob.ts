@@ -1,0 +1,233 @@
+import { NydusError, errorText } from '../../errors/errors.js';
+import type { BlobInfo } from '../../format/model.js';
+import { errorDetail } from '../../registry/auth.js';
+import { displayUrl, headerString, markTransient, readText } from '../../registry/transport.js';
+import type { BlobReader, BlobSource, ReadOptions } from '../blob-source.js';
+import { bodyError, type Connection, type Response } from './connection.js';
+
+/** Ranged requests one backend keeps in flight at most, by default. */
+const DEFAULT_MAX_INFLIGHT = 8;
+
+export interface HttpBlobSourceOptions {
+  conn: Connection;
+  /** 'http-proxy' | 's3' | 'oss', for messages and metrics. */
+  kind: string;
+  /** Origin URL of a blob. */
+  urlFor(blobId: string): URL;
+  /** Add auth headers for a request to `url` (after mirror rewriting); absent = anonymous. */
+  sign?(method: string, url: URL, headers: Record<string, string>): void;
+  /** Requests in flight at most (default 8). */
+  maxInflight?: number;
+}
+
+/** A counting semaphore bounding the requests in flight. */
+export class Limiter {
+  #free: number;
+  readonly #waiting: (() => void)[] = [];
+
+  constructor(n: number) {
+    this.#free = Math.max(1, n);
+  }
+
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.#free > 0) this.#free--;
+    else await new Promise<void>((resolve) => this.#waiting.push(resolve));
+    try {
+      return await task();
+    } finally {
+      const next = this.#waiting.shift();
+      if (next !== undefined) next();
+      else this.#free++;
+    }
+  }
+}
+
+/** Drop a response body without reading it (the connection is closed). */
+export function discard(res: Response): void {
+  res.body.on('error', () => undefined);
+  res.body.destroy();
+}
+
+/** Throw the error an unexpected status means; 5xx and 429 are transient. */
+export async function statusError(res: Response, what: string, where: string): Promise<never> {
+  const text = await readText(res, 64 * 1024).catch(() => '');
+  const status = res.statusCode;
+  const detail = errorDetail(text);
+  if (status === 404)
+    throw new NydusError('ERR_NOT_FOUND', `${what}: not found at ${where} (HTTP 404${detail})`);
+  if (status === 401 || status === 403)
+    throw new NydusError('ERR_AUTH', `${what}: access denied by ${where} (HTTP ${status}${detail})`);
+  const err = new NydusError('ERR_NETWORK', `${what}: ${where} answered HTTP ${status}${detail}`);
+  throw status >= 500 || status === 429 ? markTransient(err) : err;
+}
+
+/**
+ * Copy body bytes [skip, skip + out.length) into `out`; a short body, or a long one when `exact`,
+ * is a transient error (retried).
+ */
+export async function copyBody(
+  res: Response,
+  out: Buffer,
+  skip: number,
+  exact: boolean,
+  what: string,
+): Promise<void> {
+  const want = out.length;
+  let pos = 0;
+  let got = 0;
+  // Leaving the loop early destroys the body; that must not become an uncaught error.
+  res.body.on('error', () => undefined);
+  try {
+    for await (const chunk of res.body as AsyncIterable<Buffer>) {
+      const start = Math.max(0, skip - pos);
+      if (start < chunk.length && got < want) {
+        const n = Math.min(chunk.length - start, want - got);
+        chunk.copy(out, got, start, start + n);
+        got += n;
+        if (exact && start + n < chunk.length) {
+          throw bodyError(what, `the body is longer than the ${want} bytes asked for`);
+        }
+      } else if (exact && got >= want && chunk.length > 0) {
+        throw bodyError(what, `the body is longer than the ${want} bytes asked for`);
+      }
+      pos += chunk.length;
+      // The rest of a full body is not needed: leaving the loop drops the connection.
+      if (!exact && got >= want) return;
+    }
+  } catch (e) {
+    if (e instanceof NydusError) throw e;
+    throw bodyError(what, `reading the body failed: ${errorText(e)}`, e);
+  }
+  if (got < want) throw bodyError(what, `short body: ${got} of ${want} bytes`);
+}
+
+/**
+ * Blobs served over plain HTTP(S): HEAD for the size, ranged GETs for the data, through a
+ * Connection (proxy, mirrors, retry budgets). Used by the http-proxy, s3 and oss backends.
+ */
+export class HttpBlobSource implements BlobSource {
+  readonly #o: HttpBlobSourceOptions;
+  readonly #limiter: Limiter;
+
+  constructor(o: HttpBlobSourceOptions) {
+    this.#o = o;
+    this.#limiter = new Limiter(o.maxInflight ?? DEFAULT_MAX_INFLIGHT);
+  }
+
+  #signer(method: string): ((url: URL, headers: Record<string, string>) => void) | undefined {
+    const o = this.#o;
+    if (o.sign === undefined) return undefined;
+    return (url, headers) => o.sign?.(method, url, headers);
+  }
+
+  async open(blob: BlobInfo): Promise<BlobReader> {
+    const { conn, kind } = this.#o;
+    const id = blob.blobId;
+    const url = this.#o.urlFor(id);
+    const where = `${kind} ${displayUrl(url)}`;
+    const what = `HEAD blob ${id} of ${kind} backend`;
+    let size: number;
+    try {
+      size = await this.#limiter.run(() =>
+        conn.withRetries(what, false, async ({ noProxy }) => {
+          const res = await conn.send({
+            method: 'HEAD',
+            url,
+            headers: {},
+            what,
+            noProxy,
+            sign: this.#signer('HEAD'),
+          });
+          if (res.statusCode !== 200) return statusError(res, what, where);
+          await res.body.dump();
+          const len = Number(headerString(res.headers['content-length']));
+          if (!Number.isSafeInteger(len) || len < 0)
+            throw new NydusError('ERR_NETWORK', `${what}: ${where} gave no valid Content-Length`);
+          return len;
+        }),
+      );
+    } catch (e) {
+      throw new NydusError(
+        e instanceof NydusError ? e.code : 'ERR_IO',
+        `Cannot open blob ${id}: ${errorText(e)}`,
+        {
+          cause: e,
+        },
+      );
+    }
+    const read = (offset: number, length: number, into?: Buffer, opts?: ReadOptions): Promise<Buffer> => {
+      if (
+        !Number.isSafeInteger(offset) ||
+        !Number.isSafeInteger(length) ||
+        offset < 0 ||
+        length < 0 ||
+        offset + length > size
+      ) {
+        return Promise.reject(
+          new NydusError(
+            'ERR_FORMAT',
+            `Read of ${length} bytes at ${offset} is past the end of blob ${id} (${size} bytes)`,
+          ),
+        );
+      }
+      const out =
+        into !== undefined && into.length >= length ? into.subarray(0, length) : Buffer.allocUnsafe(length);
+      if (length === 0) return Promise.resolve(out);
+      return this.#limiter.run(() => this.#readRange(url, where, id, offset, out, opts ?? {}));
+    };
+    return { size, read, close: () => Promise.resolve() };
+  }
+
+  async #readRange(
+    url: URL,
+    where: string,
+    id: string,
+    offset: number,
+    out: Buffer,
+    opts: ReadOptions,
+  ): Promise<Buffer> {
+    const { conn, kind } = this.#o;
+    const end = offset + out.length - 1;
+    const what = `GET blob ${id} bytes ${offset}-${end} of ${kind} backend`;
+    const prefetch = opts.prefetch === true;
+    await conn.withRetries(
+      what,
+      prefetch,
+      async ({ noProxy }) => {
+        const started = Date.now();
+        const res = await conn.send({
+          method: 'GET',
+          url,
+          headers: { range: `bytes=${offset}-${end}` },
+          what,
+          prefetch,
+          noProxy,
+          signal: opts.signal,
+          sign: this.#signer('GET'),
+        });
+        if (res.statusCode === 206) {
+          const cr = headerString(res.headers['content-range']);
+          const m = cr !== undefined ? /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(cr.trim()) : null;
+          if (cr !== undefined && (m === null || Number(m[1]) !== offset || Number(m[2]) !== end)) {
+            discard(res);
+            throw markTransient(
+              new NydusError('ERR_NETWORK', `${what}: ${where} answered with another range "${cr}"`),
+            );
+          }
+          await copyBody(res, out, 0, true, what);
+        } else if (res.statusCode === 200) {
+          await copyBody(res, out, offset, false, what);
+        } else {
+          await statusError(res, what, where);
+        }
+        conn.noteDone(what, out.length, started);
+      },
+      opts.signal,
+    );
+    return out;
+  }
+
+  close(): Promise<void> {
+    return this.#o.conn.close();
+  }
+}
