@@ -211,7 +211,7 @@ async function waitExit(child, ms) {
  * @param {string} logPath
  * @returns {Promise<Mounted>}
  */
-async function mountFuse(argv, mnt, logPath) {
+export async function mountFuse(argv, mnt, logPath) {
   const fd = openSync(logPath, 'w');
   const t0 = performance.now();
   const [cmd = '', ...args] = argv;
@@ -284,7 +284,7 @@ function mountErofs(image, mnt, logPath) {
  * nothing did); throws only when the mountpoint is still mounted at the end.
  * @param {Mounted} m
  */
-async function unmount(m) {
+export async function unmount(m) {
   const problems = [];
   const alive = () => m.child !== undefined && m.child.exitCode === null && m.child.signalCode === null;
   if (m.child !== undefined && alive()) {

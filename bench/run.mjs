@@ -8,7 +8,10 @@
 //   B8  container start through containerd over the same link: containerd + containerd-nydus-grpc
 //       (`ctr-remote image rpull` + `ctr run`) against `ctr image pull` + `ctr run` with the
 //       overlayfs snapshotter, the bytes nydusd fetched, the snapshotter's peak RSS, and the RSS
-//       of a shared-mode nydusd per image added (containerd.mjs).
+//       of a shared-mode nydusd per image added (containerd.mjs);
+//   B9  cold read of the rootfs image through each remote backend on loopback (registry, s3, oss,
+//       http-proxy, and the registry through nginx as a caching P2P proxy, uncached and cached)
+//       against the localfs backend on the same image (remote.mjs).
 // Side by side in one run (tools alternate within each round, cold caches before every run,
 // medians of the rounds).
 //
@@ -18,7 +21,8 @@
 // tsconfig), so that other builds of dist/ during the run cannot change what is measured.
 //
 // B1's measurements are saved in WORK/results.json, B2/B3/B6's in WORK/results-mount.json,
-// B4/B5/B7's in WORK/results-registry.json, B8's in WORK/results-containerd.json; a run of only
+// B4/B5/B7's in WORK/results-registry.json, B8's in WORK/results-containerd.json, B9's in
+// WORK/results-remote.json; a run of only
 // some benchmarks replaces its own file
 // and the report takes the others from the earlier runs (each part of the report gives its own
 // date; a part without saved results keeps its text from the existing report).
@@ -30,7 +34,7 @@
 //   NYDUS_BENCH_BIG_MIB  size of each of the 4 big files in MiB (96)
 //   NYDUS_BENCH_SMALL    number of small files (20000)
 //   NYDUS_BENCH_OUTPUT   report path (BENCHMARKS.md at the project root)
-//   NYDUS_BENCH_ONLY     comma-separated subset of b1,b2,b3,b6,b4,b5,b7,b8 (all); b2, b3 and b6
+//   NYDUS_BENCH_ONLY     comma-separated subset of b1,b2,b3,b6,b4,b5,b7,b8,b9 (all); b2, b3 and b6
 //                        share their mounts, and b6 alone runs both b2 and b3 (its peak is over
 //                        both); b4 and b5 are the same runs; b8 includes the snapshotter's memory
 //                        figures (peak RSS during B8, shared-mode nydusd RSS per image)
@@ -66,6 +70,7 @@ import { disturbed, median, outputOf, timedRun, waitQuiet } from './measure.mjs'
 import { benchMounts, cleanupMountsSync, MOUNT_TOOLS, mountVersions, prepareImages } from './mount.mjs';
 import { benchContainerd, cleanupContainerdSync } from './containerd.mjs';
 import { benchRegistry, cleanupRegistrySync } from './registry.mjs';
+import { benchRemote } from './remote.mjs';
 import { renderReport } from './report.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -84,10 +89,11 @@ function envInt(name, dflt) {
   return n;
 }
 
-const BENCHMARKS = ['b1', 'b2', 'b3', 'b6', 'b4', 'b5', 'b7', 'b8'];
+const BENCHMARKS = ['b1', 'b2', 'b3', 'b6', 'b4', 'b5', 'b7', 'b8', 'b9'];
 const MOUNT_BENCHMARKS = ['b2', 'b3', 'b6'];
 const REGISTRY_BENCHMARKS = ['b4', 'b5', 'b7'];
 const CONTAINERD_BENCHMARKS = ['b8'];
+const REMOTE_BENCHMARKS = ['b9'];
 
 const config = {
   work: resolve(process.env['NYDUS_BENCH_DIR'] || '/var/tmp/nydus-bench'),
@@ -177,7 +183,7 @@ export const TOOLS = [
 
 /**
  * Debian packages the benchmark drives, by the command that needs them (`mount`: only B2/B3/B6;
- * `registry`: only B4/B5/B7 and B8; `containerd`: only B8).
+ * `registry`: only B4/B5/B7, B8 and B9; `containerd`: only B8; `remote`: only B9).
  */
 const DEBS = [
   { cmd: 'mksquashfs', pkg: 'squashfs-tools', needed: true },
@@ -191,6 +197,7 @@ const DEBS = [
   { cmd: 'containerd', pkg: 'containerd', needed: true, containerd: true },
   { cmd: 'runc', pkg: 'runc', needed: true, containerd: true },
   { cmd: 'ctr-remote', pkg: 'stargz-snapshotter', needed: true, containerd: true },
+  { cmd: 'nginx', pkg: 'nginx', needed: true, remote: true },
 ];
 
 /** @param {string} pkg */
@@ -205,12 +212,13 @@ const dpkgVersion = (pkg) => outputOf('dpkg-query', ['-W', '-f', '${Version}', p
  * @param {boolean} registry whether B4/B5/B7 or B8 run
  * @param {boolean} [containerd] whether B8 runs
  */
-function installDebs(mounts, registry, containerd = false) {
+function installDebs(mounts, registry, containerd = false, remote = false) {
   const missing = DEBS.filter(
     (d) =>
       (mounts || d.mount !== true) &&
       (registry || d.registry !== true) &&
       (containerd || d.containerd !== true) &&
+      (remote || d.remote !== true) &&
       !dpkgInstalled(d.pkg),
   );
   if (missing.length === 0) return [];
@@ -555,6 +563,7 @@ const resultsPath = () => join(config.work, 'results.json');
 const mountResultsPath = () => join(config.work, 'results-mount.json');
 const registryResultsPath = () => join(config.work, 'results-registry.json');
 const containerdResultsPath = () => join(config.work, 'results-containerd.json');
+const remoteResultsPath = () => join(config.work, 'results-remote.json');
 
 /**
  * B4, B5 and B7 on rootfs-large (made from the rootfs data set).
@@ -620,6 +629,51 @@ async function runContainerd(sets, mach, build, started) {
 }
 
 /**
+ * B9 on the rootfs data set's v6 zstd image (made as for B2/B3).
+ * @param {import('./datasets.mjs').DataSet[]} sets
+ * @param {ReturnType<typeof machine>} mach
+ * @param {string} build the private build's directory
+ * @param {number} started
+ */
+async function runRemote(sets, mach, build, started) {
+  if (process.getuid?.() !== 0) throw new Error('B9 needs root (FUSE mounts, drop_caches)');
+  const ds = sets.find((s) => s.name === 'rootfs') ?? rootfs(config.work, say);
+  const images = prepareImages(ds, {
+    work: config.work,
+    nydusImage: join(build, 'src', 'cli', 'nydus-image.js'),
+    say,
+  });
+  const img = images['nydus-zstd'];
+  if (img === undefined || img.failed !== undefined)
+    throw new Error(`no rootfs image for B9: ${img?.failed ?? 'not made'}`);
+  let result;
+  try {
+    result = await benchRemote(
+      { dir: img.dir, label: `the ${ds.name} data set's \`${img.label}\` image` },
+      { work: config.work, rounds: config.rounds, nydusd: join(build, 'src', 'cli', 'nydusd.cjs'), say },
+    );
+  } finally {
+    cleanupMountsSync();
+  }
+  return {
+    kind: 'remote',
+    command: 'npm run bench',
+    config,
+    date: utcNow(),
+    machine: {
+      ...mach,
+      remoteVersions: {
+        ...Object.fromEntries(['docker-registry', 'nginx'].map((p) => [p, dpkgVersion(p)])),
+        s3rver: JSON.parse(readFileSync(join(ROOT, 'node_modules', 's3rver', 'package.json'), 'utf8'))
+          .version,
+      },
+    },
+    totalSeconds: (performance.now() - started) / 1000,
+    result,
+  };
+}
+
+/**
  * Saves one part's measurements (not the tools' logs), so the report can be rendered again
  * without a rerun.
  * @param {string} path
@@ -650,19 +704,25 @@ async function main() {
   const wantMounts = config.only.some((b) => MOUNT_BENCHMARKS.includes(b));
   const wantRegistry = config.only.some((b) => REGISTRY_BENCHMARKS.includes(b));
   const wantContainerd = config.only.some((b) => CONTAINERD_BENCHMARKS.includes(b));
+  const wantRemote = config.only.some((b) => REMOTE_BENCHMARKS.includes(b));
   mkdirSync(config.work, { recursive: true });
   say(
     `work directory ${config.work}, ${config.rounds} rounds, data sets ${config.sets.join(', ')}, ` +
       `benchmarks ${config.only.join(', ')}`,
   );
-  const unavailable = installDebs(wantMounts, wantRegistry || wantContainerd, wantContainerd);
+  const unavailable = installDebs(
+    wantMounts,
+    wantRegistry || wantContainerd || wantRemote,
+    wantContainerd,
+    wantRemote,
+  );
   // Before the build: the commit and src/ state it compiles.
   const mach = machine();
   const build = privateBuild();
   cli = join(build, 'src', 'cli', 'nydus-image.js');
 
-  // B4/B5/B7 and B8 need only the rootfs (runRegistry and runContainerd make it when it is not
-  // among these).
+  // B4/B5/B7, B8 and B9 need only the rootfs (runRegistry, runContainerd and runRemote make it
+  // when it is not among these).
   const sets = wantB1 || wantMounts ? dataSets(unavailable) : [];
   const prepSeconds = sets.reduce((a, s) => a + (s.prepSeconds ?? 0), 0);
 
@@ -686,12 +746,18 @@ async function main() {
     containerd = await runContainerd(sets, mach, build, started);
     save(containerdResultsPath(), containerd);
   } else containerd = load(containerdResultsPath());
-  await writeReport(b1, mounts, registry, containerd);
+  let remote;
+  if (wantRemote) {
+    remote = await runRemote(sets, mach, build, started);
+    save(remoteResultsPath(), remote);
+  } else remote = load(remoteResultsPath());
+  await writeReport(b1, mounts, registry, containerd, remote);
   const saved = [
     wantB1 && resultsPath(),
     wantMounts && mountResultsPath(),
     wantRegistry && registryResultsPath(),
     wantContainerd && containerdResultsPath(),
+    wantRemote && remoteResultsPath(),
   ]
     .filter(Boolean)
     .join(' and ');
@@ -707,18 +773,23 @@ async function main() {
  * @param {Parameters<typeof renderReport>[1]} mounts
  * @param {Parameters<typeof renderReport>[2]} registry
  * @param {Parameters<typeof renderReport>[4]} containerd
+ * @param {Parameters<typeof renderReport>[5]} remote
  */
-async function writeReport(b1, mounts, registry, containerd) {
+async function writeReport(b1, mounts, registry, containerd, remote) {
   const old = existsSync(config.output) ? readFileSync(config.output, 'utf8') : '';
   const kept = {
     b1: b1 === undefined ? keptPart(old, '## B1:') : undefined,
     mounts: mounts === undefined ? keptPart(old, '## B2, B3, B6:') : undefined,
     registry: registry === undefined ? keptPart(old, '## B4, B5, B7: the registry path') : undefined,
     containerd: containerd === undefined ? keptPart(old, '## B8:') : undefined,
+    remote: remote === undefined ? keptPart(old, '## B9:') : undefined,
   };
+  // The fault-injection matrix (bench/faults.mjs) is its own block: kept as it is.
+  const faults = /<!-- faults:begin -->[\s\S]*?<!-- faults:end -->/.exec(old)?.[0];
+  const text = renderReport(b1, mounts, registry, kept, containerd, remote);
   writeFileSync(
     config.output,
-    await formatMarkdown(renderReport(b1, mounts, registry, kept, containerd), config.output),
+    await formatMarkdown(faults === undefined ? text : `${text.trimEnd()}\n\n${faults}\n`, config.output),
   );
 }
 
@@ -745,20 +816,26 @@ async function renderOnly(paths) {
   let mounts;
   let registry;
   let containerd;
+  let remote;
   const files =
     paths.length > 0
       ? paths
-      : [resultsPath(), mountResultsPath(), registryResultsPath(), containerdResultsPath()].filter((p) =>
-          existsSync(p),
-        );
+      : [
+          resultsPath(),
+          mountResultsPath(),
+          registryResultsPath(),
+          containerdResultsPath(),
+          remoteResultsPath(),
+        ].filter((p) => existsSync(p));
   for (const path of files) {
     const input = JSON.parse(readFileSync(path, 'utf8'));
     if (input.kind === 'mount') mounts = input;
     else if (input.kind === 'registry') registry = input;
     else if (input.kind === 'containerd') containerd = input;
+    else if (input.kind === 'remote') remote = input;
     else b1 = input;
   }
-  await writeReport(b1, mounts, registry, containerd);
+  await writeReport(b1, mounts, registry, containerd, remote);
   say(`wrote ${config.output} from ${files.join(' and ') || 'nothing (no saved results)'}`);
 }
 
