@@ -415,6 +415,9 @@ export class NydusDaemon implements DaemonControl {
       validate: config.rafs.validate,
       untrusted: !backend.local,
       readAheadBytes: config.rafs.batch_size,
+      // Every request to a remote backend is a round trip: a reader walking the blob gets the
+      // next chunks fetched ahead of it.
+      blobReadAhead: !backend.local,
       // FUSE replies are written as soon as the bytes are there, so chunk buffers can be reused.
       reuseBuffers: true,
     });

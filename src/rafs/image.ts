@@ -36,6 +36,15 @@ export interface RafsImageOptions {
    */
   readAheadBytes?: number;
   /**
+   * Also read ahead across files, in blob order, once reads walk a blob sequentially (a reader
+   * going through a tree in the order it was built, like `tar` or a copy): each read that
+   * continues where the last one of that blob ended grows the window (64 KiB, doubling, up to
+   * `readAheadBytes`) of chunks fetched ahead of it; a read elsewhere resets it, so scattered
+   * reads (a program starting) fetch nothing extra. For remote backends, where every request
+   * costs a round trip.
+   */
+  blobReadAhead?: boolean;
+  /**
    * Reuse chunk-sized buffers instead of allocating one per fetched chunk (a daemon streaming
    * big files). Reads then go through `readFileShared`, whose bytes stay valid until released;
    * `readFile` and `readChunk` return copies.
@@ -62,6 +71,28 @@ function owned(data: Buffer): SharedBytes {
 
 /** Default of how far a file read that missed fetches ahead (upstream `rafs.batch_size`, 1 MiB). */
 const DEFAULT_READ_AHEAD = 1 << 20;
+
+/** The first window of a blob-order read-ahead streak. */
+const BLOB_WINDOW_START = 64 << 10;
+
+/** A blob walked by reads: its chunks in blob order, where the last read ended, the window. */
+interface BlobWalk {
+  order: readonly ChunkInfo[] | undefined;
+  end: number;
+  window: number;
+}
+
+/** The chunks of blob `blobIndex` by compressed offset, each once. */
+function blobOrder(all: readonly ChunkInfo[], blobIndex: number): ChunkInfo[] {
+  const seen = new Set<number>();
+  const out: ChunkInfo[] = [];
+  for (const c of all) {
+    if (c.blobIndex !== blobIndex || seen.has(c.index)) continue;
+    seen.add(c.index);
+    out.push(c);
+  }
+  return out.sort((a, b) => a.compressedOffset - b.compressedOffset);
+}
 
 /** Files whose chunk lists are remembered. */
 const CHUNK_LISTS_KEPT = 256;
@@ -124,6 +155,9 @@ export class RafsImage {
   readonly #resolver: ChunkResolver;
   readonly #blobChunks = new Map<number, Promise<ChunkInfo[]>>();
   readonly #readAhead: number;
+  readonly #blobReadAhead: boolean;
+  /** Per blob: its chunks in blob order (made at the first sequential streak) and the streak. */
+  readonly #blobWalks = new Map<number, BlobWalk>();
   /** Chunk lists of recently read files, least recently used first. */
   readonly #chunkLists = new Map<number, ChunkInfo[]>();
 
@@ -141,6 +175,7 @@ export class RafsImage {
     // Read-ahead lands in the recent memory: without it there is nowhere to keep it.
     this.#readAhead =
       this.device.recentLimit === 0 ? 0 : Math.max(0, opts.readAheadBytes ?? DEFAULT_READ_AHEAD);
+    this.#blobReadAhead = opts.blobReadAhead === true && this.#readAhead > 0;
     this.#resolver = opts.resolver ?? ((blobIndex, ciIndex) => this.#fromBlobMeta(blobIndex, ciIndex));
   }
 
@@ -368,6 +403,55 @@ export class RafsImage {
       bytes += c.uncompressedSize;
     }
     device.readAhead(ahead);
+    if (this.#blobReadAhead) this.#blobOrderReadAhead(wanted[0]!, last);
+  }
+
+  /**
+   * Read ahead in blob order (`blobReadAhead`): when this read starts where the previous read of
+   * the blob ended (or within one window after it), the chunks that follow the read's last chunk
+   * in the blob, up to the window, are fetched unless held already; the window doubles with each
+   * such read. Any other read resets the streak.
+   */
+  #blobOrderReadAhead(first: ChunkInfo, last: ChunkInfo): void {
+    let walk = this.#blobWalks.get(last.blobIndex);
+    if (walk === undefined) {
+      walk = { order: undefined, end: -1, window: 0 };
+      this.#blobWalks.set(last.blobIndex, walk);
+    }
+    const start = first.compressedOffset;
+    const end = last.compressedOffset + last.compressedSize;
+    const slack = Math.max(walk.window, BLOB_WINDOW_START);
+    const sequential = walk.end >= 0 && start >= walk.end - slack && start <= walk.end + slack;
+    if (!sequential) {
+      walk.end = Math.max(end, 0);
+      walk.window = 0;
+      return;
+    }
+    if (end <= walk.end) return; // a re-read of what the streak covered
+    walk.end = end;
+    walk.window = Math.min(this.#readAhead, walk.window === 0 ? BLOB_WINDOW_START : walk.window * 2);
+    walk.order ??= blobOrder(this.bootstrap.allChunks(), last.blobIndex);
+    const order = walk.order;
+    // The first chunk at or after the read's end.
+    let lo = 0;
+    let hi = order.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (order[mid]!.compressedOffset < end) lo = mid + 1;
+      else hi = mid;
+    }
+    const ahead: ChunkInfo[] = [];
+    const limit = end + walk.window;
+    for (let i = lo; i < order.length && order[i]!.compressedOffset < limit; i++) {
+      const c = order[i]!;
+      if (this.device.isHeld(c)) {
+        // Fetch what is contiguous together; held chunks split the runs.
+        this.device.readAhead(ahead.splice(0));
+        continue;
+      }
+      ahead.push(c);
+    }
+    this.device.readAhead(ahead);
   }
 
   /** `chunks(ino)`, remembered for the most recently read files. */
