@@ -12,6 +12,7 @@ import { daemonConfig, NydusdProcess, registryBackendConfig } from './nydusd-run
 import { findBootstrapLayer } from './bootstrap-layer.js';
 import { isNydusEntry, pullBootstrap } from './pull-bootstrap.js';
 import { parseRef, Remotes } from './repo.js';
+import { nydusdBackend } from './object-store.js';
 import { compareTrees } from './tree-compare.js';
 import { unpackLayers } from './unpack-layers.js';
 
@@ -128,9 +129,13 @@ function bootstrapRule(bytes: Buffer, target: ImageManifest): string[] {
   }
   const layers = new Set(
     target.layers
+      .slice(0, -1)
       .filter((l) => l.annotations?.[ANNOTATION_NYDUS_REF] === undefined)
       .map((l) => l.digest.replace(/^sha256:/, '')),
   );
+  // No blob layer at all: the blobs live in a storage backend (`convert --backend-type`), as
+  // upstream's rule accepts.
+  if (layers.size === 0) return out;
   const zran = target.layers.some((l) => l.annotations?.[ANNOTATION_NYDUS_REF] !== undefined);
   for (const blob of b.blobs) {
     if (!layers.has(blob.blobId) && !zran)
@@ -182,7 +187,7 @@ export async function checkImage(o: CheckOptions): Promise<CheckReport> {
     await unpackLayers(s.repo, s.m.manifest.layers, rootfs, join(sdir, 'layers'), log);
     const mnt = join(tdir, 'mnt');
     await mkdir(mnt, { recursive: true });
-    const backend = o.targetBackend ?? {
+    const backend = (o.targetBackend !== undefined ? nydusdBackend(o.targetBackend, log) : undefined) ?? {
       type: 'registry',
       config: await registryBackendConfig({
         ref: parseRef(o.target),

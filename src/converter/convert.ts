@@ -44,7 +44,9 @@ import {
   targetManifestMediaType,
 } from './image.js';
 import { convertLayerTar, decompressLayer, readLayerBlob, type ConvertedLayer } from './layer.js';
+import { openObjectStore, type ObjectStoreType } from './object-store.js';
 import { blobStreamOf, Remotes, withRetry, type ImageRepo, type RemoteOptions } from './repo.js';
+import type { ObjectStore } from '../storage/remote/s3.js';
 
 export type ChunkDictSpec =
   { source: 'registry'; ref: string; remote?: RemoteOptions } | { source: 'local'; path: string };
@@ -100,8 +102,14 @@ export interface ConvertOptions {
   workDir: string;
   chunkDict?: ChunkDictSpec;
   buildCache?: { ref: string; version?: string; maxRecords?: number; remote?: RemoteOptions };
-  /** Blobs go to this backend instead of the target registry (the manifest still goes there). */
-  backend?: { type: 'localfs'; dir: string; forcePush?: boolean };
+  /**
+   * Blobs go to this backend instead of the target registry (the manifest still goes there and
+   * lists the bootstrap layer only, as upstream): a directory, or an object store (`config` is
+   * the oss/s3 backend table, object key `object_prefix` + blob id).
+   */
+  backend?:
+    | { type: 'localfs'; dir: string; forcePush?: boolean }
+    | { type: ObjectStoreType; config: Record<string, unknown>; forcePush?: boolean };
   pushRetryCount?: number;
   pushRetryDelayMs?: number;
   /** Layers converted at once (default: the number of CPUs, at least 2). */
@@ -312,14 +320,24 @@ function counter(id: string, ev: ConvertEvents | undefined): Transform {
 export async function convertImage(o: ConvertOptions): Promise<ConvertResult> {
   const log = o.log;
   const remotes = o.remotes ?? new Remotes(log);
+  // An object-store backend is opened (its config checked) before anything is converted.
+  const store =
+    o.backend !== undefined && o.backend.type !== 'localfs'
+      ? openObjectStore(o.backend.type, o.backend.config, log)
+      : undefined;
   try {
-    return await convertWith(o, remotes);
+    return await convertWith(o, remotes, store);
   } finally {
+    await store?.close();
     if (o.remotes === undefined) await remotes.close();
   }
 }
 
-async function convertWith(o: ConvertOptions, remotes: Remotes): Promise<ConvertResult> {
+async function convertWith(
+  o: ConvertOptions,
+  remotes: Remotes,
+  store: ObjectStore | undefined,
+): Promise<ConvertResult> {
   const log = o.log;
   const t0 = Date.now();
   const src = remotes.open(o.source, o.sourceRemote);
@@ -489,16 +507,18 @@ async function convertWith(o: ConvertOptions, remotes: Remotes): Promise<Convert
         log.info(`Pushing blob layer ${r.digest}`);
         const p = pushBlobLayer(
           o,
+          store,
           tgt.repo,
           r,
           cached && cacheRef?.host === tgt.ref.host ? cacheRepo?.name : undefined,
           push,
         );
-        pushes.push(
-          p.then((how) => {
-            outcome.push = how;
-          }),
-        );
+        const done = p.then((how) => {
+          outcome.push = how;
+        });
+        // Settled below (allSettled); until then a quick failure must not count as unhandled.
+        done.catch(() => undefined);
+        pushes.push(done);
         return r;
       });
     } catch (e) {
@@ -703,12 +723,27 @@ async function convertWith(o: ConvertOptions, remotes: Remotes): Promise<Convert
 /** Push one converted blob to the target registry, or write it to the blob backend. */
 async function pushBlobLayer(
   o: ConvertOptions,
+  store: ObjectStore | undefined,
   repo: ImageRepo,
   r: ConvertedLayer,
   mountFrom: string | undefined,
   push: <T>(what: string, fn: () => Promise<T>) => Promise<T>,
 ): Promise<LayerOutcome['push']> {
-  if (o.backend !== undefined) {
+  if (store !== undefined) {
+    const id = r.digest.slice(7);
+    const force = o.backend?.forcePush === true;
+    const have = force
+      ? undefined
+      : await push(`Check blob ${id} in ${store.protocol.where}`, () => store.size(id));
+    if (have === r.size) {
+      o.log.info(`Blob ${id} exists in ${store.protocol.where}, skipped`);
+      return 'backend';
+    }
+    await push(`Push blob ${id} to ${store.protocol.where}`, () => store.upload(id, r.blobPath));
+    o.log.info(`Pushed blob ${id} to ${store.protocol.where}`);
+    return 'backend';
+  }
+  if (o.backend?.type === 'localfs') {
     await mkdir(o.backend.dir, { recursive: true });
     const dest = join(o.backend.dir, r.digest.slice(7));
     const have = await stat(dest).then(

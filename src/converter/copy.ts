@@ -6,7 +6,12 @@ import type { Logger } from '../log/logger.js';
 import { formatPlatform, type Descriptor, type Platform } from '../oci/manifest.js';
 import { ANNOTATION_REF_NAME } from '../oci/media-types.js';
 import { formatReference, referenceTagOrDigest, type Reference } from '../oci/reference.js';
+import { parseBootstrap } from '../format/bootstrap.js';
+import { parseImageConfig, type ImageManifest } from '../oci/manifest.js';
+import type { ObjectStore } from '../storage/remote/s3.js';
+import { extractBootstrapFromLayer, findBootstrapLayer, nydusBlobDescriptor } from './bootstrap-layer.js';
 import { resolveImage } from './convert.js';
+import { objectStream, openObjectStore, type ObjectStoreType } from './object-store.js';
 import { jsonBlob, makeIndex } from './image.js';
 import {
   ANNOTATION_CONTAINERD_IMAGE_NAME,
@@ -30,6 +35,12 @@ export interface CopyOptions {
   workDir: string;
   log: Logger;
   remotes?: Remotes;
+  /**
+   * `--source-backend-type oss|s3`: the source Nydus image keeps its blobs in this object store
+   * (its manifest lists the bootstrap layer only); they are pushed into the target registry and
+   * listed in the target manifest and config, as upstream's copier does.
+   */
+  sourceBackend?: { type: ObjectStoreType; config: Record<string, unknown> } | undefined;
 }
 
 export interface CopyResult {
@@ -63,18 +74,72 @@ interface Side {
  * the index after them.
  */
 export async function copyImage(o: CopyOptions): Promise<CopyResult> {
+  const store =
+    o.sourceBackend !== undefined
+      ? openObjectStore(o.sourceBackend.type, o.sourceBackend.config, o.log)
+      : undefined;
   const remotes = o.remotes ?? new Remotes(o.log);
   await mkdir(o.workDir, { recursive: true });
   const tmp = await mkdtemp(join(o.workDir, 'nydusify-'));
   try {
-    return await copyWith(o, remotes, tmp);
+    return await copyWith(o, remotes, tmp, store);
   } finally {
     await rm(tmp, { recursive: true, force: true });
+    await store?.close();
     if (o.remotes === undefined) await remotes.close();
   }
 }
 
-async function copyWith(o: CopyOptions, remotes: Remotes, tmp: string): Promise<CopyResult> {
+/**
+ * A Nydus manifest whose blobs live in `store`: every blob of its bootstrap that is not a layer
+ * yet is pushed from the store into `dst` and put in front of the layers (and its digest in
+ * front of the config's diff_ids). Undefined when `sel` is not a Nydus manifest.
+ */
+async function withBlobsFromStore(
+  store: ObjectStore,
+  src: ImageRepo,
+  dst: ImageRepo,
+  sel: { manifest: ImageManifest; mediaType: string },
+  counts: CopyResult['blobs'],
+  log: Logger,
+): Promise<{ manifest: ImageManifest; bytes: Buffer; digest: string } | undefined> {
+  const bl = findBootstrapLayer(sel.manifest);
+  if (bl === undefined) return undefined;
+  const boot = parseBootstrap(await extractBootstrapFromLayer(await src.fetchBlob(bl.digest)));
+  const have = new Set(sel.manifest.layers.map((l) => l.digest));
+  const ids = [...new Set(boot.blobs.map((b) => b.blobId))].filter((id) => !have.has(`sha256:${id}`));
+  const descs: Descriptor[] = [];
+  for (const id of ids) {
+    const size = await store.size(id);
+    if (size === undefined)
+      throw new NydusError('ERR_NOT_FOUND', `Blob ${id} of the bootstrap is not in ${store.protocol.where}`);
+    const digest = `sha256:${id}`;
+    log.info(`Pushing blob ${digest} (${size} bytes) from ${store.protocol.where}`);
+    const how = await dst.pushBlob(digest, size, () => objectStream(store, id));
+    counts[how]++;
+    descs.push(nydusBlobDescriptor(digest, size));
+  }
+  const config = parseImageConfig(await src.fetchBlob(sel.manifest.config.digest));
+  const diffIds = [...descs.map((d) => d.digest), ...(config.rootfs?.diff_ids ?? [])];
+  const newConfig = { ...config, rootfs: { ...config.rootfs, type: 'layers', diff_ids: diffIds } };
+  const cfg = jsonBlob(newConfig, sel.manifest.config.mediaType);
+  const how = await dst.pushBlob(cfg.descriptor.digest, cfg.descriptor.size, cfg.bytes);
+  counts[how]++;
+  const manifest: ImageManifest = {
+    ...sel.manifest,
+    config: { ...sel.manifest.config, digest: cfg.descriptor.digest, size: cfg.descriptor.size },
+    layers: [...descs, ...sel.manifest.layers],
+  };
+  const m = jsonBlob(manifest, sel.mediaType);
+  return { manifest, bytes: m.bytes, digest: m.descriptor.digest };
+}
+
+async function copyWith(
+  o: CopyOptions,
+  remotes: Remotes,
+  tmp: string,
+  store: ObjectStore | undefined,
+): Promise<CopyResult> {
   const log = o.log;
   const srcFile = localPathOf(o.source);
   const dstFile = localPathOf(o.target);
@@ -131,8 +196,23 @@ async function copyWith(o: CopyOptions, remotes: Remotes, tmp: string): Promise<
   // An index goes to the target when the source is one and more than one manifest is copied
   // (upstream); otherwise the tag names the one manifest.
   const useIndex = res.index !== undefined && res.selected.length > 1;
-  for (const sel of res.selected) {
+  let rewritten = false;
+  for (const orig of res.selected) {
+    let sel = orig;
     for (const d of [sel.manifest.config, ...sel.manifest.layers]) await copyBlob(d);
+    if (store !== undefined) {
+      const w = await withBlobsFromStore(store, src.repo, dst.repo, sel, counts, log);
+      if (w === undefined) log.warn(`${src.text} (${formatPlatform(sel.platform)}) is not a Nydus image`);
+      else {
+        rewritten = true;
+        sel = {
+          ...sel,
+          manifest: w.manifest,
+          bytes: w.bytes,
+          descriptor: { ...sel.descriptor, digest: w.digest, size: w.bytes.length },
+        };
+      }
+    }
     const where = useIndex || dstLayout !== undefined ? sel.descriptor.digest : dst.name!;
     log.info(`Pushing target manifest ${sel.descriptor.digest} (${formatPlatform(sel.platform)})`);
     await dst.repo.putManifest(where, sel.mediaType, sel.bytes);
@@ -143,7 +223,7 @@ async function copyWith(o: CopyOptions, remotes: Remotes, tmp: string): Promise<
   let top: Descriptor;
   if (useIndex) {
     // The source index itself when every entry was copied (its digest kept), else a new one.
-    const whole = entries.length === res.index!.manifests.length;
+    const whole = entries.length === res.index!.manifests.length && !rewritten;
     const made = makeIndex(entries, res.index, false);
     const bytes = whole ? res.top.bytes : jsonBlob(made.index, made.mediaType).bytes;
     const mediaType = whole ? res.top.mediaType : made.mediaType;

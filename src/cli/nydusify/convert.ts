@@ -7,6 +7,7 @@ import {
   type ConvertEvents,
   type ConvertOptions,
 } from '../../converter/convert.js';
+import { isObjectStoreType, objectStoreTable } from '../../converter/object-store.js';
 import { parseRef } from '../../converter/repo.js';
 import { NydusError } from '../../errors/errors.js';
 import { hostPlatform, parsePlatform, type Platform } from '../../oci/manifest.js';
@@ -150,7 +151,10 @@ export function convertCommand(): Command {
     )
     .addOption(
       env(
-        new Option('--backend-type <type>', "Type of storage backend, possible values: 'localfs'"),
+        new Option(
+          '--backend-type <type>',
+          "Type of storage backend, possible values: 'oss', 's3', 'localfs'",
+        ),
         'BACKEND_TYPE',
       ),
     )
@@ -393,20 +397,21 @@ export function convertCommand(): Command {
       const backendType = str('backendType');
       let backend: ConvertOptions['backend'];
       if (backendType !== undefined && backendType !== '') {
-        if (backendType !== 'localfs') {
-          if (backendType === 'oss' || backendType === 's3')
-            throw new NydusError(
-              'ERR_UNSUPPORTED',
-              `--backend-type ${backendType} is not supported yet (localfs is)`,
-            );
+        if (backendType !== 'localfs' && !isObjectStoreType(backendType))
           invalid(`--backend-type should be one of [oss s3 localfs]`);
-        }
         const given = await backendFromFlags(backendType, str('backendConfig'), str('backendConfigFile'));
         const cfg = given!.config;
-        const dir = cfg['dir'];
-        if (typeof dir !== 'string' || dir === '')
-          invalid('no `dir` option is specified in the localfs backend config');
-        backend = { type: 'localfs', dir: dir as string, forcePush: flag('backendForcePush') };
+        const forcePush = flag('backendForcePush');
+        if (isObjectStoreType(backendType)) {
+          // Checked now: a bad config fails before anything is pulled.
+          objectStoreTable(backendType, cfg);
+          backend = { type: backendType, config: cfg, forcePush };
+        } else {
+          const dir = cfg['dir'];
+          if (typeof dir !== 'string' || dir === '')
+            invalid('no `dir` option is specified in the localfs backend config');
+          backend = { type: 'localfs', dir: dir as string, forcePush };
+        }
       }
 
       // Prefetch.

@@ -1,10 +1,11 @@
 import { Command, Option } from 'commander';
 import { copyImage, localPathOf } from '../../converter/copy.js';
+import { isObjectStoreType, objectStoreTable, type ObjectStoreType } from '../../converter/object-store.js';
 import { parseRef } from '../../converter/repo.js';
 import { NydusError } from '../../errors/errors.js';
 import { hostPlatform } from '../../oci/manifest.js';
 import { parsePlatforms } from './convert.js';
-import { nydusifyLogger } from './common.js';
+import { backendFromFlags, nydusifyLogger } from './common.js';
 
 /** Human sizes as upstream's `--push-chunk-size` takes them: "0", "1MB", "512KiB", "1048576". */
 export function parseHumanSize(s: string, flag: string): number {
@@ -38,6 +39,22 @@ export function copyCommand(): Command {
     .addOption(
       new Option('--target-insecure', 'Skip verifying server certs for HTTPS target registry').env(
         'TARGET_INSECURE',
+      ),
+    )
+    .addOption(
+      new Option(
+        '--source-backend-type <type>',
+        "Type of storage backend of the source Nydus image's blobs, possible values: 'oss', 's3'",
+      ).env('BACKEND_TYPE'),
+    )
+    .addOption(
+      new Option('--source-backend-config <json>', 'Json configuration string for storage backend').env(
+        'BACKEND_CONFIG',
+      ),
+    )
+    .addOption(
+      new Option('--source-backend-config-file <file>', 'Json configuration file for storage backend').env(
+        'BACKEND_CONFIG_FILE',
       ),
     )
     .option('--plain-http', 'Use plain HTTP for the registries')
@@ -75,7 +92,20 @@ export function copyCommand(): Command {
       if (all && cmd.getOptionValueSource('platform') === 'cli')
         throw new NydusError('ERR_INVALID_ARG', '--all-platforms conflicts with --platform');
       const plainHttp = flag('plainHttp');
+      const given = await backendFromFlags(
+        str('sourceBackendType'),
+        str('sourceBackendConfig'),
+        str('sourceBackendConfigFile'),
+      );
+      let sourceBackend: { type: ObjectStoreType; config: Record<string, unknown> } | undefined;
+      if (given !== undefined) {
+        if (!isObjectStoreType(given.type))
+          throw new NydusError('ERR_INVALID_ARG', '--source-backend-type should be one of [oss s3]');
+        objectStoreTable(given.type, given.config);
+        sourceBackend = { type: given.type, config: given.config };
+      }
       await copyImage({
+        sourceBackend,
         source,
         target,
         sourceRemote: { insecure: flag('sourceInsecure'), plainHttp },

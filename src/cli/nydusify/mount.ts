@@ -8,6 +8,7 @@ import { referenceTagOrDigest } from '../../oci/reference.js';
 import { daemonConfig, NydusdProcess, registryBackendConfig } from '../../converter/nydusd-runner.js';
 import { findBootstrapLayer } from '../../converter/bootstrap-layer.js';
 import { isNydusEntry, pullBootstrap } from '../../converter/pull-bootstrap.js';
+import { nydusdBackend } from '../../converter/object-store.js';
 import { parseRef, Remotes } from '../../converter/repo.js';
 import { backendFromFlags, nydusifyLogger } from './common.js';
 
@@ -45,7 +46,7 @@ export async function prepareMount(o: {
     const bootstrap = join(o.workDir, 'bootstrap');
     o.log.info(`Pulling bootstrap layer ${layer.digest} of ${o.target}`);
     await pullBootstrap(repo, layer, bootstrap);
-    const backend = o.backend ?? {
+    const backend = (o.backend !== undefined ? nydusdBackend(o.backend, o.log) : undefined) ?? {
       type: 'registry',
       config: await registryBackendConfig({ ref, plainHttp: client.scheme === 'http', insecure: o.insecure }),
     };
