@@ -18,23 +18,14 @@
 //   NYDUS_BENCH_OUTPUT     report path (BENCHMARKS.md at the project root)
 //   NYDUS_FAULTS_BACKENDS  comma-separated subset of registry,s3,oss,http-proxy
 //   NYDUS_FAULTS_ONLY      comma-separated subset of the fault names (FAULT_CASES)
-import { spawnSync } from 'node:child_process';
 import console from 'node:console';
-import {
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readFileSync,
-  rmSync,
-  symlinkSync,
-  writeFileSync,
-} from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import process from 'node:process';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { outputOf } from './measure.mjs';
 import { fx, int, machineSection, md, plural } from './report-common.mjs';
-import { machine } from './run.mjs';
+import { compileProject, machine } from './run.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const BEGIN = '<!-- faults:begin -->';
@@ -68,27 +59,17 @@ const resultsPath = () => join(config.work, 'results-faults.json');
  */
 function privateBuild() {
   const dir = join(config.work, 'faults-build');
-  rmSync(dir, { recursive: true, force: true });
-  mkdirSync(dir, { recursive: true });
-  writeFileSync(
-    join(dir, 'tsconfig.json'),
-    JSON.stringify({
-      extends: join(ROOT, 'tsconfig.json'),
-      compilerOptions: { outDir: join(dir, 'dist'), rootDir: ROOT, sourceMap: false },
-      include: [
-        join(ROOT, 'src', '**', '*.ts'),
-        join(ROOT, 'src', '**', '*.cts'),
-        join(ROOT, 'test', 'helpers', '**', '*.ts'),
-        join(ROOT, 'test', 'faults', 'harness.ts'),
-      ],
-    }),
+  compileProject(
+    dir,
+    [
+      join(ROOT, 'src', '**', '*.ts'),
+      join(ROOT, 'src', '**', '*.cts'),
+      join(ROOT, 'test', 'helpers', '**', '*.ts'),
+      join(ROOT, 'test', 'faults', 'harness.ts'),
+    ],
+    join(dir, 'dist'),
+    'src/, test/helpers/ and the fault harness',
   );
-  writeFileSync(join(dir, 'package.json'), readFileSync(join(ROOT, 'package.json')));
-  symlinkSync(join(ROOT, 'node_modules'), join(dir, 'node_modules'));
-  say(`compiling src/, test/helpers/ and the fault harness into ${dir}`);
-  const tsc = join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
-  const r = spawnSync(process.execPath, [tsc, '-p', join(dir, 'tsconfig.json')], { stdio: 'inherit' });
-  if (r.status !== 0) throw new Error(`tsc failed (exit ${r.status ?? r.signal}): nothing measured`);
   return join(dir, 'dist', 'test', 'faults', 'harness.js');
 }
 

@@ -240,27 +240,38 @@ function installDebs(mounts, registry, containerd = false, remote = false) {
 }
 
 /**
- * Compiles src/ with the project's tsc and tsconfig into WORK/build (package.json copied,
- * node_modules linked) and returns the build's directory.
+ * Compiles what `include` names (globs under the project) with the project's tsc and tsconfig
+ * into `outDir`, with package.json copied and node_modules linked into `dir`, so that what is
+ * measured cannot change when dist/ is built again during a run.
+ * @param {string} dir emptied first
+ * @param {string[]} include
+ * @param {string} outDir
+ * @param {string} what for the messages
  */
-function privateBuild() {
-  const dir = join(config.work, 'build');
+export function compileProject(dir, include, outDir, what) {
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
   writeFileSync(
     join(dir, 'tsconfig.json'),
     JSON.stringify({
       extends: join(ROOT, 'tsconfig.json'),
-      compilerOptions: { outDir: dir, rootDir: ROOT, sourceMap: false },
-      include: [join(ROOT, 'src', '**', '*.ts'), join(ROOT, 'src', '**', '*.cts')],
+      compilerOptions: { outDir, rootDir: ROOT, sourceMap: false },
+      include,
     }),
   );
   copyFileSync(join(ROOT, 'package.json'), join(dir, 'package.json'));
   symlinkSync(join(ROOT, 'node_modules'), join(dir, 'node_modules'));
-  say(`compiling src/ into ${dir}`);
+  say(`compiling ${what} into ${dir}`);
   const tsc = join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
   const r = spawnSync(process.execPath, [tsc, '-p', join(dir, 'tsconfig.json')], { stdio: 'inherit' });
-  if (r.status !== 0) throw new Error(`tsc failed on src/ (exit ${r.status ?? r.signal}): nothing measured`);
+  if (r.status !== 0)
+    throw new Error(`tsc failed on ${what} (exit ${r.status ?? r.signal}): nothing measured`);
+}
+
+/** Compiles src/ into WORK/build and returns the build's directory. */
+function privateBuild() {
+  const dir = join(config.work, 'build');
+  compileProject(dir, [join(ROOT, 'src', '**', '*.ts'), join(ROOT, 'src', '**', '*.cts')], dir, 'src/');
   return dir;
 }
 

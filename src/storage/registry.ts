@@ -3,6 +3,7 @@ import type { BlobInfo } from '../format/model.js';
 import type { Logger } from '../log/logger.js';
 import type { BlobReader, BlobSource, ReadOptions } from './blob-source.js';
 import { Connection, NYDUSD_USER_AGENT, type MirrorConfig } from './remote/connection.js';
+import { Limiter } from './remote/http-blob.js';
 import type { ProxyConfig } from '../daemon/config/schema.js';
 import { decodeUserPassword, type Credentials } from '../registry/docker-config.js';
 import { RegistryClient, type Repository, type RegistryOptions } from '../registry/client.js';
@@ -71,28 +72,6 @@ export function headersFromEnv(env: NodeJS.ProcessEnv): Record<string, string> {
       out[k.slice('NYDUS_HEADER_'.length)] = v;
   }
   return out;
-}
-
-/** A counting semaphore bounding the requests in flight. */
-class Limiter {
-  #free: number;
-  readonly #waiting: (() => void)[] = [];
-
-  constructor(n: number) {
-    this.#free = Math.max(1, n);
-  }
-
-  async run<T>(task: () => Promise<T>): Promise<T> {
-    if (this.#free > 0) this.#free--;
-    else await new Promise<void>((resolve) => this.#waiting.push(resolve));
-    try {
-      return await task();
-    } finally {
-      const next = this.#waiting.shift();
-      if (next !== undefined) next();
-      else this.#free++;
-    }
-  }
 }
 
 /**
