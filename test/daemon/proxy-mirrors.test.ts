@@ -8,6 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { RegistryClient } from '../../src/registry/client.js';
 import { curl } from '../helpers/api.js';
 import {
+  cachingForwardProxy,
   fixedStatus,
   forwardProxy,
   needNginx,
@@ -244,6 +245,37 @@ test('proxy with fallback: blob reads go through the proxy with the Dragonfly he
 
   assert.equal(await md5All(mnt), await md5All(ctx.img.src));
   await stopDaemon(d);
+});
+
+test('a caching P2P proxy (nginx) in front of the registry: a second daemon reads every blob byte from the proxy cache, and every file is right', async (t) => {
+  if (!canFuse(t) || !needRegistry(t) || !needNginx(t)) return;
+  const ctx = await setup();
+  const port = await freePort();
+  const proxy = await startNginx({ servers: cachingForwardProxy(port), ports: [port] });
+  t.after(() => proxy.dispose());
+  const backend = {
+    proxy: { url: `http://127.0.0.1:${port}`, ping_url: `http://127.0.0.1:${port}/ping`, fallback: false },
+  };
+  const first = await mountWith(t, ctx, backend);
+  assert.equal(await md5All(first.mnt), await md5All(ctx.img.src));
+  await stopDaemon(first.d);
+  const warmed = blobGets(proxy).length;
+  assert.ok(warmed >= 1, proxy.access().join('\n'));
+  // The first request for the blob (its HEAD: nginx fetches the whole blob for it) missed.
+  assert.ok(
+    proxy.access().some((l) => l.includes('/blobs/sha256:') && l.includes('cache=MISS')),
+    proxy.access().join('\n'),
+  );
+
+  const second = await mountWith(t, ctx, backend);
+  assert.equal(await md5All(second.mnt), await md5All(ctx.img.src));
+  const again = blobGets(proxy).slice(warmed);
+  assert.ok(again.length >= 1, proxy.access().join('\n'));
+  assert.ok(
+    again.every((l) => l.includes('cache=HIT')),
+    `every blob read of the second daemon is a cache hit:\n${again.join('\n')}`,
+  );
+  await stopDaemon(second.d);
 });
 
 test('proxy without fallback: with the proxy down reads fail with EIO and a clear error; once it is back they work', async (t) => {

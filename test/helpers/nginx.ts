@@ -42,11 +42,11 @@ export interface NginxOptions {
 }
 
 /**
- * One access line: `METHOD URI STATUS host=H range=R prio=P p2p=U prefetch=F mirror=M`.
- * Absent headers show as `-`.
+ * One access line: `METHOD URI STATUS host=H range=R prio=P p2p=U prefetch=F mirror=M cache=C`
+ * (C: the proxy cache's HIT, MISS, ... for a caching proxy). Absent values show as `-`.
  */
 const ACCESS_FORMAT =
-  "'$request_method $request_uri $status host=$http_host range=$http_range prio=$http_x_dragonfly_priority p2p=$http_x_dragonfly_use_p2p prefetch=$http_x_dragonfly_prefetch mirror=$http_x_test_mirror'";
+  "'$request_method $request_uri $status host=$http_host range=$http_range prio=$http_x_dragonfly_priority p2p=$http_x_dragonfly_use_p2p prefetch=$http_x_dragonfly_prefetch mirror=$http_x_test_mirror cache=$upstream_cache_status'";
 
 /** Whether nginx is installed; skips (or fails under CI) when not. */
 export function needNginx(t: TestContext): boolean {
@@ -197,6 +197,28 @@ export function forwardProxy(port: number): string {
     proxy_http_version 1.1;
     proxy_set_header Connection "";
     proxy_buffering off;
+  }
+}`;
+}
+
+/**
+ * A caching forward proxy on `port`, what a P2P proxy is to nydusd: the first request for a blob
+ * fetches the whole blob from its origin (nginx drops the Range upstream when caching) and every
+ * range is then served from the cache under the temp dir. `GET /ping` answers 200.
+ */
+export function cachingForwardProxy(port: number): string {
+  return `proxy_cache_path {DIR}/cache levels=1:2 keys_zone=blobs_${port}:4m inactive=1h use_temp_path=off;
+server {
+  listen 127.0.0.1:${port};
+  location = /ping { access_log off; return 200 "pong\\n"; }
+  location / {
+    proxy_pass http://$http_host;
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    proxy_cache blobs_${port};
+    proxy_cache_key $http_host$uri;
+    proxy_cache_valid 200 206 1h;
+    proxy_cache_lock on;
   }
 }`;
 }
