@@ -386,7 +386,10 @@ test('credentials from the Docker config: fixed credentials make the refused ima
     await new Promise((r) => setTimeout(r, 200));
   }
   assert.equal(got, want, 'the renewed credentials reached nydusd');
-  assert.match(e.sn.output(), /Credentials of image .*busybox:nydus renewed/);
+  // The snapshotter logs the renewal once nydusd has taken it (and its config file is written).
+  const renewed = /Credentials of image .*busybox:nydus renewed/;
+  for (let i = 0; i < 50 && !renewed.test(e.sn.output()); i++) await new Promise((r) => setTimeout(r, 100));
+  assert.match(e.sn.output(), renewed);
 });
 
 test('two images sharing their data layers: each gets its own nydusd (dedicated mode) and the blob cache holds each shared blob once', async (t) => {
