@@ -78,9 +78,12 @@ for (const backend of FAULT_BACKENDS) {
     // When every response is wrong, reads fail, and only with EIO.
     const allFlipped = results.find((r) => r.fault === 'flipped byte, every response');
     if (allFlipped !== undefined) {
-      // Only empty files (no data to fetch) read right.
+      // A response carries one chunk or several (merged and read-ahead ranges); the flipped
+      // byte spoils one of them, whose reads fail, while the other chunks of the response
+      // verify and read right. So reads fail, but not necessarily every read of data.
       const empty = [...img.md5.values()].filter((m) => m === 'd41d8cd98f00b204e9800998ecf8427e').length;
-      assert.equal(allFlipped.during.right, empty * allFlipped.readers, resultLine(allFlipped));
+      assert.ok(allFlipped.during.errors > 0, resultLine(allFlipped));
+      assert.ok(allFlipped.during.right >= empty * allFlipped.readers, resultLine(allFlipped));
       assert.deepEqual(
         Object.keys(allFlipped.during.errorKinds),
         ['Input/output error'],
