@@ -25,7 +25,7 @@ import process from 'node:process';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { outputOf } from './measure.mjs';
 import { fx, int, machineSection, md, plural } from './report-common.mjs';
-import { compileProject, machine } from './run.mjs';
+import { compileProject, formatMarkdown, machine } from './run.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const BEGIN = '<!-- faults:begin -->';
@@ -260,22 +260,6 @@ async function writeSection(section) {
       ? `${old.slice(0, b)}${section}${old.slice(e + END.length)}`
       : `${old.trimEnd()}\n\n${section}\n`;
   writeFileSync(config.output, await formatMarkdown(text, config.output));
-}
-
-/**
- * The project's prettier style, so that `prettier --check` passes on the file.
- * @param {string} text
- * @param {string} path
- */
-async function formatMarkdown(text, path) {
-  try {
-    const prettier = await import('prettier');
-    const options = (await prettier.resolveConfig(path)) ?? {};
-    return await prettier.format(text, { ...options, filepath: path });
-  } catch (e) {
-    say(`prettier not available (${e instanceof Error ? e.message : String(e)}): report left unformatted`);
-    return text;
-  }
 }
 
 async function main() {

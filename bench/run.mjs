@@ -855,7 +855,7 @@ async function renderOnly(paths) {
  * @param {string} text
  * @param {string} path
  */
-async function formatMarkdown(text, path) {
+export async function formatMarkdown(text, path) {
   try {
     const prettier = await import('prettier');
     const options = (await prettier.resolveConfig(path)) ?? {};
