@@ -19,14 +19,16 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { createConnection } from 'node:net';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import process from 'node:process';
+import { fileURLToPath } from 'node:url';
 import { median, processMemory, processTree, timedShell, waitQuiet } from './measure.mjs';
 import { B3_SCRIPT, isMounted, mountFuse, unmount } from './mount.mjs';
 import { freePort, lastLines, sleep, startRegistry } from './registry.mjs';
 
+const HERE = dirname(fileURLToPath(import.meta.url));
 /** Seconds the read of the whole image may take through one backend. */
-const READ_TIMEOUT_S = 900;
+const READ_TIMEOUT_S = 300;
 const REPO = 'bench/rootfs';
 const BUCKET = 'nydus';
 const PREFIX = 'blobs/';
@@ -226,22 +228,38 @@ http {
 }
 
 /**
- * s3rver on loopback with the bucket made, in this process (it is JavaScript).
+ * s3rver on loopback with the bucket made, in a process of its own (bench/s3-server.mjs).
  * @param {string} dir
  */
 async function startS3(dir) {
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
-  const { default: S3rver } = await import('s3rver');
-  const s3 = new S3rver({
-    port: 0,
-    address: '127.0.0.1',
-    silent: true,
-    directory: dir,
-    configureBuckets: [{ name: BUCKET }],
+  const child = spawn(process.execPath, [join(HERE, 's3-server.mjs'), join(dir, 'data'), BUCKET], {
+    stdio: ['ignore', 'pipe', 'inherit'],
   });
-  const { port } = await s3.run();
-  return { port, stop: () => s3.close() };
+  const port = await new Promise((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error('s3rver did not start within 20 s')), 20_000);
+    child.stdout.on('data', (d) => {
+      out += String(d);
+      const m = /\{"port":(\d+)\}/.exec(out);
+      if (m !== null) {
+        clearTimeout(timer);
+        resolve(Number(m[1]));
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`s3rver exited (${code}) before listening`));
+    });
+  });
+  const stop = async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    child.kill('SIGTERM');
+    await Promise.race([new Promise((r) => child.once('exit', r)), sleep(5000)]);
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  };
+  return { port: /** @type {number} */ (port), stop };
 }
 
 /**
