@@ -40,7 +40,16 @@ export function renderRemote(o) {
   const peer = r.results.find((x) => x.kind === 'peer');
   const base = peer?.median?.wall ?? NaN;
   const rows = [
-    ['backend', 'median s', 'min-max s', 'ours/localfs', 'bytes read', 'nydusd CPU s', 'nydusd peak RSS MiB'],
+    [
+      'backend',
+      'median s',
+      'min-max s',
+      'ours/localfs',
+      'bytes tar read',
+      'nydusd CPU s',
+      'nydusd peak RSS MiB',
+    ],
+    ['---', '---', '---', '---', '---', '---', '---'],
     ...r.results.map((x) =>
       x.median === undefined
         ? [x.label, 'failed', '', '', '', '', x.failed ?? '']
@@ -55,7 +64,7 @@ export function renderRemote(o) {
           ],
     ),
   ];
-  L.push(...md(rows), '');
+  L.push(md(rows), '');
   const remote = r.results.filter((x) => x.kind === 'ours' && x.median !== undefined);
   if (remote.length > 0 && Number.isFinite(base)) {
     const worst = remote.reduce((a, b) => ((a.median?.wall ?? 0) > (b.median?.wall ?? 0) ? a : b));
