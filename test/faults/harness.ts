@@ -77,7 +77,7 @@ export const FAULT_CASES: readonly FaultCase[] = [
   },
   {
     name: 'flipped byte, every response',
-    what: 'one byte flipped in every data response (nothing can be right); 4 readers, every read fails slowly',
+    what: 'one byte flipped in every data response: only chunks that shared a response with the spoiled one read right; 4 readers',
     fault: { kind: 'flip' },
     readers: 4,
   },
