@@ -21,6 +21,8 @@ import {
   headerString,
   markTransient,
   readText,
+  copyBodyRange,
+  discard,
   type HttpRequest,
   type RouteOptions,
   type HttpResponse,
@@ -484,38 +486,26 @@ export class Repository {
    * fewer in any answer, is an error; a 200 answer's tail is discarded.
    */
   private async copyBody(res: HttpResponse, req: HttpRequest, out: Buffer, skip: number): Promise<void> {
-    const want = out.length;
-    let pos = 0; // position in the body
-    let got = 0;
-    const body = res.body as Readable & AsyncIterable<Buffer>;
+    const body = res.body as Readable;
+    let got: number | 'long';
     try {
-      for await (const chunk of body) {
-        const from = Math.max(0, skip - pos);
-        pos += chunk.length;
-        if (from >= chunk.length) continue;
-        const n = Math.min(chunk.length - from, want - got);
-        if (n < chunk.length - from && skip === 0) {
-          throw new NydusError(
-            'ERR_REGISTRY',
-            `${req.what}: the registry sent more than the ${want} bytes asked for`,
-          );
-        }
-        chunk.copy(out, got, from, from + n);
-        got += n;
-        if (got === want && skip > 0) break; // a whole blob: the rest is not needed
-      }
+      got = await copyBodyRange(body, out, skip, skip === 0);
     } catch (e) {
       discard(body);
       throw this.t.classify(e, req.what, this.t.resolve(req.url));
     }
-    if (got !== want) {
-      discard(body);
-      throw markTransient(
-        new NydusError('ERR_NETWORK', `${req.what}: the response ended after ${got} of ${want} bytes`),
+    if (got === 'long') {
+      throw new NydusError(
+        'ERR_REGISTRY',
+        `${req.what}: the registry sent more than the ${out.length} bytes asked for`,
       );
     }
-    // Breaking out of the loop above destroyed the body; that closes the connection, which is
-    // right: the rest of a whole blob is not worth reading.
+    if (got !== out.length) {
+      discard(body);
+      throw markTransient(
+        new NydusError('ERR_NETWORK', `${req.what}: the response ended after ${got} of ${out.length} bytes`),
+      );
+    }
   }
 
   /** Read a whole body, at most `limit` bytes. */
@@ -733,11 +723,6 @@ export class Repository {
 }
 
 /** Drop a response body that will not be read (its connection is closed, not reused). */
-function discard(body: Readable): void {
-  body.on('error', () => undefined);
-  body.destroy();
-}
-
 function isRedirect(status: number): boolean {
   return status === 301 || status === 302 || status === 303 || status === 307 || status === 308;
 }

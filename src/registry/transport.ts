@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import type { Readable } from 'node:stream';
 import { rootCertificates } from 'node:tls';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, type Dispatcher } from 'undici';
@@ -163,6 +164,25 @@ export function classifyHttpError(
 }
 
 /**
+ * The CAs a TLS connection trusts: undefined (the system's) without extra files, else the
+ * system's plus the PEM files given (`ca_cert_files`); an unreadable file is a clear error.
+ */
+export function trustedCas(files: readonly string[]): string[] | undefined {
+  if (files.length === 0) return undefined;
+  const ca = [...rootCertificates];
+  for (const f of files) {
+    try {
+      ca.push(readFileSync(f, 'utf8'));
+    } catch (e) {
+      throw new NydusError('ERR_INVALID_ARG', `Cannot read CA certificate file "${f}": ${errorText(e)}`, {
+        cause: e,
+      });
+    }
+  }
+  return ca;
+}
+
+/**
  * HTTP to one registry: an undici Agent (kept-alive connections, several in flight), TLS setup,
  * authentication, the HTTPS-to-HTTP fallback, error mapping and retries.
  */
@@ -197,19 +217,7 @@ export class Transport {
     this.connectTimeoutMs = opts.connectTimeoutMs ?? 10_000;
     this.retries = Math.max(0, opts.retries ?? 3);
     this.retryDelayMs = opts.retryDelayMs ?? 100;
-    let ca: string[] | undefined;
-    if (opts.caCertFiles !== undefined && opts.caCertFiles.length > 0) {
-      ca = [...rootCertificates];
-      for (const f of opts.caCertFiles) {
-        try {
-          ca.push(readFileSync(f, 'utf8'));
-        } catch (e) {
-          throw new NydusError('ERR_INVALID_ARG', `Cannot read CA certificate file "${f}": ${errorText(e)}`, {
-            cause: e,
-          });
-        }
-      }
-    }
+    const ca = trustedCas(opts.caCertFiles ?? []);
     this.agent = new Agent({
       connect: {
         timeout: this.connectTimeoutMs,
@@ -475,6 +483,43 @@ export class Transport {
 export function headerString(v: string | string[] | undefined): string | undefined {
   if (Array.isArray(v)) return v.join(', ');
   return v;
+}
+
+/** Drop a response body without reading it (its connection is closed). */
+export function discard(body: Readable): void {
+  body.on('error', () => undefined);
+  body.destroy();
+}
+
+/**
+ * Copy the bytes [skip, skip + out.length) of a response body into `out` and return how many
+ * arrived (fewer: the body ended early). With `exact` (a 206 answer) a body longer than that
+ * is refused: 'long'. Otherwise reading stops once `out` is full; leaving the loop destroys the
+ * body, which closes the connection: the rest of a whole blob is not worth reading. Errors of
+ * the body stream are thrown as they come; the caller maps them.
+ */
+export async function copyBodyRange(
+  body: Readable,
+  out: Buffer,
+  skip: number,
+  exact: boolean,
+): Promise<number | 'long'> {
+  const want = out.length;
+  let pos = 0; // position in the body
+  let got = 0;
+  // Leaving the loop early destroys the body: that must not become an uncaught error.
+  body.on('error', () => undefined);
+  for await (const chunk of body as AsyncIterable<Buffer>) {
+    const from = Math.max(0, skip - pos);
+    pos += chunk.length;
+    if (from >= chunk.length) continue;
+    const n = Math.min(chunk.length - from, want - got);
+    if (exact && n < chunk.length - from) return 'long';
+    chunk.copy(out, got, from, from + n);
+    got += n;
+    if (!exact && got === want) break;
+  }
+  return got;
 }
 
 /** Read a response body as text, at most `limit` bytes (the rest is discarded). */

@@ -1,10 +1,14 @@
-import { readFileSync } from 'node:fs';
-import { rootCertificates } from 'node:tls';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, type Dispatcher } from 'undici';
 import { NydusError, errorText, isNydusError } from '../../errors/errors.js';
 import { silentLogger, type Logger } from '../../log/logger.js';
-import { classifyHttpError, displayUrl, isTransient, markTransient } from '../../registry/transport.js';
+import {
+  classifyHttpError,
+  displayUrl,
+  isTransient,
+  markTransient,
+  trustedCas,
+} from '../../registry/transport.js';
 import type { ProxyConfig } from '../../daemon/config/schema.js';
 
 /** What nydusd sends as its User-Agent on every backend request, as upstream. */
@@ -175,19 +179,7 @@ export class Connection {
     if (proxyUrl !== '' && mirrors.length > 0) {
       throw new NydusError('ERR_INVALID_ARG', 'backend "mirrors" and "proxy" cannot be used together');
     }
-    let ca: string[] | undefined;
-    if (cfg.ca_cert_files.length > 0) {
-      ca = [...rootCertificates];
-      for (const f of cfg.ca_cert_files) {
-        try {
-          ca.push(readFileSync(f, 'utf8'));
-        } catch (e) {
-          throw new NydusError('ERR_INVALID_ARG', `Cannot read CA certificate file "${f}": ${errorText(e)}`, {
-            cause: e,
-          });
-        }
-      }
-    }
+    const ca = trustedCas(cfg.ca_cert_files);
     const timeouts = {
       headersTimeout: cfg.timeout > 0 ? cfg.timeout * 1000 : 0,
       bodyTimeout: cfg.timeout > 0 ? cfg.timeout * 1000 : 0,

@@ -1,7 +1,14 @@
 import { NydusError, errorText } from '../../errors/errors.js';
 import type { BlobInfo } from '../../format/model.js';
 import { errorDetail } from '../../registry/auth.js';
-import { displayUrl, headerString, markTransient, readText } from '../../registry/transport.js';
+import {
+  copyBodyRange,
+  discard,
+  displayUrl,
+  headerString,
+  markTransient,
+  readText,
+} from '../../registry/transport.js';
 import type { BlobReader, BlobSource, ReadOptions } from '../blob-source.js';
 import { bodyError, type Connection, type Response } from './connection.js';
 
@@ -42,12 +49,6 @@ export class Limiter {
   }
 }
 
-/** Drop a response body without reading it (the connection is closed). */
-export function discard(res: Response): void {
-  res.body.on('error', () => undefined);
-  res.body.destroy();
-}
-
 /** Throw the error an unexpected status means; 5xx and 429 are transient. */
 export async function statusError(res: Response, what: string, where: string): Promise<never> {
   const text = await readText(res, 64 * 1024).catch(() => '');
@@ -72,33 +73,14 @@ export async function copyBody(
   exact: boolean,
   what: string,
 ): Promise<void> {
-  const want = out.length;
-  let pos = 0;
-  let got = 0;
-  // Leaving the loop early destroys the body; that must not become an uncaught error.
-  res.body.on('error', () => undefined);
+  let got: number | 'long';
   try {
-    for await (const chunk of res.body as AsyncIterable<Buffer>) {
-      const start = Math.max(0, skip - pos);
-      if (start < chunk.length && got < want) {
-        const n = Math.min(chunk.length - start, want - got);
-        chunk.copy(out, got, start, start + n);
-        got += n;
-        if (exact && start + n < chunk.length) {
-          throw bodyError(what, `the body is longer than the ${want} bytes asked for`);
-        }
-      } else if (exact && got >= want && chunk.length > 0) {
-        throw bodyError(what, `the body is longer than the ${want} bytes asked for`);
-      }
-      pos += chunk.length;
-      // The rest of a full body is not needed: leaving the loop drops the connection.
-      if (!exact && got >= want) return;
-    }
+    got = await copyBodyRange(res.body, out, skip, exact);
   } catch (e) {
-    if (e instanceof NydusError) throw e;
     throw bodyError(what, `reading the body failed: ${errorText(e)}`, e);
   }
-  if (got < want) throw bodyError(what, `short body: ${got} of ${want} bytes`);
+  if (got === 'long') throw bodyError(what, `the body is longer than the ${out.length} bytes asked for`);
+  if (got < out.length) throw bodyError(what, `short body: ${got} of ${out.length} bytes`);
 }
 
 /**
@@ -209,7 +191,7 @@ export class HttpBlobSource implements BlobSource {
           const cr = headerString(res.headers['content-range']);
           const m = cr !== undefined ? /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(cr.trim()) : null;
           if (cr !== undefined && (m === null || Number(m[1]) !== offset || Number(m[2]) !== end)) {
-            discard(res);
+            discard(res.body);
             throw markTransient(
               new NydusError('ERR_NETWORK', `${what}: ${where} answered with another range "${cr}"`),
             );

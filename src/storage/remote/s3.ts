@@ -1,14 +1,18 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { readFileSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
-import { rootCertificates } from 'node:tls';
 import type { Readable } from 'node:stream';
 import aws4 from 'aws4';
 import { Agent, type Dispatcher } from 'undici';
-import { NydusError, errorText } from '../../errors/errors.js';
+import { NydusError } from '../../errors/errors.js';
 import { silentLogger, type Logger } from '../../log/logger.js';
-import { classifyHttpError, displayUrl, markTransient, readText } from '../../registry/transport.js';
+import {
+  classifyHttpError,
+  displayUrl,
+  markTransient,
+  readText,
+  trustedCas,
+} from '../../registry/transport.js';
 import type { S3Config } from '../../daemon/config/schema.js';
 import type { Connection, ConnectionConfig, MirrorConfig } from './connection.js';
 import { HttpBlobSource } from './http-blob.js';
@@ -218,17 +222,7 @@ export class ObjectStore {
     // Uploads of big blobs need more than the read timeout of a chunk request.
     this.#timeoutMs = Math.max(n.timeout, 30) * 1000;
     this.#connectTimeoutMs = Math.max(n.connect_timeout, 1) * 1000;
-    let ca: string[] | undefined;
-    if (n.ca_cert_files.length > 0) {
-      ca = [...rootCertificates];
-      for (const f of n.ca_cert_files) {
-        try {
-          ca.push(readFileSync(f, 'utf8'));
-        } catch (e) {
-          throw new NydusError('ERR_INVALID_ARG', `Cannot read CA certificate file "${f}": ${errorText(e)}`);
-        }
-      }
-    }
+    const ca = trustedCas(n.ca_cert_files);
     this.#agent = new Agent({
       connect: {
         timeout: this.#connectTimeoutMs,
