@@ -23,6 +23,7 @@ import {
   readText,
   copyBodyRange,
   discard,
+  otherRange,
   type HttpRequest,
   type RouteOptions,
   type HttpResponse,
@@ -447,9 +448,8 @@ export class Repository {
         route,
       );
       if (res.statusCode === 206) {
-        const cr = headerString(res.headers['content-range']);
-        const m = cr !== undefined ? /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(cr.trim()) : null;
-        if (cr !== undefined && (m === null || Number(m[1]) !== offset || Number(m[2]) !== end)) {
+        const cr = otherRange(res, offset, end);
+        if (cr !== undefined) {
           discard(res.body);
           throw new NydusError('ERR_REGISTRY', `${what}: the registry answered with another range "${cr}"`);
         }

@@ -485,6 +485,17 @@ export function headerString(v: string | string[] | undefined): string | undefin
   return v;
 }
 
+/**
+ * The Content-Range of a 206 answer when it is not the range `first`-`last` that was asked for
+ * (undefined when it is, or when the server sent none).
+ */
+export function otherRange(res: HttpResponse, first: number, last: number): string | undefined {
+  const cr = headerString(res.headers['content-range']);
+  if (cr === undefined) return undefined;
+  const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(cr.trim());
+  return m !== null && Number(m[1]) === first && Number(m[2]) === last ? undefined : cr;
+}
+
 /** Drop a response body without reading it (its connection is closed). */
 export function discard(body: Readable): void {
   body.on('error', () => undefined);

@@ -7,6 +7,7 @@ import {
   displayUrl,
   headerString,
   markTransient,
+  otherRange,
   readText,
 } from '../../registry/transport.js';
 import type { BlobReader, BlobSource, ReadOptions } from '../blob-source.js';
@@ -188,9 +189,8 @@ export class HttpBlobSource implements BlobSource {
           sign: this.#signer('GET'),
         });
         if (res.statusCode === 206) {
-          const cr = headerString(res.headers['content-range']);
-          const m = cr !== undefined ? /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(cr.trim()) : null;
-          if (cr !== undefined && (m === null || Number(m[1]) !== offset || Number(m[2]) !== end)) {
+          const cr = otherRange(res, offset, end);
+          if (cr !== undefined) {
             discard(res.body);
             throw markTransient(
               new NydusError('ERR_NETWORK', `${what}: ${where} answered with another range "${cr}"`),
