@@ -1,7 +1,6 @@
-import { Connection } from '../../storage/remote/connection.js';
 import { ossBlobSource } from '../../storage/remote/oss.js';
 import { connectionConfig } from '../../storage/remote/s3.js';
-import { backendTable, invalid, type BackendKind } from './kind.js';
+import { backendTable, invalid, objectStoreBackend, type BackendKind } from './kind.js';
 
 /** `oss`: blobs are the objects `<object_prefix><blob id>` of `bucket_name`, read with signed ranged GETs. */
 export const ossBackend: BackendKind = {
@@ -11,16 +10,8 @@ export const ossBackend: BackendKind = {
     if (t.bucket_name === '') invalid('backend oss needs "bucket_name"');
     return Promise.resolve();
   },
-  create({ config, log, event }) {
-    const t = backendTable(config, 'oss');
-    const conn = new Connection(connectionConfig(t), { log, ...(event !== undefined ? { event } : {}) });
-    const src = ossBlobSource(t, conn);
-    return {
-      type: 'oss',
-      source: src,
-      local: false,
-      setProxyUrl: (url) => conn.setProxyUrl(url),
-      close: () => src.close(),
-    };
+  create(ctx) {
+    const t = backendTable(ctx.config, 'oss');
+    return objectStoreBackend('oss', connectionConfig(t), ctx, (conn) => ossBlobSource(t, conn));
   },
 };
