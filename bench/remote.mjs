@@ -51,6 +51,20 @@ const PREFIX = 'blobs/';
  * @property {number} proxy nginx as a caching forward proxy
  */
 
+/**
+ * The registry backend through nginx as the P2P proxy (no fallback: every read goes through it).
+ * @param {Servers} s
+ */
+const throughProxy = (s) => ({
+  type: 'registry',
+  registry: {
+    scheme: 'http',
+    host: s.registry,
+    repo: REPO,
+    proxy: { url: `http://127.0.0.1:${s.proxy}`, fallback: false },
+  },
+});
+
 /** @type {Variant[]} */
 export const REMOTE_VARIANTS = [
   {
@@ -110,29 +124,13 @@ export const REMOTE_VARIANTS = [
     label: 'registry through nginx as proxy, uncached',
     kind: 'ours',
     coldProxy: true,
-    backend: (s) => ({
-      type: 'registry',
-      registry: {
-        scheme: 'http',
-        host: s.registry,
-        repo: REPO,
-        proxy: { url: `http://127.0.0.1:${s.proxy}`, fallback: false },
-      },
-    }),
+    backend: throughProxy,
   },
   {
     id: 'proxy-cached',
     label: 'registry through nginx as proxy, cached',
     kind: 'ours',
-    backend: (s) => ({
-      type: 'registry',
-      registry: {
-        scheme: 'http',
-        host: s.registry,
-        repo: REPO,
-        proxy: { url: `http://127.0.0.1:${s.proxy}`, fallback: false },
-      },
-    }),
+    backend: throughProxy,
   },
 ];
 
