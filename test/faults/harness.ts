@@ -11,7 +11,7 @@ import { NGINX_BIN, startNginx, staticBlobs } from '../helpers/nginx.js';
 import { cleanup, createImage, startDaemon, stopDaemon, tmp, type Daemon } from '../helpers/nydusd.js';
 import { prng } from '../helpers/prng.js';
 import { freePort, haveRegistry, REGISTRY_BIN, startRegistry } from '../helpers/registry.js';
-import { ossTable, s3Table, startS3 } from '../helpers/s3.js';
+import { ossTable, s3Table, startS3, type TestS3 } from '../helpers/s3.js';
 
 /**
  * The fault suite's harness, shared by test/faults/faults.test.ts and bench/faults.mjs: a small
@@ -168,6 +168,36 @@ async function uploadTo(store: ObjectStore, img: FaultImage): Promise<void> {
   }
 }
 
+/**
+ * An object-store backend (s3, oss) over one s3rver behind the signature-checking front: the
+ * blob uploaded with the backend's own signing, nydusd pointed at the fault proxy as endpoint.
+ */
+function objectStoreBackend(
+  name: 's3' | 'oss',
+  store: (table: Record<string, unknown>) => ObjectStore,
+  table: (s: TestS3, over?: Record<string, unknown>) => Record<string, unknown>,
+): FaultBackend {
+  return {
+    name,
+    unavailable: () => undefined,
+    async start(img) {
+      const s = await startS3();
+      try {
+        await uploadTo(store(table(s)), img);
+      } catch (e) {
+        await s.stop();
+        throw e;
+      }
+      return {
+        upstream: s.url,
+        match: (m, p) => isGet(m) && p.startsWith(`/${s.bucket}/`),
+        backend: (host) => ({ type: name, table: table(s, { endpoint: host, ...net }) }),
+        stop: () => s.stop(),
+      };
+    },
+  };
+}
+
 /** The backends, one table entry each. */
 export const FAULT_BACKENDS: readonly FaultBackend[] = [
   {
@@ -197,44 +227,8 @@ export const FAULT_BACKENDS: readonly FaultBackend[] = [
       };
     },
   },
-  {
-    name: 's3',
-    unavailable: () => undefined,
-    async start(img) {
-      const s = await startS3();
-      try {
-        await uploadTo(s3ObjectStore(s3Schema.parse(s3Table(s))), img);
-      } catch (e) {
-        await s.stop();
-        throw e;
-      }
-      return {
-        upstream: s.url,
-        match: (m, p) => isGet(m) && p.startsWith(`/${s.bucket}/`),
-        backend: (host) => ({ type: 's3', table: s3Table(s, { endpoint: host, ...net }) }),
-        stop: () => s.stop(),
-      };
-    },
-  },
-  {
-    name: 'oss',
-    unavailable: () => undefined,
-    async start(img) {
-      const s = await startS3();
-      try {
-        await uploadTo(ossObjectStore(ossSchema.parse(ossTable(s))), img);
-      } catch (e) {
-        await s.stop();
-        throw e;
-      }
-      return {
-        upstream: s.url,
-        match: (m, p) => isGet(m) && p.startsWith(`/${s.bucket}/`),
-        backend: (host) => ({ type: 'oss', table: ossTable(s, { endpoint: host, ...net }) }),
-        stop: () => s.stop(),
-      };
-    },
-  },
+  objectStoreBackend('s3', (t) => s3ObjectStore(s3Schema.parse(t)), s3Table),
+  objectStoreBackend('oss', (t) => ossObjectStore(ossSchema.parse(t)), ossTable),
   {
     name: 'http-proxy',
     unavailable: () => (existsSync(NGINX_BIN) ? undefined : `${NGINX_BIN} is not installed`),
