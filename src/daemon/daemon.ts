@@ -771,14 +771,10 @@ export class NydusDaemon implements DaemonControl {
     for (const [k, v] of Object.entries(state.hot_config)) {
       this.#hotConfig.set(k, v);
       const [id, key] = [k.slice(0, k.lastIndexOf(':')), k.slice(k.lastIndexOf(':') + 1)];
-      if (key === 'registry_auth' || key === 'proxy_url') {
-        try {
-          const blobs = this.#instances.get(id === '' ? '/' : id)?.blobs;
-          if (key === 'registry_auth') blobs?.setAuth?.(v);
-          else blobs?.setProxyUrl?.(v);
-        } catch (e) {
-          this.#log.warn(`restoring ${key} of "${id}": ${errorText(e)}`);
-        }
+      try {
+        this.#applyHotConfig(id, key, v);
+      } catch (e) {
+        this.#log.warn(`restoring ${key} of "${id}": ${errorText(e)}`);
       }
     }
     this.#fdShared = true;
@@ -967,17 +963,21 @@ export class NydusDaemon implements DaemonControl {
     }
     for (const [k, v] of Object.entries(values)) {
       this.#hotConfig.set(`${id}:${k}`, v as string);
-      // New credentials reach the backend of the instance `id` names (its mountpoint).
-      // A new proxy URL switches the proxy of that instance's backend.
-      if (k === 'registry_auth' || k === 'proxy_url') {
-        const inst = this.#instances.get(id === '' ? '/' : id);
-        try {
-          if (k === 'registry_auth') inst?.blobs.setAuth?.(v as string);
-          else inst?.blobs.setProxyUrl?.(v as string);
-        } catch (e) {
-          throw new ApiError(400, errorText(e));
-        }
+      try {
+        this.#applyHotConfig(id, k, v as string);
+      } catch (e) {
+        throw new ApiError(400, errorText(e));
       }
     }
+  }
+
+  /**
+   * A hot config value reaches the backend of the instance `id` names (its mountpoint): new
+   * credentials (`registry_auth`), a new proxy URL (`proxy_url`). Other keys are only kept.
+   */
+  #applyHotConfig(id: string, key: string, value: string): void {
+    const blobs = this.#instances.get(id === '' ? '/' : id)?.blobs;
+    if (key === 'registry_auth') blobs?.setAuth?.(value);
+    else if (key === 'proxy_url') blobs?.setProxyUrl?.(value);
   }
 }
