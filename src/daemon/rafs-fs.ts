@@ -1,5 +1,6 @@
-import { FopenFlag, InitFlag, Errno, Opcode } from '../fuse/abi.js';
-import { direntType, toFuseAttr } from '../fuse/attr.js';
+import { FopenFlag, InitFlag, Errno, Opcode, S_IFBLK, S_IFCHR, S_IFMT, Size } from '../fuse/abi.js';
+import { putNsec, putTime, putU32, putU64 } from '../fuse/wire.js';
+import { ATTR_BLKSIZE, direntType, fuseRdev, toFuseAttr } from '../fuse/attr.js';
 import { errnoOf, FuseError } from '../fuse/errors.js';
 import type { InitOptions } from '../fuse/init.js';
 import {
@@ -19,14 +20,16 @@ import {
 } from '../fuse/messages.js';
 import {
   attrReply,
+  checkMode,
+  checkName,
   dataReply,
+  direntPlusSize,
   entryReply,
   errorReply,
   packDirents,
-  packDirentsPlus,
+  writeEntryOut,
   type AttrOut,
   type Dirent,
-  type DirentPlus,
   type EntryOut,
   type FuseAttr,
   type Kstatfs,
@@ -34,7 +37,7 @@ import {
 } from '../fuse/replies.js';
 import type { FuseHandler, LentBytes } from '../fuse/session.js';
 import { isDir, isReg, isSymlink } from '../format/flags.js';
-import type { InodeAttr } from '../format/model.js';
+import type { DirEntry, InodeAttr } from '../format/model.js';
 import type { RafsImage } from '../rafs/image.js';
 
 /**
@@ -84,6 +87,8 @@ export const NODE_MASK = (1n << 56n) - 1n;
 const DAY = 24 * 3600;
 /** Node id for inode 0 when inode 0 is not the root (FUSE reserves node id 0). */
 const ZERO_NODE = NODE_MASK;
+const DOT = Buffer.from('.');
+const DOTDOT = Buffer.from('..');
 /** Readdir offsets: "." is entry 0, ".." entry 1, child k entry k + 2. */
 const FIRST_CHILD = 2;
 
@@ -111,6 +116,9 @@ export class RafsFs implements FuseHandler {
   readonly #ttl: number;
   readonly #root: number;
   readonly #base: bigint;
+  /** #base in two halves (the VFS slot << 24 is the high one). */
+  readonly #baseHi: number;
+  readonly #baseLo: number;
   #granted = 0n;
   /** Parent of each directory seen so far (for ".." in readdir). */
   readonly #parents = new Map<number, number>();
@@ -122,6 +130,8 @@ export class RafsFs implements FuseHandler {
     this.#ttl = opts.timeoutSec ?? DAY;
     this.#root = image.bootstrap.rootIno;
     this.#base = opts.nodeBase ?? 0n;
+    this.#baseHi = Number((this.#base >> 32n) & 0xffff_ffffn);
+    this.#baseLo = Number(this.#base & 0xffff_ffffn);
     this.#parents.set(this.#root, this.#root);
   }
 
@@ -313,38 +323,119 @@ export class RafsFs implements FuseHandler {
     return packDirents(list, req.size).buf;
   }
 
+  /**
+   * READDIRPLUS, packed straight into the reply body: each child's fuse_entry_out and dirent
+   * are written from its inode attributes, with no EntryOut, FuseAttr or DirentPlus objects on
+   * the way (the request a directory walk makes most). Attributes are read lazily: packing
+   * stops at the first entry that does not fit.
+   */
   readdirplus(req: ReaddirplusRequest): Buffer {
-    const { dots, children } = this.#dirEntries(req, 160);
-    const dotEntry = (ino: number): EntryOut => ({
-      nodeid: 0n,
-      generation: 0n,
-      entryValid: 0,
-      entryValidNsec: 0,
-      attrValid: 0,
-      attrValidNsec: 0,
-      attr: { ...EMPTY_ATTR, ino: this.#reportedIno(ino), mode: 0o040000 },
-    });
-    const list: DirentPlus[] = [
-      ...dots.map((d) => ({
-        entry: dotEntry(d.ino),
-        dirent: { ino: this.#reportedIno(d.ino), off: d.off, type: direntType(0o040000), name: d.name },
-      })),
-    ];
-    // Attributes are read lazily: packing stops at the first entry that does not fit.
-    const attrOf = (ino: number): InodeAttr => this.#attr(ino);
-    const entryOf = (ino: number, attr: InodeAttr): EntryOut => this.#entry(ino, attr);
-    const reported = (ino: number): bigint => this.#reportedIno(ino);
-    function* all(): Generator<DirentPlus> {
-      yield* list;
-      for (const c of children) {
-        const attr = attrOf(c.ino);
-        yield {
-          entry: entryOf(c.ino, attr),
-          dirent: { ino: reported(attr.ino), off: c.off, type: direntType(attr.mode), name: c.name },
-        };
+    const dir = this.inoOf(req.nodeid);
+    if (!isDir(this.#attr(dir).mode)) throw new FuseError('ERR_INODE_TYPE', 'Not a directory', Errno.ENOTDIR);
+    const size = req.size;
+    const dots: { name: Buffer; ino: number; off: number }[] = [];
+    if (req.offset <= 0) dots.push({ name: DOT, ino: dir, off: 1 });
+    if (req.offset <= 1) dots.push({ name: DOTDOT, ino: this.#parents.get(dir) ?? dir, off: 2 });
+    let total = 0;
+    let ndots = 0;
+    for (const d of dots) {
+      const n = direntPlusSize(d.name.length);
+      if (total + n > size) break;
+      total += n;
+      ndots++;
+    }
+    const start = Math.max(0, req.offset - FIRST_CHILD);
+    const children: DirEntry[] = [];
+    const attrs: InodeAttr[] = [];
+    if (ndots === dots.length) {
+      const list = this.image.bootstrap.readdir(dir, start, Math.max(1, Math.ceil(size / 160)));
+      for (const c of list) {
+        const n = direntPlusSize(c.name.length);
+        if (total + n > size) break;
+        const attr = this.#attr(c.ino);
+        if (isDir(attr.mode)) this.#parents.set(c.ino, dir);
+        children.push(c);
+        attrs.push(attr);
+        total += n;
       }
     }
-    return packDirentsPlus(all(), req.size).buf;
+    const buf = Buffer.alloc(total);
+    let at = 0;
+    for (let i = 0; i < ndots; i++) {
+      const d = dots[i]!;
+      writeEntryOut(buf, at, {
+        nodeid: 0n,
+        generation: 0n,
+        entryValid: 0,
+        entryValidNsec: 0,
+        attrValid: 0,
+        attrValidNsec: 0,
+        attr: { ...EMPTY_ATTR, ino: this.#reportedIno(d.ino), mode: 0o040000 },
+      });
+      this.#putDirent(buf, at + Size.ENTRY_OUT, d.ino, d.off, 0o040000, d.name);
+      at += direntPlusSize(d.name.length);
+    }
+    for (let i = 0; i < children.length; i++) {
+      const c = children[i]!;
+      const attr = attrs[i]!;
+      this.#putEntry(buf, at, c.ino, attr);
+      this.#putDirent(buf, at + Size.ENTRY_OUT, attr.ino, start + i + FIRST_CHILD + 1, attr.mode, c.name);
+      at += direntPlusSize(c.name.length);
+    }
+    return buf;
+  }
+
+  /** The u64 `#base | inner` at `off` (`inner` a safe integer), as #reportedIno makes it. */
+  #putBased(buf: Buffer, off: number, inner: number): void {
+    const hi = Math.floor(inner / 0x1_0000_0000);
+    buf.writeUInt32LE(((inner - hi * 0x1_0000_0000) | this.#baseLo) >>> 0, off);
+    buf.writeUInt32LE((this.#baseHi | hi) >>> 0, off + 4);
+  }
+
+  /** fuse_entry_out of inode `ino` at `off` (what #entry and entryReply write, without objects). */
+  #putEntry(buf: Buffer, off: number, ino: number, attr: InodeAttr): void {
+    // The node id, as nodeOf gives it.
+    if (ino === this.#root) this.#putBased(buf, off, 1);
+    else {
+      const v = ino === 1 ? this.#root : ino;
+      // A safe integer is always below ZERO_NODE (2^56 - 1), which nodeOf refuses.
+      if (v === 0) {
+        buf.writeUInt32LE(0xffff_ffff, off);
+        buf.writeUInt32LE((this.#baseHi | 0xff_ffff) >>> 0, off + 4);
+      } else this.#putBased(buf, off, v);
+    }
+    // generation 0; the timeouts, their nanoseconds 0.
+    putU64(buf, off + 16, this.#ttl, 'entry_valid');
+    putU64(buf, off + 24, this.#ttl, 'attr_valid');
+    // fuse_attr, as toFuseAttr makes it.
+    const a = off + 40;
+    checkMode(attr.mode, 'entry attr mode');
+    this.#putBased(buf, a, attr.ino);
+    putU64(buf, a + 8, attr.size, 'attr size');
+    putU64(buf, a + 16, attr.blocks, 'attr blocks');
+    putTime(buf, a + 24, attr.mtime, 'attr atime');
+    putTime(buf, a + 32, attr.mtime, 'attr mtime');
+    putTime(buf, a + 40, attr.mtime, 'attr ctime');
+    putNsec(buf, a + 48, attr.mtimeNsec, 'attr atimensec');
+    putNsec(buf, a + 52, attr.mtimeNsec, 'attr mtimensec');
+    putNsec(buf, a + 56, attr.mtimeNsec, 'attr ctimensec');
+    putU32(buf, a + 60, attr.mode, 'attr mode');
+    putU32(buf, a + 64, attr.nlink, 'attr nlink');
+    putU32(buf, a + 68, attr.uid, 'attr uid');
+    putU32(buf, a + 72, attr.gid, 'attr gid');
+    const type = attr.mode & S_IFMT;
+    if (type === S_IFCHR || type === S_IFBLK) putU32(buf, a + 76, fuseRdev(attr.rdev), 'attr rdev');
+    buf.writeUInt32LE(ATTR_BLKSIZE, a + 80);
+  }
+
+  /** fuse_dirent at `off`: the reported inode number of `ino`, `next`, the type of `mode`. */
+  #putDirent(buf: Buffer, off: number, ino: number, next: number, mode: number, name: Buffer): void {
+    checkName(name);
+    this.#putBased(buf, off, ino);
+    putU64(buf, off + 8, next, 'dirent off');
+    buf.writeUInt32LE(name.length, off + 16);
+    buf.writeUInt32LE(direntType(mode), off + 20);
+    name.copy(buf, off + Size.DIRENT);
   }
 
   statfs(): Kstatfs {

@@ -342,24 +342,18 @@ export class Vfs implements FuseHandler {
     return { inst };
   }
 
-  /** Run `fn` on the instance, counting it in the instance's metrics. */
-  async #timed<T>(
-    inst: VfsInstance,
-    op: Fop,
-    nodeid: bigint,
-    fn: () => Promise<T> | T,
-    size?: (v: T) => number,
-  ): Promise<T> {
+  /** Run `fn` (synchronous) on the instance, counting it in the instance's metrics. */
+  #timed<T>(inst: VfsInstance, op: Fop, nodeid: bigint, fn: (fs: RafsFs) => T): T {
     const t0 = performance.now();
-    const ino = inst.fs.inoOf(nodeid);
+    let v: T;
     try {
-      const v = await fn();
-      inst.metrics.record(op, ino, true, (performance.now() - t0) * 1000, size?.(v) ?? 0);
-      return v;
+      v = fn(inst.fs);
     } catch (e) {
-      inst.metrics.record(op, ino, false, (performance.now() - t0) * 1000);
+      inst.metrics.record(op, inst.fs.inoOf(nodeid), false, (performance.now() - t0) * 1000);
       throw e;
     }
+    inst.metrics.record(op, inst.fs.inoOf(nodeid), true, (performance.now() - t0) * 1000);
+    return v;
   }
 
   /** The entry of a pseudo child: its own directory, or the root of the image mounted there. */
@@ -384,38 +378,38 @@ export class Vfs implements FuseHandler {
     for (const inst of this.#slots) inst?.fs.initialized(flags);
   }
 
-  async lookup(req: LookupRequest): Promise<EntryOut> {
+  lookup(req: LookupRequest): EntryOut {
     const r = this.#route(req.nodeid);
-    if ('inst' in r) return this.#timed(r.inst, 'lookup', req.nodeid, () => r.inst.fs.lookup(req));
+    if ('inst' in r) return this.#timed(r.inst, 'lookup', req.nodeid, (fs) => fs.lookup(req));
     const c = r.pseudo.children.get(req.name.toString());
     if (c === undefined || !req.name.equals(Buffer.from(c.name)))
       throw new FuseError('ERR_NOT_FOUND', `No "${req.name.toString()}" in the pseudo tree`, Errno.ENOENT);
     return this.#pseudoEntry(c);
   }
 
-  async getattr(req: GetattrRequest): Promise<AttrOut> {
+  getattr(req: GetattrRequest): AttrOut {
     const r = this.#route(req.nodeid);
-    if ('inst' in r) return this.#timed(r.inst, 'getattr', req.nodeid, () => r.inst.fs.getattr(req));
+    if ('inst' in r) return this.#timed(r.inst, 'getattr', req.nodeid, (fs) => fs.getattr(req));
     return { attrValid: 0, attrValidNsec: 0, attr: pseudoAttr(r.pseudo.node) };
   }
 
-  async readlink(req: ReadlinkRequest): Promise<Buffer> {
+  readlink(req: ReadlinkRequest): Buffer {
     const r = this.#route(req.nodeid);
-    if ('inst' in r) return this.#timed(r.inst, 'readlink', req.nodeid, () => r.inst.fs.readlink(req));
+    if ('inst' in r) return this.#timed(r.inst, 'readlink', req.nodeid, (fs) => fs.readlink(req));
     throw new FuseError('ERR_INODE_TYPE', 'Not a symlink', Errno.EINVAL);
   }
 
-  async open(req: OpenRequest): Promise<OpenOut> {
+  open(req: OpenRequest): OpenOut {
     const r = this.#route(req.nodeid);
     if ((this.#granted & InitFlag.NO_OPEN_SUPPORT) !== 0n)
       throw new FuseError('ERR_UNSUPPORTED', 'open needs no handle', Errno.ENOSYS);
-    if ('inst' in r) return this.#timed(r.inst, 'open', req.nodeid, () => r.inst.fs.open(req));
+    if ('inst' in r) return this.#timed(r.inst, 'open', req.nodeid, (fs) => fs.open(req));
     throw new FuseError('ERR_INODE_TYPE', 'Is a directory', Errno.EISDIR);
   }
 
-  async opendir(req: OpendirRequest): Promise<OpenOut> {
+  opendir(req: OpendirRequest): OpenOut {
     const r = this.#route(req.nodeid);
-    if ('inst' in r) return this.#timed(r.inst, 'opendir', req.nodeid, () => r.inst.fs.opendir());
+    if ('inst' in r) return this.#timed(r.inst, 'opendir', req.nodeid, (fs) => fs.opendir());
     if ((this.#granted & InitFlag.NO_OPENDIR_SUPPORT) !== 0n)
       throw new FuseError('ERR_UNSUPPORTED', 'opendir needs no handle', Errno.ENOSYS);
     // No CACHE_DIR: the listing changes with every mount and umount.
@@ -426,22 +420,18 @@ export class Vfs implements FuseHandler {
     const r = this.#route(req.nodeid);
     if (!('inst' in r)) throw new FuseError('ERR_INODE_TYPE', 'Is a directory', Errno.EISDIR);
     const inst = r.inst;
-    return this.#timed(
-      inst,
-      'read',
-      req.nodeid,
-      async () => {
-        try {
-          return await inst.fs.read(req);
-        } catch (e) {
-          if (e instanceof FuseError) throw e;
-          // A backend or digest failure: EIO for this read only, recorded as an event.
-          inst.onReadError?.(e);
-          throw new FuseError('ERR_IO', e instanceof Error ? e.message : String(e), Errno.EIO, { cause: e });
-        }
-      },
-      (b) => b.length,
-    );
+    const t0 = performance.now();
+    try {
+      const v = await inst.fs.read(req);
+      inst.metrics.record('read', inst.fs.inoOf(req.nodeid), true, (performance.now() - t0) * 1000, v.length);
+      return v;
+    } catch (e) {
+      inst.metrics.record('read', inst.fs.inoOf(req.nodeid), false, (performance.now() - t0) * 1000);
+      if (e instanceof FuseError) throw e;
+      // A backend or digest failure: EIO for this read only, recorded as an event.
+      inst.onReadError?.(e);
+      throw new FuseError('ERR_IO', e instanceof Error ? e.message : String(e), Errno.EIO, { cause: e });
+    }
   }
 
   #pseudoChildren(p: PseudoNode): { name: Buffer; node: bigint }[] {
@@ -452,18 +442,18 @@ export class Vfs implements FuseHandler {
     ];
   }
 
-  async readdir(req: ReaddirRequest): Promise<Buffer> {
+  readdir(req: ReaddirRequest): Buffer {
     const r = this.#route(req.nodeid);
-    if ('inst' in r) return this.#timed(r.inst, 'readdir', req.nodeid, () => r.inst.fs.readdir(req));
+    if ('inst' in r) return this.#timed(r.inst, 'readdir', req.nodeid, (fs) => fs.readdir(req));
     const list = this.#pseudoChildren(r.pseudo)
       .map((c, i) => ({ ino: c.node, off: i + 1, type: direntType(0o040000), name: c.name }))
       .slice(Math.max(0, req.offset));
     return packDirents(list, req.size).buf;
   }
 
-  async readdirplus(req: ReaddirplusRequest): Promise<Buffer> {
+  readdirplus(req: ReaddirplusRequest): Buffer {
     const r = this.#route(req.nodeid);
-    if ('inst' in r) return this.#timed(r.inst, 'readdirplus', req.nodeid, () => r.inst.fs.readdirplus(req));
+    if ('inst' in r) return this.#timed(r.inst, 'readdirplus', req.nodeid, (fs) => fs.readdirplus(req));
     // Node id 0: the kernel makes no dentry and looks each name up itself.
     const list: DirentPlus[] = this.#pseudoChildren(r.pseudo)
       .map((c, i) => ({
@@ -482,33 +472,33 @@ export class Vfs implements FuseHandler {
     return packDirentsPlus(list, req.size).buf;
   }
 
-  async statfs(req: StatfsRequest): Promise<Kstatfs> {
+  statfs(req: StatfsRequest): Kstatfs {
     const r = this.#route(req.nodeid);
-    if ('inst' in r) return this.#timed(r.inst, 'statfs', req.nodeid, () => r.inst.fs.statfs());
+    if ('inst' in r) return this.#timed(r.inst, 'statfs', req.nodeid, (fs) => fs.statfs());
     return { blocks: 0, bfree: 0, bavail: 0, files: 0, ffree: 0, bsize: 4096, namelen: 255, frsize: 4096 };
   }
 
-  async getxattr(req: GetxattrRequest): Promise<Buffer> {
+  getxattr(req: GetxattrRequest): Buffer {
     const r = this.#route(req.nodeid);
-    if ('inst' in r) return this.#timed(r.inst, 'getxattr', req.nodeid, () => r.inst.fs.getxattr(req));
+    if ('inst' in r) return this.#timed(r.inst, 'getxattr', req.nodeid, (fs) => fs.getxattr(req));
     throw new FuseError('ERR_NOT_FOUND', 'No such xattr', Errno.ENODATA);
   }
 
-  async listxattr(req: ListxattrRequest): Promise<Buffer> {
+  listxattr(req: ListxattrRequest): Buffer {
     const r = this.#route(req.nodeid);
-    if ('inst' in r) return this.#timed(r.inst, 'listxattr', req.nodeid, () => r.inst.fs.listxattr(req));
+    if ('inst' in r) return this.#timed(r.inst, 'listxattr', req.nodeid, (fs) => fs.listxattr(req));
     return Buffer.alloc(0);
   }
 
-  async access(req: AccessRequest): Promise<void> {
+  access(req: AccessRequest): void {
     const r = this.#route(req.nodeid);
-    if ('inst' in r) return this.#timed(r.inst, 'access', req.nodeid, () => r.inst.fs.access(req));
+    if ('inst' in r) return this.#timed(r.inst, 'access', req.nodeid, (fs) => fs.access(req));
     if ((req.mask & 2) !== 0) throw new FuseError('ERR_UNSUPPORTED', 'Read-only file system', Errno.EROFS);
   }
 
-  async release(req: ReleaseRequest): Promise<void> {
+  release(req: ReleaseRequest): void {
     const r = this.#route(req.nodeid);
-    if ('inst' in r) await this.#timed(r.inst, 'release', req.nodeid, () => r.inst.fs.release());
+    if ('inst' in r) this.#timed(r.inst, 'release', req.nodeid, (fs) => fs.release());
   }
 
   releasedir(): void {}

@@ -296,29 +296,26 @@ function cName(c: Cursor, what: string): Buffer {
  * buffer's length, or when the extensions claim more bytes than follow the header.
  */
 export function decodeInHeader(buf: Buffer): InHeader {
-  const ctx = {
-    ...(buf.length >= 8 ? { opcode: buf.readUInt32LE(4) } : {}),
-    ...(buf.length >= 16 ? { unique: buf.readBigUInt64LE(8) } : {}),
-  };
-  if (buf.length < Size.IN_HEADER)
+  const n = buf.length;
+  if (n < Size.IN_HEADER)
     throw new FuseRequestError(
-      `Truncated FUSE request: ${buf.length} bytes, the header alone needs ${Size.IN_HEADER}`,
+      `Truncated FUSE request: ${n} bytes, the header alone needs ${Size.IN_HEADER}`,
       0,
-      ctx,
+      headerContext(buf),
     );
   const len = buf.readUInt32LE(0);
-  if (len !== buf.length)
+  if (len !== n)
     throw new FuseRequestError(
-      `FUSE request length ${len} does not match the ${buf.length} bytes read`,
+      `FUSE request length ${len} does not match the ${n} bytes read`,
       0,
-      ctx,
+      headerContext(buf),
     );
   const totalExtlen = buf.readUInt16LE(36);
   if (totalExtlen * 8 > len - Size.IN_HEADER)
     throw new FuseRequestError(
       `FUSE request extensions of ${totalExtlen * 8} bytes exceed the ${len - Size.IN_HEADER} after the header`,
       36,
-      ctx,
+      headerContext(buf),
     );
   return {
     len,
@@ -332,6 +329,137 @@ export function decodeInHeader(buf: Buffer): InHeader {
   };
 }
 
+/** What of the header a short or inconsistent request still tells (for its error answer). */
+function headerContext(buf: Buffer): { opcode?: number; unique?: bigint } {
+  return {
+    ...(buf.length >= 8 ? { opcode: buf.readUInt32LE(4) } : {}),
+    ...(buf.length >= 16 ? { unique: buf.readBigUInt64LE(8) } : {}),
+  };
+}
+
+/** u64 at `off` as a number when it is a safe integer, else -1. */
+function safeU64(buf: Buffer, off: number): number {
+  const hi = buf.readUInt32LE(off + 4);
+  return hi > 0x1f_ffff ? -1 : hi * 0x1_0000_0000 + buf.readUInt32LE(off);
+}
+
+/**
+ * The ops a daemon serves most (READ, READDIR*, LOOKUP, GETATTR, READLINK, STATFS), decoded straight
+ * from the buffer into one object literal each; undefined when the arguments are short or a
+ * value out of range, for `decodeArgs` to decode (and to fail) the general way.
+ */
+function decodeHot(buf: Buffer, opcode: number, argsEnd: number): FuseRequest | undefined {
+  const H = Size.IN_HEADER;
+  switch (opcode) {
+    case Opcode.READ:
+    case Opcode.READDIR:
+    case Opcode.READDIRPLUS: {
+      if (argsEnd - H < Size.READ_IN) return undefined;
+      const offset = safeU64(buf, H + 8);
+      if (offset < 0) return undefined;
+      const unique = buf.readBigUInt64LE(8);
+      const nodeid = buf.readBigUInt64LE(16);
+      const uid = buf.readUInt32LE(24);
+      const gid = buf.readUInt32LE(28);
+      const pid = buf.readUInt32LE(32);
+      const fh = buf.readBigUInt64LE(H);
+      const size = buf.readUInt32LE(H + 16);
+      const readFlags = buf.readUInt32LE(H + 20);
+      const lockOwner = buf.readBigUInt64LE(H + 24);
+      const flags = buf.readUInt32LE(H + 32);
+      if (opcode === Opcode.READ)
+        return {
+          opcode,
+          unique,
+          nodeid,
+          uid,
+          gid,
+          pid,
+          op: 'read',
+          fh,
+          offset,
+          size,
+          readFlags,
+          lockOwner,
+          flags,
+        };
+      if (opcode === Opcode.READDIR)
+        return {
+          opcode,
+          unique,
+          nodeid,
+          uid,
+          gid,
+          pid,
+          op: 'readdir',
+          fh,
+          offset,
+          size,
+          readFlags,
+          lockOwner,
+          flags,
+        };
+      return {
+        opcode,
+        unique,
+        nodeid,
+        uid,
+        gid,
+        pid,
+        op: 'readdirplus',
+        fh,
+        offset,
+        size,
+        readFlags,
+        lockOwner,
+        flags,
+      };
+    }
+    case Opcode.LOOKUP: {
+      // One NUL, last, after a non-empty name.
+      const nul = buf.indexOf(0, H);
+      if (nul !== argsEnd - 1 || nul === H) return undefined;
+      return {
+        opcode,
+        unique: buf.readBigUInt64LE(8),
+        nodeid: buf.readBigUInt64LE(16),
+        uid: buf.readUInt32LE(24),
+        gid: buf.readUInt32LE(28),
+        pid: buf.readUInt32LE(32),
+        op: 'lookup',
+        name: Buffer.from(buf.subarray(H, nul)),
+      };
+    }
+    case Opcode.GETATTR: {
+      if (argsEnd - H < Size.GETATTR_IN) return undefined;
+      return {
+        opcode,
+        unique: buf.readBigUInt64LE(8),
+        nodeid: buf.readBigUInt64LE(16),
+        uid: buf.readUInt32LE(24),
+        gid: buf.readUInt32LE(28),
+        pid: buf.readUInt32LE(32),
+        op: 'getattr',
+        getattrFlags: buf.readUInt32LE(H),
+        fh: buf.readBigUInt64LE(H + 8),
+      };
+    }
+    case Opcode.READLINK:
+    case Opcode.STATFS: {
+      const unique = buf.readBigUInt64LE(8);
+      const nodeid = buf.readBigUInt64LE(16);
+      const uid = buf.readUInt32LE(24);
+      const gid = buf.readUInt32LE(28);
+      const pid = buf.readUInt32LE(32);
+      return opcode === Opcode.READLINK
+        ? { opcode, unique, nodeid, uid, gid, pid, op: 'readlink' }
+        : { opcode, unique, nodeid, uid, gid, pid, op: 'statfs' };
+    }
+    default:
+      return undefined;
+  }
+}
+
 /**
  * Decode one request. Throws FuseRequestError (a FormatError) when it does not decode; its
  * `unique`, `opcode` and `errno` say how to answer when the header was readable.
@@ -339,6 +467,8 @@ export function decodeInHeader(buf: Buffer): InHeader {
 export function decodeRequest(buf: Buffer): FuseRequest {
   const h = decodeInHeader(buf);
   const argsEnd = h.len - h.totalExtlen * 8;
+  const hot = decodeHot(buf, h.opcode, argsEnd);
+  if (hot !== undefined) return hot;
   const c = new Cursor(buf.subarray(Size.IN_HEADER, argsEnd), 0, Size.IN_HEADER);
   const hdr: RequestHeader = {
     opcode: h.opcode,

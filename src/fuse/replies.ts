@@ -248,8 +248,10 @@ export function writeOutHeader(buf: Buffer, off: number, h: OutHeader): void {
  * after it in the same writev (a READ reply straight from a cache buffer, without a copy).
  */
 export function replyHeader(unique: bigint, bodyLength: number): Buffer {
-  const b = Buffer.alloc(Size.OUT_HEADER);
-  writeOutHeader(b, 0, { len: Size.OUT_HEADER + bodyLength, error: 0, unique });
+  const b = Buffer.allocUnsafe(Size.OUT_HEADER);
+  putU32(b, 0, Size.OUT_HEADER + bodyLength, 'reply len');
+  b.writeInt32LE(0, 4);
+  putId(b, 8, unique, 'reply unique');
   return b;
 }
 
@@ -283,9 +285,19 @@ export function dataReply(unique: bigint, data: Buffer | readonly Buffer[]): Buf
 }
 
 function fixedReply(unique: bigint, size: number, write: (b: Buffer, off: number) => void): Buffer {
-  const b = Buffer.alloc(Size.OUT_HEADER + size);
-  writeOutHeader(b, 0, { len: b.length, error: 0, unique });
+  const b = okReply(unique, size);
   write(b, Size.OUT_HEADER);
+  return b;
+}
+
+/**
+ * A zeroed reply buffer with the header of a success carrying `size` body bytes. Small replies
+ * are slices of Node's shared pool (allocUnsafe), which costs no allocation of its own.
+ */
+function okReply(unique: bigint, size: number): Buffer {
+  const b = Buffer.allocUnsafe(Size.OUT_HEADER + size).fill(0);
+  b.writeUInt32LE(b.length, 0);
+  putId(b, 8, unique, 'reply unique');
   return b;
 }
 
@@ -303,7 +315,7 @@ const FILE_TYPES: ReadonlySet<number> = new Set([
  * The kernel fails a LOOKUP or GETATTR with EIO when the attr's mode has no valid file type
  * (fs/fuse fuse_invalid_attr), and marks the inode bad when GETATTR reports another type.
  */
-function checkMode(mode: number, what: string): void {
+export function checkMode(mode: number, what: string): void {
   if (!FILE_TYPES.has(mode & S_IFMT))
     throw invalidField(what, `0o${mode.toString(8)}`, 'a mode with a file type');
 }
@@ -381,12 +393,16 @@ export function writeInitOut(buf: Buffer, off: number, o: InitOut): void {
 }
 
 export function initReply(unique: bigint, o: InitOut): Buffer {
-  return fixedReply(unique, Size.INIT_OUT, (b, off) => writeInitOut(b, off, o));
+  const b = okReply(unique, Size.INIT_OUT);
+  writeInitOut(b, Size.OUT_HEADER, o);
+  return b;
 }
 
 /** The reply to LOOKUP. */
 export function entryReply(unique: bigint, e: EntryOut): Buffer {
-  return fixedReply(unique, Size.ENTRY_OUT, (b, off) => writeEntryOut(b, off, e));
+  const b = okReply(unique, Size.ENTRY_OUT);
+  writeEntryOut(b, Size.OUT_HEADER, e);
+  return b;
 }
 
 /**
@@ -427,17 +443,23 @@ const ZERO_ATTR: FuseAttr = {
 
 /** The reply to GETATTR. */
 export function attrReply(unique: bigint, a: AttrOut): Buffer {
-  return fixedReply(unique, Size.ATTR_OUT, (b, off) => writeAttrOut(b, off, a));
+  const b = okReply(unique, Size.ATTR_OUT);
+  writeAttrOut(b, Size.OUT_HEADER, a);
+  return b;
 }
 
 /** The reply to OPEN and OPENDIR. */
 export function openReply(unique: bigint, o: OpenOut): Buffer {
-  return fixedReply(unique, Size.OPEN_OUT, (b, off) => writeOpenOut(b, off, o));
+  const b = okReply(unique, Size.OPEN_OUT);
+  writeOpenOut(b, Size.OUT_HEADER, o);
+  return b;
 }
 
 /** The reply to STATFS. */
 export function statfsReply(unique: bigint, s: Kstatfs): Buffer {
-  return fixedReply(unique, Size.KSTATFS, (b, off) => writeKstatfs(b, off, s));
+  const b = okReply(unique, Size.KSTATFS);
+  writeKstatfs(b, Size.OUT_HEADER, s);
+  return b;
 }
 
 /**
@@ -468,7 +490,7 @@ export function direntPlusSize(nameLength: number): number {
   return direntAlign(Size.DIRENTPLUS + nameLength);
 }
 
-function checkName(name: Buffer): void {
+export function checkName(name: Buffer): void {
   if (name.length < 1 || name.length > FUSE_NAME_MAX)
     throw invalidField('dirent name length', name.length, `in 1..${FUSE_NAME_MAX}`);
   if (name.includes(0x2f) || name.includes(0))

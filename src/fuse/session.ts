@@ -7,6 +7,7 @@ import {
   openSync,
   read,
   readFileSync,
+  readSync,
   writeFileSync,
   realpathSync,
   statSync,
@@ -26,6 +27,7 @@ import {
 } from './abi.js';
 import { FuseError, errnoOf } from './errors.js';
 import { negotiateInit, refusedInitFlags, type InitOptions } from './init.js';
+import { makeBlocking, pollFuse, type FusePoller } from './poll.js';
 import {
   decodeInHeader,
   decodeRequest,
@@ -281,6 +283,23 @@ function libuvPoolSize(): number {
 
 type Reply = Buffer | readonly Buffer[] | null;
 
+/**
+ * `encode(unique, v)` of a handler's answer: at once when it is a value, after it settles when
+ * it is a promise (no promise is made for a synchronous answer).
+ */
+function then<T>(
+  v: T | Promise<T>,
+  unique: bigint,
+  encode: (unique: bigint, v: T) => Reply,
+): Reply | Promise<Reply> {
+  return v instanceof Promise ? v.then((x) => encode(unique, x)) : encode(unique, v);
+}
+
+/** A reply whose body is `body` (packed dirents): header and body in one writev, no copy. */
+function bodyReply(unique: bigint, body: Buffer): Reply {
+  return body.length === 0 ? replyHeader(unique, 0) : [replyHeader(unique, body.length), body];
+}
+
 /** A mounted FUSE file system being served. */
 export class FuseSession {
   readonly mountpoint: string;
@@ -300,6 +319,8 @@ export class FuseSession {
   #resent = 0;
   /** Requests being served, by unique: what `GET /api/v1/metrics/inflight` lists. */
   readonly #requests = new Map<bigint, { opcode: number; nodeid: bigint; startMs: number }>();
+  /** The main-thread reader, when it could be set up (otherwise the pool readers serve). */
+  #poller: FusePoller | undefined;
   /** The connection number (the mount's device minor), for fusectl. */
   #dev: number | undefined;
 
@@ -464,6 +485,8 @@ export class FuseSession {
   async detach(timeoutMs = this.#timeoutMs): Promise<void> {
     this.#detaching = true;
     this.#mounted = false;
+    // No more reads (the fd blocking again, as a successor may expect it).
+    this.#poller?.stop();
     const deadline = Date.now() + timeoutMs;
     while (this.#requests.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
     if (this.#requests.size > 0)
@@ -479,6 +502,20 @@ export class FuseSession {
 
   #start(): void {
     const size = minReadBufferSize(MAX_WRITE);
+    const buf = Buffer.allocUnsafeSlow(size);
+    let settle: { resolve: () => void; reject: (e: unknown) => void } | undefined;
+    const poller = pollFuse(this.#fd, () => this.#onReadable(buf, settle));
+    if (poller !== undefined) {
+      this.#poller = poller;
+      this.#done = new Promise<void>((resolve, reject) => (settle = { resolve, reject })).then(
+        () => this.#close(),
+        (e: unknown) => {
+          this.#close();
+          throw e;
+        },
+      );
+      return;
+    }
     // Each reader holds a libuv pool thread while it waits: leave at least two for blob I/O.
     const n = Math.max(1, Math.min(this.#threads, libuvPoolSize() - 2));
     const readers = Array.from({ length: n }, () => this.#reader(size));
@@ -493,10 +530,32 @@ export class FuseSession {
 
   #close(): void {
     this.#mounted = false;
+    this.#poller?.close();
     if (this.#fdOpen) {
       this.#fdOpen = false;
       closeSync(this.#fd);
     }
+  }
+
+  /**
+   * The poller's reader: one non-blocking read of the fd per wake-up (the loop's epoll is
+   * level-triggered, so it wakes again while requests wait), served at once.
+   */
+  #onReadable(buf: Buffer, settle: { resolve: () => void; reject: (e: unknown) => void } | undefined): void {
+    const p = this.#poller;
+    if (p === undefined || settle === undefined || this.#detaching) return;
+    let n: number;
+    try {
+      n = readSync(p.fd, buf, 0, buf.length, null);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'EAGAIN' || code === 'EINTR' || code === 'ENOENT') return;
+      p.stop();
+      if (code === 'ENODEV' || code === 'EBADF') settle.resolve();
+      else settle.reject(new NydusError('ERR_IO', `Reading /dev/fuse failed: ${errorText(e)}`));
+      return;
+    }
+    this.#serve(buf.subarray(0, n));
   }
 
   /**
@@ -515,14 +574,19 @@ export class FuseSession {
         read(this.#fd, buf, 0, size, null, (err, n) => {
           if (err !== null) {
             const code = err.code;
-            if (code === 'EINTR' || code === 'EAGAIN' || code === 'ENOENT') next();
-            else if (code === 'ENODEV' || code === 'EBADF') resolve();
+            if (code === 'EINTR' || code === 'ENOENT') next();
+            // A non-blocking fd (left so by a predecessor that polled it): blocking again, or a
+            // short wait instead of a spin.
+            else if (code === 'EAGAIN') {
+              if (!makeBlocking(this.#fd)) setTimeout(next, 5);
+              else next();
+            } else if (code === 'ENODEV' || code === 'EBADF') resolve();
             else reject(new NydusError('ERR_IO', `Reading /dev/fuse failed: ${errorText(err)}`));
             return;
           }
           // Detached: a request read now is left unanswered in the kernel, which resends it
           // to the successor (its images are closed here).
-          if (!this.#detaching) void this.#serve(buf.subarray(0, n));
+          if (!this.#detaching) this.#serve(buf.subarray(0, n));
           next();
         });
       };
@@ -530,7 +594,13 @@ export class FuseSession {
     });
   }
 
-  async #serve(bytes: Buffer): Promise<void> {
+  /**
+   * Serve one request. A handler that answers synchronously (every metadata op of an in-memory
+   * image) is answered before this returns, with no promise on the way; only a request whose
+   * handler returns a promise is entered in `#requests` (a synchronous one can never be seen in
+   * progress: nothing else runs meanwhile).
+   */
+  #serve(bytes: Buffer): void {
     let req: FuseRequest;
     try {
       req = decodeRequest(bytes);
@@ -544,28 +614,54 @@ export class FuseSession {
       }
       return;
     }
-    this.#requests.set(req.unique, { opcode: req.opcode, nodeid: req.nodeid, startMs: Date.now() });
-    if ((req.unique & FUSE_UNIQUE_RESEND) !== 0n) {
+    if (req.unique >= FUSE_UNIQUE_RESEND) {
       this.#resent++;
       this.#log?.debug(
         `FUSE ${req.op} (unique ${req.unique & ~FUSE_UNIQUE_RESEND}) was resent by the kernel`,
       );
     }
+    let reply: Reply | Promise<Reply>;
     try {
-      const reply = await this.#dispatch(req);
+      reply = this.#dispatch(req);
+    } catch (e) {
+      this.#fail(req, e);
+      return;
+    }
+    if (!(reply instanceof Promise)) {
+      this.#finish(req, reply);
+      return;
+    }
+    const unique = req.unique;
+    this.#requests.set(unique, { opcode: req.opcode, nodeid: req.nodeid, startMs: Date.now() });
+    reply.then(
+      (r) => {
+        this.#requests.delete(unique);
+        this.#finish(req, r);
+      },
+      (e: unknown) => {
+        this.#requests.delete(unique);
+        this.#fail(req, e);
+      },
+    );
+  }
+
+  #finish(req: FuseRequest, reply: Reply): void {
+    try {
       if (reply !== null) this.#write(reply);
       // The kernel caps read-ahead while it takes the INIT reply: raise it only afterwards.
       if (req.op === 'init') this.#setReadAhead();
     } catch (e) {
-      const errno = errnoOf(e);
-      if (!(e instanceof FuseError)) {
-        const what = req.op === 'unsupported' || req.op === 'modify' ? opcodeName(req.opcode) : req.op;
-        this.#log?.error(`FUSE ${what} (nodeid ${req.nodeid}) failed: ${errorText(e)}`);
-      }
-      if (expectsReply(req.opcode)) this.#write(errorReply(req.unique, errno === 0 ? Errno.EIO : errno));
-    } finally {
-      this.#requests.delete(req.unique);
+      this.#fail(req, e);
     }
+  }
+
+  #fail(req: FuseRequest, e: unknown): void {
+    const errno = errnoOf(e);
+    if (!(e instanceof FuseError)) {
+      const what = req.op === 'unsupported' || req.op === 'modify' ? opcodeName(req.opcode) : req.op;
+      this.#log?.error(`FUSE ${what} (nodeid ${req.nodeid}) failed: ${errorText(e)}`);
+    }
+    if (expectsReply(req.opcode)) this.#write(errorReply(req.unique, errno === 0 ? Errno.EIO : errno));
   }
 
   #write(reply: Buffer | readonly Buffer[]): void {
@@ -581,7 +677,20 @@ export class FuseSession {
     }
   }
 
-  async #dispatch(req: FuseRequest): Promise<Reply> {
+  /** The reply to a READ: the data after a header, lent bytes written here and given back. */
+  #readReply(u: bigint, r: Buffer | LentBytes): Reply {
+    if (Buffer.isBuffer(r)) return r.length === 0 ? replyHeader(u, 0) : [replyHeader(u, r.length), r];
+    // Lent bytes: written here, synchronously, then given back.
+    try {
+      this.#write([replyHeader(u, r.length), ...r.parts]);
+    } finally {
+      r.release();
+    }
+    return null;
+  }
+
+  /** The reply to a request, or a promise of it when the handler answers asynchronously. */
+  #dispatch(req: FuseRequest): Reply | Promise<Reply> {
     const h = this.#handler;
     const u = req.unique;
     const nosys = (): Buffer => errorReply(u, Errno.ENOSYS);
@@ -599,51 +708,44 @@ export class FuseSession {
         return initReply(u, n.reply);
       }
       case 'lookup':
-        return h.lookup ? entryReply(u, await h.lookup(req)) : nosys();
+        return h.lookup ? then(h.lookup(req), u, entryReply) : nosys();
       case 'getattr':
-        return h.getattr ? attrReply(u, await h.getattr(req)) : nosys();
+        return h.getattr ? then(h.getattr(req), u, attrReply) : nosys();
       case 'readlink':
-        return h.readlink ? dataReply(u, await h.readlink(req)) : nosys();
+        return h.readlink ? then(h.readlink(req), u, dataReply) : nosys();
       case 'open':
-        return h.open ? openReply(u, await h.open(req)) : nosys();
+        return h.open ? then(h.open(req), u, openReply) : nosys();
       case 'opendir':
-        return h.opendir ? openReply(u, await h.opendir(req)) : nosys();
+        return h.opendir ? then(h.opendir(req), u, openReply) : nosys();
       case 'read': {
         if (!h.read) return nosys();
-        const r = await h.read(req);
-        if (Buffer.isBuffer(r)) return r.length === 0 ? replyHeader(u, 0) : [replyHeader(u, r.length), r];
-        // Lent bytes: written here, synchronously, then given back.
-        try {
-          this.#write([replyHeader(u, r.length), ...r.parts]);
-        } finally {
-          r.release();
-        }
-        return null;
+        const r = h.read(req);
+        return r instanceof Promise ? r.then((v) => this.#readReply(u, v)) : this.#readReply(u, r);
       }
       case 'readdir':
-        return h.readdir ? dataReply(u, await h.readdir(req)) : nosys();
+        return h.readdir ? then(h.readdir(req), u, bodyReply) : nosys();
       case 'readdirplus':
-        return h.readdirplus ? dataReply(u, await h.readdirplus(req)) : nosys();
+        return h.readdirplus ? then(h.readdirplus(req), u, bodyReply) : nosys();
       case 'statfs':
-        return h.statfs ? statfsReply(u, await h.statfs(req)) : nosys();
-      case 'getxattr':
-        return h.getxattr ? xattrReply(u, req.size, await h.getxattr(req)) : nosys();
-      case 'listxattr':
-        return h.listxattr ? xattrReply(u, req.size, await h.listxattr(req)) : nosys();
+        return h.statfs ? then(h.statfs(req), u, statfsReply) : nosys();
+      case 'getxattr': {
+        if (!h.getxattr) return nosys();
+        const size = req.size;
+        return then(h.getxattr(req), u, (uu, v) => xattrReply(uu, size, v));
+      }
+      case 'listxattr': {
+        if (!h.listxattr) return nosys();
+        const size = req.size;
+        return then(h.listxattr(req), u, (uu, v) => xattrReply(uu, size, v));
+      }
       case 'access':
-        if (!h.access) return nosys();
-        await h.access(req);
-        return emptyReply(u);
+        return h.access ? then(h.access(req), u, emptyReply) : nosys();
       case 'flush':
-        if (!h.flush) return nosys();
-        await h.flush(req);
-        return emptyReply(u);
+        return h.flush ? then(h.flush(req), u, emptyReply) : nosys();
       case 'release':
-        await h.release?.(req);
-        return emptyReply(u);
+        return then(h.release?.(req), u, emptyReply);
       case 'releasedir':
-        await h.releasedir?.(req);
-        return emptyReply(u);
+        return then(h.releasedir?.(req), u, emptyReply);
       case 'destroy':
         h.destroy?.();
         return emptyReply(u);

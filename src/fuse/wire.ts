@@ -7,8 +7,6 @@ import { invalidField } from './errors.js';
  */
 
 const U64_MAX = (1n << 64n) - 1n;
-const I64_MIN = -(1n << 63n);
-const I64_MAX = (1n << 63n) - 1n;
 
 export function putU16(buf: Buffer, off: number, v: number, what: string): void {
   if (!Number.isInteger(v) || v < 0 || v > 0xffff) throw invalidField(what, v, 'a u16');
@@ -28,7 +26,10 @@ export function putI32(buf: Buffer, off: number, v: number, what: string): void 
 /** A u64 quantity (offset, size, count, seconds): a non-negative safe integer. */
 export function putU64(buf: Buffer, off: number, v: number, what: string): void {
   if (!Number.isSafeInteger(v) || v < 0) throw invalidField(what, v, 'a non-negative safe integer');
-  buf.writeBigUInt64LE(BigInt(v), off);
+  // Two u32 halves: no BigInt made for the common case.
+  const hi = Math.floor(v / 0x1_0000_0000);
+  buf.writeUInt32LE(v - hi * 0x1_0000_0000, off);
+  buf.writeUInt32LE(hi, off + 4);
 }
 
 /** A u64 identity (unique, nodeid, fh, generation, ino, lock owner). */
@@ -42,10 +43,12 @@ export function putId(buf: Buffer, off: number, v: bigint, what: string): void {
  * numbers stored in two's complement.
  */
 export function putTime(buf: Buffer, off: number, v: number, what: string): void {
+  // Every safe integer is an i64.
   if (!Number.isSafeInteger(v)) throw invalidField(what, v, 'a safe integer');
-  const b = BigInt(v);
-  if (b < I64_MIN || b > I64_MAX) throw invalidField(what, v, 'an i64');
-  buf.writeBigInt64LE(b, off);
+  // Two's complement in two halves: the high one signed, the low one what is left (0..2^32-1).
+  const hi = Math.floor(v / 0x1_0000_0000);
+  buf.writeUInt32LE(v - hi * 0x1_0000_0000, off);
+  buf.writeInt32LE(hi, off + 4);
 }
 
 /** Nanoseconds of a timestamp or timeout: below one second. */
