@@ -205,25 +205,44 @@ function writePieces(path, size, piece) {
   }
 }
 
+/** The sizes of the data sets whose directories keep their historic names (data/big-files,
+ * data/many-small): the quick mode's. Other sizes live in directories named after the size, so
+ * that the quick and the full data sets are cached side by side. */
+export const QUICK_SIZES = { bigMiB: 96, bigCount: 4, smallFiles: 20_000 };
+
 /**
- * big-files: two compressible files (log text, structured records) and two random ones.
+ * big-files: `count` files of `mib` MiB, half compressible (log-like text and structured records,
+ * alternating), half random.
  * @param {string} root work directory
  * @param {number} mib size of each file
+ * @param {number} [count] number of files (even; 4)
  * @returns {DataSet}
  */
-export function bigFiles(root, mib) {
-  const dir = join(root, 'data', 'big-files');
+export function bigFiles(root, mib, count = 4) {
+  const historic = mib === QUICK_SIZES.bigMiB && count === QUICK_SIZES.bigCount;
+  const dir = join(root, 'data', historic ? 'big-files' : `big-files-${count}x${mib}m`);
   const BIG_FILE_BYTES = mib * 1024 * 1024;
-  const { stats, prepSeconds } = ensure(dir, `${mib} MiB`, (tmp) => {
+  const half = Math.ceil(count / 2);
+  const { stats, prepSeconds } = ensure(dir, count === 4 ? `${mib} MiB` : `${count} x ${mib} MiB`, (tmp) => {
     mkdirSync(tmp, { recursive: true });
-    const t = prng(1);
-    writePieces(join(tmp, 'compressible-text.log'), BIG_FILE_BYTES, (_o, n) => textBytes(t, n));
-    const r = prng(2);
-    writePieces(join(tmp, 'compressible-records.bin'), BIG_FILE_BYTES, (o, n) => recordBytes(r, n, o / 64));
-    for (const name of ['random-1.bin', 'random-2.bin']) {
+    for (let i = 0; i < half; i++) {
+      // Seeds 1 and 2 (and names) as the first generator had them for the first two files.
+      const seed = i < 2 ? i + 1 : 10 + i;
+      const suffix = i < 2 ? '' : `-${Math.floor(i / 2) + 1}`;
+      if (i % 2 === 0) {
+        const t = prng(seed);
+        writePieces(join(tmp, `compressible-text${suffix}.log`), BIG_FILE_BYTES, (_o, n) => textBytes(t, n));
+      } else {
+        const r = prng(seed);
+        writePieces(join(tmp, `compressible-records${suffix}.bin`), BIG_FILE_BYTES, (o, n) =>
+          recordBytes(r, n, o / 64),
+        );
+      }
+    }
+    for (let i = 1; i <= count - half; i++) {
       const src = openSync('/dev/urandom', 'r');
       try {
-        writePieces(join(tmp, name), BIG_FILE_BYTES, (_o, n) => {
+        writePieces(join(tmp, `random-${i}.bin`), BIG_FILE_BYTES, (_o, n) => {
           const b = Buffer.allocUnsafe(n);
           let got = 0;
           while (got < n) got += readSync(src, b, got, n - got, null);
@@ -238,8 +257,8 @@ export function bigFiles(root, mib) {
     name: 'big-files',
     dir,
     description:
-      `4 files of ${mib} MiB: log-like text and 64-byte structured records made ` +
-      'with a seeded PRNG (compressible), and two read from /dev/urandom (incompressible).',
+      `${count} files of ${mib} MiB: ${half} compressible (log-like text and 64-byte structured records ` +
+      `made with a seeded PRNG) and ${count - half} read from /dev/urandom (incompressible).`,
     stats,
     prepSeconds,
   };
@@ -253,7 +272,7 @@ export function bigFiles(root, mib) {
  * @returns {DataSet}
  */
 export function manySmall(root, count) {
-  const dir = join(root, 'data', 'many-small');
+  const dir = join(root, 'data', count === QUICK_SIZES.smallFiles ? 'many-small' : `many-small-${count}`);
   const { stats, prepSeconds } = ensure(dir, `${count} files`, (tmp) => {
     const next = prng(3);
     mkdirSync(tmp, { recursive: true });

@@ -1,6 +1,15 @@
 // Running one command for the benchmark: cold page cache, wall time, CPU time and peak RSS.
 import { spawnSync } from 'node:child_process';
-import { closeSync, lstatSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  lstatSync,
+  openSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 
 export const GNU_TIME = '/usr/bin/time';
@@ -42,15 +51,51 @@ function busyCores(seconds = 0.5) {
 }
 
 /**
+ * What the whole run may spend waiting for a quiet machine and repeating disturbed runs, in
+ * seconds (unbounded until `setBudgets` sets them), and what it spent.
+ */
+export const budgets = { quietLeft: Infinity, repeatLeft: Infinity, waited: 0, repeated: 0, skipped: 0 };
+
+/**
+ * Bounds the total time of the waits for a quiet machine and of the repeated runs.
+ * @param {{ quiet: number, repeat: number }} b seconds
+ */
+export function setBudgets(b) {
+  budgets.quietLeft = b.quiet;
+  budgets.repeatLeft = b.repeat;
+}
+
+/**
  * Waits until the machine is quiet (under `cores` of CPU busy over half a second), at most
- * `maxSeconds`. Returns the seconds waited.
+ * `maxSeconds` and at most what is left of the run's budget for these waits (once it is spent,
+ * no wait: not even the half-second check). Returns the seconds waited.
  * @param {number} maxSeconds
  * @param {number} [cores]
  */
 export function waitQuiet(maxSeconds, cores = 0.1) {
+  const limit = Math.min(maxSeconds, budgets.quietLeft);
+  if (limit <= 0) return 0;
   const t0 = performance.now();
-  while (busyCores() > cores && (performance.now() - t0) / 1000 < maxSeconds) sleep(1);
-  return (performance.now() - t0) / 1000;
+  while (busyCores() > cores && (performance.now() - t0) / 1000 < limit) sleep(1);
+  const waited = (performance.now() - t0) / 1000;
+  budgets.quietLeft -= waited;
+  budgets.waited += waited;
+  return waited;
+}
+
+/**
+ * Whether a disturbed run of `seconds` may be repeated within what is left of the run's budget
+ * for repeats (which it then takes).
+ * @param {number} seconds
+ */
+export function mayRepeat(seconds) {
+  if (seconds > budgets.repeatLeft) {
+    budgets.skipped++;
+    return false;
+  }
+  budgets.repeatLeft -= seconds;
+  budgets.repeated += seconds;
+  return true;
 }
 
 /**
@@ -92,9 +137,11 @@ export function bytesUnder(dir) {
 }
 
 /**
- * Runs `argv` under GNU time with an empty `outDir`, its output going to `logPath`.
+ * Runs `argv` under GNU time with an empty `outDir`, its output going to `logPath`. The output
+ * bytes are those under `countDir` (default `outDir`); with `clean`, `outDir` is removed once
+ * they are counted (before anything flushes them to the disk: the next run's sync is shorter).
  * @param {string[]} argv
- * @param {{ outDir: string, logPath: string, dropCache: boolean }} o
+ * @param {{ outDir: string, logPath: string, dropCache: boolean, countDir?: string, clean?: boolean }} o
  * @returns {RunResult & { dropped: boolean }}
  */
 export function timedRun(argv, o) {
@@ -116,13 +163,16 @@ export function timedRun(argv, o) {
   const line = readFileSync(timeFile, 'utf8').trim().split('\n').at(-1) ?? '';
   const [e, m, u, s] = line.split(/\s+/).map(Number);
   const cpu = (u ?? NaN) + (s ?? NaN);
+  const countDir = o.countDir ?? o.outDir;
+  const outputBytes = existsSync(countDir) ? bytesUnder(countDir) : 0;
+  if (o.clean === true) rmSync(o.outDir, { recursive: true, force: true });
   return {
     wall,
     timeWall: e ?? NaN,
     rssKiB: m ?? NaN,
     cpu,
     otherCpu: Math.max(0, busy - cpu),
-    outputBytes: bytesUnder(o.outDir),
+    outputBytes,
     status: r.error !== undefined ? -1 : r.status,
     log: r.error !== undefined ? `${log}\n${r.error.message}` : log,
     dropped,

@@ -19,11 +19,12 @@ import {
   statSync,
   writeFileSync,
 } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import process from 'node:process';
 import {
   bytesUnder,
   disturbed,
+  mayRepeat,
   median,
   outputOf,
   processMemory,
@@ -63,6 +64,7 @@ const CMD_TIMEOUT_MS = 20_000;
  * @property {'fuse' | 'kernel'} how a user-space daemon, or the kernel itself
  * @property {string} [bin] the peer daemon's program (default: the id)
  * @property {number} [readAheadKb] the kernel read-ahead the harness sets on the peer's mount
+ * @property {boolean} [few] a row no bar is judged on: at most ctx.fewRounds rounds
  */
 
 /** @type {MountTool[]} */
@@ -74,6 +76,7 @@ export const MOUNT_TOOLS = [
     kind: 'ours',
     image: 'nydus-lz4_block',
     how: 'fuse',
+    few: true,
   },
   { id: 'squashfuse', label: 'squashfuse, zstd', kind: 'peer', image: 'squashfs-zstd', how: 'fuse' },
   {
@@ -82,6 +85,7 @@ export const MOUNT_TOOLS = [
     kind: 'extra',
     image: 'squashfs-zstd',
     how: 'fuse',
+    few: true,
   },
   {
     // nydusd sets its mount's read-ahead to 4 MiB: the same for squashfuse shows what that
@@ -93,6 +97,7 @@ export const MOUNT_TOOLS = [
     how: 'fuse',
     bin: 'squashfuse',
     readAheadKb: 4096,
+    few: true,
   },
   {
     id: 'erofs',
@@ -340,7 +345,8 @@ function sizeOf(dir) {
  * @returns {Record<string, Image>}
  */
 export function prepareImages(ds, ctx) {
-  const root = join(ctx.work, 'mount', 'images', ds.name);
+  // By the data set's directory: the quick and the full sizes of a data set have their own.
+  const root = join(ctx.work, 'mount', 'images', basename(ds.dir));
   const logs = join(ctx.work, 'logs', ds.name);
   mkdirSync(logs, { recursive: true });
   const dpkg = (/** @type {string} */ pkg) => outputOf('dpkg-query', ['-W', '-f', '${Version}', pkg]);
@@ -458,7 +464,7 @@ async function mountTool(tool, img, mnt, logPath, nydusd) {
  * Our daemon's config: v1 JSON, localfs backend over the blob directory, no cache.
  * @param {Image} img
  */
-function writeNydusdConfig(img) {
+export function writeNydusdConfig(img) {
   const cfg = {
     device: {
       backend: { type: 'localfs', config: { dir: join(img.dir, 'blobs') } },
@@ -489,8 +495,13 @@ function writeNydusdConfig(img) {
  * @property {PhaseRun} [b2]
  * @property {PhaseRun} [b3]
  * @property {number} readAheadKb the mount's kernel read-ahead (NaN for the kernel)
- * @property {number} idleRssKiB the daemon's RSS right after the mount (NaN for the kernel)
- * @property {number} hwmKiB the daemon's peak RSS at the end, summed over its processes
+ * @property {number} idleRssKiB the daemon's RSS once settled after the mount, before B2 (NaN for
+ *   the kernel): see settledRss
+ * @property {number} [settleSeconds] how long it took to settle
+ * @property {number} hwmKiB the daemon's peak RSS over the session (B2 and B3), summed over its
+ *   processes
+ * @property {number} [b2HwmKiB] its peak RSS from the mount to the end of B2
+ * @property {number} [b3HwmKiB] its peak RSS during B3 alone (the peak is reset before B3)
  * @property {number} processes how many processes the daemon was at the end
  * @property {string} unmountProblems
  */
@@ -501,7 +512,7 @@ function writeNydusdConfig(img) {
  * @property {SessionRun[]} runs
  * @property {string} [failed]
  * @property {Record<'b2' | 'b3', PhaseMedian | undefined> & { mountSeconds: number,
- *   readAheadKb: number, idleRssKiB: number, hwmKiB: number, processes: number }} [median]
+ *   readAheadKb: number, idleRssKiB: number, hwmKiB: number, b3HwmKiB?: number, processes: number }} [median]
  */
 
 /**
@@ -557,12 +568,65 @@ function phaseMedian(runs) {
   };
 }
 
+/** Milliseconds between two samples of a settling daemon's RSS, and how many equal ones settle it. */
+const SETTLE_SAMPLE_MS = 250;
+const SETTLE_SAMPLES = 4;
+/** Milliseconds a daemon may take to settle after its mount (its RSS is read then anyway). */
+const SETTLE_MAX_MS = 5000;
+/** RSS moves of at most this many KiB between samples count as settled. */
+const SETTLE_KIB = 128;
+
 /**
- * B2, B3 and B6 of every tool on one data set, `rounds` rounds, the tools alternating.
+ * The RSS of a daemon once it is idle after its mount: sampled every 250 ms until 4 samples in
+ * a row are within 128 KiB of each other (at most 5 s), summed over its processes.
+ * @param {number} pid
+ * @returns {Promise<{ rssKiB: number, seconds: number }>}
+ */
+export async function settledRss(pid) {
+  const t0 = performance.now();
+  const rss = () => processTree(pid).reduce((a, p) => a + processMemory(p).rssKiB, 0);
+  const samples = [rss()];
+  while (performance.now() - t0 < SETTLE_MAX_MS) {
+    await sleep(SETTLE_SAMPLE_MS);
+    samples.push(rss());
+    const last = samples.slice(-SETTLE_SAMPLES);
+    if (last.length === SETTLE_SAMPLES && Math.max(...last) - Math.min(...last) <= SETTLE_KIB) break;
+  }
+  return { rssKiB: samples.at(-1) ?? NaN, seconds: (performance.now() - t0) / 1000 };
+}
+
+/**
+ * Peak RSS (VmHWM) of a daemon, summed over its processes.
+ * @param {number} pid
+ */
+function peakKiB(pid) {
+  return processTree(pid).reduce((a, p) => a + processMemory(p).hwmKiB, 0);
+}
+
+/**
+ * Resets the peak RSS of a daemon's processes to their current RSS (`echo 5 >
+ * /proc/PID/clear_refs`); whether it could.
+ * @param {number} pid
+ */
+function resetPeak(pid) {
+  let ok = true;
+  for (const p of processTree(pid)) {
+    try {
+      writeFileSync(`/proc/${p}/clear_refs`, '5');
+    } catch {
+      ok = false;
+    }
+  }
+  return ok;
+}
+
+/**
+ * B2, B3 and B6 of every tool on one data set, `rounds` rounds (at most `fewRounds` for the rows
+ * marked `few`), the tools alternating.
  * @param {import('./datasets.mjs').DataSet} ds
  * @param {Record<string, Image>} images
- * @param {{ work: string, rounds: number, nydusd: string, b2: boolean, b3: boolean,
- *   say: (msg: string) => void }} ctx
+ * @param {{ work: string, rounds: number, fewRounds?: number, fewSets?: string[], nydusd: string, b2: boolean,
+ *   b3: boolean, say: (msg: string) => void }} ctx
  */
 export async function benchMounts(ds, images, ctx) {
   const mntPath = join(ctx.work, 'mount', 'mnt');
@@ -577,7 +641,9 @@ export async function benchMounts(ds, images, ctx) {
   for (const img of Object.values(images))
     if (img.id.startsWith('nydus-') && img.failed === undefined) writeNydusdConfig(img);
   /** @type {MountResult[]} */
-  const results = MOUNT_TOOLS.map((tool) => {
+  const results = MOUNT_TOOLS.filter(
+    (tool) => tool.few !== true || ctx.fewSets === undefined || ctx.fewSets.includes(ds.name),
+  ).map((tool) => {
     const img = images[tool.image];
     return img?.failed !== undefined
       ? { tool, runs: [], failed: `no image: ${img.failed}` }
@@ -589,6 +655,8 @@ export async function benchMounts(ds, images, ctx) {
     for (let k = 0; k < results.length; k++) {
       const res = results[(round + k) % results.length];
       if (res === undefined || res.failed !== undefined) continue;
+      const rounds = res.tool.few === true ? Math.min(ctx.rounds, ctx.fewRounds ?? ctx.rounds) : ctx.rounds;
+      if (round >= rounds) continue;
       const img = /** @type {Image} */ (images[res.tool.image]);
       const logPath = join(logRoot, `mount-${res.tool.id}.log`);
       /** @type {SessionRun | undefined} */
@@ -596,17 +664,20 @@ export async function benchMounts(ds, images, ctx) {
       try {
         for (let attempt = 0; ; attempt++) {
           const m = await mountTool(res.tool, img, mnt, logPath, ctx.nydusd);
+          const idle = m.pid !== undefined ? await settledRss(m.pid) : undefined;
           /** @type {SessionRun} */
           const s = {
             mountSeconds: m.mountSeconds,
             readAheadKb: m.readAheadKb ?? NaN,
-            idleRssKiB: m.pid !== undefined ? processMemory(m.pid).rssKiB : NaN,
+            idleRssKiB: idle?.rssKiB ?? NaN,
+            ...(idle !== undefined && { settleSeconds: idle.seconds }),
             hwmKiB: NaN,
             processes: 0,
             unmountProblems: '',
           };
           /** @type {import('./measure.mjs').ShellResult[]} */
           const shells = [];
+          let peakReset = false;
           try {
             const opts = {
               timeoutSeconds: COMMAND_TIMEOUT_S,
@@ -622,6 +693,11 @@ export async function benchMounts(ds, images, ctx) {
               s.b2 = phase(r, 'find');
             }
             if (ctx.b3) {
+              // Without the reset (not permitted) the peak after B3 is over the whole session.
+              if (m.pid !== undefined) {
+                s.b2HwmKiB = peakKiB(m.pid);
+                peakReset = resetPeak(m.pid);
+              }
               quiet.waited += waitQuiet(60);
               const r = timedShell(B3_SCRIPT, [], {
                 ...opts,
@@ -632,9 +708,10 @@ export async function benchMounts(ds, images, ctx) {
               s.b3 = phase(r, 'tar');
             }
             if (m.pid !== undefined) {
-              const pids = processTree(m.pid);
-              s.processes = pids.length;
-              s.hwmKiB = pids.reduce((a, p) => a + processMemory(p).hwmKiB, 0);
+              s.processes = processTree(m.pid).length;
+              const peak = peakKiB(m.pid);
+              if (ctx.b3 && peakReset) s.b3HwmKiB = peak;
+              s.hwmKiB = Math.max(peak, s.b2HwmKiB ?? 0);
             }
           } finally {
             s.unmountProblems = await unmount(m);
@@ -647,7 +724,8 @@ export async function benchMounts(ds, images, ctx) {
             run1 = s;
             break;
           }
-          if (attempt === 2) {
+          const took = shells.reduce((t, r) => t + r.wall, s.mountSeconds);
+          if (attempt === 2 || !mayRepeat(took)) {
             quiet.keptDisturbed++;
             run1 = s;
             break;
@@ -667,10 +745,12 @@ export async function benchMounts(ds, images, ctx) {
       res.runs.push(run1);
       const mib = (/** @type {number} */ k) => `${(k / 1024).toFixed(0)} MiB`;
       ctx.say(
-        `${ds.name} round ${round + 1}/${ctx.rounds}: ${res.tool.label}: mount ${run1.mountSeconds.toFixed(2)} s` +
+        `${ds.name} round ${round + 1}/${rounds}: ${res.tool.label}: mount ${run1.mountSeconds.toFixed(2)} s` +
           (run1.b2 ? `, B2 ${run1.b2.wall.toFixed(2)} s (${run1.b2.output} entries)` : '') +
           (run1.b3 ? `, B3 ${run1.b3.wall.toFixed(2)} s (${run1.b3.output} bytes)` : '') +
-          (Number.isFinite(run1.hwmKiB) ? `, peak RSS ${mib(run1.hwmKiB)}` : ''),
+          (Number.isFinite(run1.idleRssKiB) ? `, idle RSS ${mib(run1.idleRssKiB)}` : '') +
+          (Number.isFinite(run1.hwmKiB) ? `, peak RSS ${mib(run1.hwmKiB)}` : '') +
+          (run1.b3HwmKiB !== undefined ? ` (during B3 ${mib(run1.b3HwmKiB)})` : ''),
       );
     }
   }
@@ -685,6 +765,9 @@ export async function benchMounts(ds, images, ctx) {
       readAheadKb: median(res.runs.map((r) => r.readAheadKb)),
       idleRssKiB: median(res.runs.map((r) => r.idleRssKiB)),
       hwmKiB: median(res.runs.map((r) => r.hwmKiB)),
+      ...(res.runs.some((r) => r.b3HwmKiB !== undefined) && {
+        b3HwmKiB: median(res.runs.map((r) => r.b3HwmKiB ?? NaN)),
+      }),
       processes: median(res.runs.map((r) => r.processes)),
     };
   }

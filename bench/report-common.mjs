@@ -33,16 +33,43 @@ export const md = (rows) =>
   rows.map((row) => `| ${row.map((c) => c.replaceAll('|', '\\|')).join(' | ')} |`).join('\n');
 
 /**
- * The lines that open a part of the report: its title, when and at which commit it was
- * measured, a warning when the run had fewer rounds than the rules ask, and the heading of its
- * "How it was produced" list.
+ * The mode of a run as the report names it ('full' for runs saved before there were modes).
+ * @param {{ config: { mode?: string } }} o
+ */
+export const modeOf = (o) => (o.config.mode === 'quick' ? 'quick' : 'full');
+
+/**
+ * The sentence that says which mode produced a part ('' for runs saved before there were modes).
+ * @param {{ config: { mode?: string } }} o
+ */
+export function modeText(o) {
+  if (o.config.mode === undefined) return '';
+  return modeOf(o) === 'quick'
+    ? '**Quick mode** (`npm run bench:quick`: the small data sets, fewer rounds; for everyday comparisons, not the result of record).'
+    : 'Full mode (`npm run bench`: the data set sizes of `../shared/docs/benchmarks.md`).';
+}
+
+/**
+ * The lines that open a part of the report: its title, when, at which commit and in which mode
+ * it was measured, a warning when the run had fewer rounds than the rules ask, and the heading
+ * of its "How it was produced" list.
  * @param {string} title
- * @param {{ date: string, machine: { commit: string }, config: { rounds: number } }} o
+ * @param {{ date: string, machine: { commit: string, cpu?: string }, config: { rounds: number, mode?: string },
+ *   roundsNote?: string }} o
  * @returns {string[]}
  */
 export function partHeading(title, o) {
-  const L = [`## ${title}`, '', `Measured on ${o.date} (nydus-ts commit ${o.machine.commit}).`, ''];
-  if (o.config.rounds < 5) {
+  const L = [
+    `## ${title}`,
+    '',
+    `Measured on ${o.date} (nydus-ts commit ${o.machine.commit}${o.machine.cpu ? `, CPU ${o.machine.cpu}` : ''}). ${modeText(o)}`,
+    '',
+  ];
+  if (o.roundsNote !== undefined) L.push(`> ${o.roundsNote}`, '');
+  else if (modeOf(o) === 'quick') {
+    if (o.config.rounds < 3)
+      L.push(`> **Trial run: ${o.config.rounds} round(s) per tool.** These numbers are not a result.`, '');
+  } else if (o.config.rounds < 5) {
     L.push(
       `> **Trial run: ${o.config.rounds} round(s) per tool, fewer than the 5 the rules ask for.** ` +
         'These numbers are not a result.',
@@ -54,19 +81,29 @@ export function partHeading(title, o) {
 }
 
 /**
- * The "Machine" section of a part measured on a machine as run.mjs describes it: CPU, cores and
- * memory, kernel, Node.js and the commit, then `more` rows (the versions of what the part drives).
- * @param {{ cpu: string, cpuMHz?: string | number, nproc: string | number, memGiB: number, kernel: string,
- *   node: string, commit: string }} m
+ * The CPU as /proc/cpuinfo names it: model name, clock and the flags that matter to the
+ * encoders and hashes (sha_ni, avx2, avx512f).
+ * @param {{ cpu: string, cpuMHz?: string | number, cpuHints?: string[] }} m
+ */
+export function cpuText(m) {
+  const flags =
+    m.cpuHints === undefined ? '' : `; flags: ${m.cpuHints.join(', ') || 'none of sha_ni, avx2, avx512f'}`;
+  return `${m.cpu}${m.cpuMHz ? ` (${m.cpuMHz} MHz)` : ''}${flags}`;
+}
+
+/**
+ * The "Machine" section of a part measured on a machine as run.mjs describes it: CPU (model
+ * name, clock, flags), cores and memory, kernel, Node.js and the commit, then `more` rows (the
+ * versions of what the part drives).
+ * @param {{ cpu: string, cpuMHz?: string | number, cpuHints?: string[], nproc: string | number, memGiB: number,
+ *   kernel: string, node: string, commit: string }} m
  * @param {string[][]} more
  * @returns {string[]}
  */
 export function machineSection(m, more) {
   const rows = [
-    [
-      'CPU, cores, memory',
-      `${m.cpu}${m.cpuMHz ? ` (${m.cpuMHz} MHz)` : ''}, ${m.nproc}, ${fx(m.memGiB, 1)} GiB`,
-    ],
+    ['CPU', cpuText(m)],
+    ['cores, memory', `${m.nproc}, ${fx(m.memGiB, 1)} GiB`],
     ['kernel', m.kernel],
     ['Node.js', m.node],
     ['nydus-ts', `commit ${m.commit}`],
