@@ -10,15 +10,12 @@ import { parseBootstrap } from '../format/bootstrap.js';
 import { isDir, isReg } from '../format/flags.js';
 import type { BlobInfo, Bootstrap, ChunkInfo } from '../format/model.js';
 import type { Logger } from '../log/logger.js';
-import { loadBootstrapFile } from '../rafs/open.js';
-import { TarReader } from '../tar/reader.js';
 import { BlobWriter, type FinishedBlob } from './blob-writer.js';
 import type { BootstrapSpec } from './bootstrap-spec.js';
-import { ChunkPool } from './chunk-pool.js';
+import { ChunkPool, type FileStamp } from './chunk-pool.js';
 import { ChunkDict, ChunkSink } from './chunk-sink.js';
 import { applyLayer } from './merge-tree.js';
-import { scanDirectory, sourcePathOf } from './source-dir.js';
-import { treeFromTar } from './source-tar.js';
+import { scanDirectory, sourcePathOf, sourceStampOf } from './source-dir.js';
 import { findEntry, treeFromBootstrap, type BuildInode, type BuildTree } from './tree.js';
 import { writeV5Bootstrap } from './v5-writer.js';
 import { writeV6Bootstrap } from './v6-writer.js';
@@ -150,6 +147,8 @@ export function resolvePrefetch(tree: BuildTree, patterns: readonly string[], lo
 
 async function loadBootstrapArg(path: string, what: string): Promise<Bootstrap> {
   try {
+    // Loaded here: only builds on a parent or a chunk dict need the image reader.
+    const { loadBootstrapFile } = await import('../rafs/open.js');
     return (await loadBootstrapFile(path)).bootstrap;
   } catch (e) {
     throw new NydusError('ERR_INVALID_ARG', `Cannot load ${what} "${path}": ${errorText(e)}`, { cause: e });
@@ -237,31 +236,51 @@ export async function build(o: BuildOptions): Promise<BuildResult> {
     let tree: BuildTree;
     let files = 0;
     if (o.type === 'dir-rafs') {
+      // Data order: prefetch files first (pattern order), then build-index order (rafs-format.md
+      // 4.1). Build-index order is the order of the walk: without prefetch patterns the files
+      // are chunked while the walk goes on, so reading and compressing overlap the walk.
+      const streaming = !o.prefetchPatterns.some((p) => p.trim() !== '');
       const upper = await scanDirectory(o.source, {
         whiteoutSpec: o.whiteoutSpec,
         whiteouts: parent === undefined ? 'drop' : 'keep',
         layer: 1,
+        ...(streaming
+          ? {
+              onFile: (f: BuildInode, path: Buffer, stamp: FileStamp) => {
+                files++;
+                if (f.size === 0) f.chunks = [];
+                else return sink.pushFile(f, f.sourcePath ?? path, stamp);
+                return undefined;
+              },
+            }
+          : {}),
       });
       tree = parent === undefined ? upper : applyLayer(parent, upper, o.whiteoutSpec);
-      // Data order: prefetch files first (pattern order), then build-index order (rafs-format.md 4.1).
-      const order = filesInIndexOrder(upper);
-      const first = new Set<BuildInode>();
-      for (const p of resolvePrefetch(upper, o.prefetchPatterns, log)) {
-        const stack = [p];
-        while (stack.length > 0) {
-          const n = stack.pop()!;
-          if (isReg(n.mode)) first.add(n);
-          for (const e of [...(n.children ?? [])].reverse()) stack.push(e.inode);
+      if (!streaming) {
+        const order = filesInIndexOrder(upper);
+        const first = new Set<BuildInode>();
+        for (const p of resolvePrefetch(upper, o.prefetchPatterns, log)) {
+          const stack = [p];
+          while (stack.length > 0) {
+            const n = stack.pop()!;
+            if (isReg(n.mode)) first.add(n);
+            for (const e of [...(n.children ?? [])].reverse()) stack.push(e.inode);
+          }
+        }
+        for (const f of [...first, ...order.filter((f) => !first.has(f))]) {
+          const path = sourcePathOf(f);
+          if (path === undefined) continue;
+          files++;
+          if (f.size === 0) f.chunks = [];
+          else await sink.pushFile(f, path, sourceStampOf(f));
         }
       }
-      for (const f of [...first, ...order.filter((f) => !first.has(f))]) {
-        const path = sourcePathOf(f);
-        if (path === undefined) continue;
-        files++;
-        if (f.size === 0) f.chunks = [];
-        else await sink.pushFile(f, path);
-      }
     } else {
+      // Loaded first: once the streams are made, their errors need the reader's listeners.
+      const [{ TarReader }, { treeFromTar }] = await Promise.all([
+        import('../tar/reader.js'),
+        import('./source-tar.js'),
+      ]);
       const input: Readable = o.input ?? (o.source === '-' ? process.stdin : createReadStream(o.source));
       const stream = o.type === 'targz-rafs' ? input.pipe(createGunzip({ chunkSize: GUNZIP_CHUNK })) : input;
       input.on('error', (e: Error) => stream.destroy(e));

@@ -2,8 +2,11 @@ import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { NydusError } from '../errors/errors.js';
 import type { Compressor, Digester } from '../codec/algorithms.js';
-import type { ChunkDone, ChunkJob, FileJob } from './chunk-worker.js';
+import type { BatchDone, ChunkBatch, DataJob, ReadJob } from './chunk-worker.js';
 
+export type { FileStamp } from './chunk-worker.js';
+
+/** One chunk of a finished batch. */
 export interface ProcessedChunk {
   /** H(data) with the image digester. */
   id: Buffer;
@@ -13,55 +16,72 @@ export interface ProcessedChunk {
   uncompressedSize: number;
 }
 
-/** Jobs sent to a worker in one message, at most. */
-const BATCH = 8;
+/** A batch's results, in job order. */
+export interface BatchResult {
+  ids: Buffer;
+  sizes: Uint32Array;
+  compressed: Uint8Array;
+  /** The stored bytes of every chunk, one after the other. */
+  data: Buffer;
+}
+
+interface Pending {
+  resolve: (r: BatchResult) => void;
+  reject: (e: Error) => void;
+  w: number;
+  bytes: number;
+}
 
 /**
- * Digest and compress chunks on worker threads, one per core. `submit` resolves in any order;
- * callers that need blob order keep their own queue of the promises. The number of chunks in
- * flight is the caller's to bound (see `ChunkQueue`).
+ * Digest and compress chunks on worker threads, one per core, a batch of chunks per message.
+ * `run` resolves in any order; callers that need blob order keep their own queue of the
+ * promises, and bound how many batches are in flight (see `ChunkSink`).
  */
 export class ChunkPool {
   readonly #workers: Worker[] = [];
-  readonly #busy: number[] = [];
-  readonly #pending = new Map<
-    number,
-    { resolve: (c: ProcessedChunk) => void; reject: (e: Error) => void; size: number; w: number }
-  >();
-  readonly #compressor: Compressor;
-  readonly #digester: Digester;
+  /** Bytes of chunk data in flight per worker. */
+  readonly #load: number[] = [];
+  readonly #pending = new Map<number, Pending>();
+  readonly compressor: Compressor;
+  readonly digester: Digester;
   #seq = 0;
   #failed: Error | undefined;
-  /** Jobs not yet posted, per worker; posted together on the next turn of the event loop. */
-  readonly #batches: { jobs: (ChunkJob | FileJob)[]; transfer: ArrayBuffer[] }[] = [];
-  #flushScheduled = false;
+  readonly #threads: number;
+  #closed = false;
 
+  /** Workers start with the first batch: a build that stores no data never starts them. */
   constructor(compressor: Compressor, digester: Digester, threads = availableParallelism()) {
-    this.#compressor = compressor;
-    this.#digester = digester;
-    for (let i = 0; i < Math.max(1, threads); i++) {
+    this.compressor = compressor;
+    this.digester = digester;
+    this.#threads = Math.max(1, threads);
+  }
+
+  #start(): void {
+    for (let i = 0; i < this.#threads; i++) {
       const w = new Worker(new URL('./chunk-worker.js', import.meta.url));
-      w.on('message', (ms: ChunkDone[]) => {
-        for (const m of ms) this.#done(m);
-      });
+      w.on('message', (m: BatchDone) => this.#done(m));
       w.on('error', (e) =>
         this.#fail(new NydusError('ERR_IO', `Chunk worker failed: ${e.message}`, { cause: e })),
       );
       this.#workers.push(w);
-      this.#busy.push(0);
-      this.#batches.push({ jobs: [], transfer: [] });
+      this.#load.push(0);
     }
   }
 
   get threads(): number {
-    return this.#workers.length;
+    return this.#threads;
   }
 
-  #done(m: ChunkDone): void {
-    const p = this.#pending.get(m.seq);
+  /** Batches posted and not answered yet. */
+  get inFlight(): number {
+    return this.#pending.size;
+  }
+
+  #done(m: BatchDone): void {
+    const p = this.#pending.get(m.id);
     if (p === undefined) return;
-    this.#pending.delete(m.seq);
-    this.#busy[p.w]!--;
+    this.#pending.delete(m.id);
+    this.#load[p.w]! -= p.bytes;
     if (m.fileError !== undefined) {
       p.reject(new NydusError('ERR_IO', m.fileError));
       return;
@@ -71,10 +91,10 @@ export class ChunkPool {
       return;
     }
     p.resolve({
-      id: Buffer.from(m.id.buffer, m.id.byteOffset, m.id.byteLength),
-      stored: Buffer.from(m.stored.buffer, m.stored.byteOffset, m.stored.byteLength),
+      ids: Buffer.from(m.ids.buffer, m.ids.byteOffset, m.ids.byteLength),
+      sizes: m.sizes,
       compressed: m.compressed,
-      uncompressedSize: p.size,
+      data: Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength),
     });
   }
 
@@ -85,68 +105,26 @@ export class ChunkPool {
   }
 
   /**
-   * Process one chunk. A buffer that owns its whole ArrayBuffer (`Buffer.allocUnsafeSlow`) and is
-   * passed with `transferable` moves to the worker and must not be used again; any other buffer
-   * is copied first (it may be a slice of Node's shared allocation pool).
+   * Digest and compress a batch of chunks on the least loaded worker. `transfer` lists the
+   * ArrayBuffers of data jobs that move to the worker (they must not be used again).
    */
-  submit(data: Buffer, transferable = false): Promise<ProcessedChunk> {
-    const own =
-      transferable && data.byteOffset === 0 && data.byteLength === data.buffer.byteLength
-        ? new Uint8Array(data.buffer, 0, data.byteLength)
-        : new Uint8Array(data);
-    return this.#enqueue(
-      (seq) => ({ seq, data: own, compressor: this.#compressor, digester: this.#digester }),
-      data.length,
-      own.buffer as ArrayBuffer,
-    );
-  }
-
-  /**
-   * Read a whole file of `size` bytes (at most one chunk) on a worker, then process it as one
-   * chunk. Rejects with a user-facing NydusError if the file cannot be read or has changed.
-   */
-  submitFile(path: string | Buffer, size: number): Promise<ProcessedChunk> {
-    return this.#enqueue(
-      (seq) => ({ seq, path, size, compressor: this.#compressor, digester: this.#digester }),
-      size,
-      undefined,
-    );
-  }
-
-  #enqueue(
-    make: (seq: number) => ChunkJob | FileJob,
-    size: number,
-    transfer: ArrayBuffer | undefined,
-  ): Promise<ProcessedChunk> {
+  run(jobs: (ReadJob | DataJob)[], bytes: number, transfer: ArrayBuffer[] = []): Promise<BatchResult> {
     if (this.#failed !== undefined) return Promise.reject(this.#failed);
+    if (this.#closed) return Promise.reject(new NydusError('ERR_IO', 'Chunk pool is closed'));
+    if (this.#workers.length === 0) this.#start();
     let w = 0;
-    for (let i = 1; i < this.#busy.length; i++) if (this.#busy[i]! < this.#busy[w]!) w = i;
-    const seq = this.#seq++;
-    const batch = this.#batches[w]!;
-    batch.jobs.push(make(seq));
-    if (transfer !== undefined) batch.transfer.push(transfer);
-    if (batch.jobs.length >= BATCH) this.#post(w);
-    else if (!this.#flushScheduled) {
-      this.#flushScheduled = true;
-      setImmediate(() => {
-        this.#flushScheduled = false;
-        for (let i = 0; i < this.#workers.length; i++) this.#post(i);
-      });
-    }
+    for (let i = 1; i < this.#load.length; i++) if (this.#load[i]! < this.#load[w]!) w = i;
+    const id = this.#seq++;
+    const batch: ChunkBatch = { id, compressor: this.compressor, digester: this.digester, jobs };
     return new Promise((resolve, reject) => {
-      this.#pending.set(seq, { resolve, reject, size, w });
-      this.#busy[w]!++;
+      this.#pending.set(id, { resolve, reject, w, bytes });
+      this.#load[w]! += bytes;
+      this.#workers[w]!.postMessage(batch, transfer);
     });
   }
 
-  #post(w: number): void {
-    const batch = this.#batches[w]!;
-    if (batch.jobs.length === 0) return;
-    this.#workers[w]!.postMessage(batch.jobs, batch.transfer);
-    this.#batches[w] = { jobs: [], transfer: [] };
-  }
-
   async close(): Promise<void> {
+    this.#closed = true;
     await Promise.all(this.#workers.map((w) => w.terminate()));
   }
 }

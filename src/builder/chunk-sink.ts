@@ -1,7 +1,7 @@
-import { open } from 'node:fs/promises';
-import { errorText, NydusError } from '../errors/errors.js';
+import { NydusError } from '../errors/errors.js';
 import type { ChunkInfo } from '../format/model.js';
-import type { ChunkPool, ProcessedChunk } from './chunk-pool.js';
+import type { BatchResult, ChunkPool, FileStamp, ProcessedChunk } from './chunk-pool.js';
+import type { DataJob, ReadJob } from './chunk-worker.js';
 import type { BuildInode } from './tree.js';
 
 /** Chunks already stored somewhere (chunk dict, parent layer, earlier in this build), by id and size. */
@@ -9,7 +9,8 @@ export class ChunkDict {
   readonly #map = new Map<string, ChunkInfo>();
 
   static key(id: Buffer, size: number): string {
-    return `${id.toString('hex')}:${size}`;
+    // latin1: one code unit per byte, the cheapest exact string of the digest.
+    return `${id.toString('latin1')}:${size}`;
   }
 
   get(id: Buffer, size: number): ChunkInfo | undefined {
@@ -28,7 +29,11 @@ export class ChunkDict {
 
 /** Where new chunk data goes (the blob writer, created on the first new chunk). */
 export interface ChunkStore {
-  addChunk(p: ProcessedChunk): Promise<ChunkInfo>;
+  /**
+   * Append a chunk's stored bytes (the store may keep the buffer until it writes it: it must
+   * not change) and return its record (fileOffset 0: the caller sets it).
+   */
+  addChunk(p: ProcessedChunk): ChunkInfo;
 }
 
 export interface SinkStats {
@@ -42,26 +47,39 @@ export interface SinkStats {
 interface Slot {
   inode: BuildInode;
   k: number;
-  fileOffset: number;
-  result: Promise<ProcessedChunk>;
+  size: number;
 }
 
+interface Batch {
+  jobs: (ReadJob | DataJob)[];
+  slots: Slot[];
+  transfer: ArrayBuffer[];
+  bytes: number;
+}
+
+/** A batch is posted once it holds this many bytes of data (or `BATCH_JOBS` chunks). */
+const BATCH_BYTES = 512 * 1024;
+const BATCH_JOBS = 128;
+
 /**
- * Feeds file data through the chunk pool and lands the results in blob order: at most
- * `window` chunks are in flight (memory stays at window x chunk size; small files are read by
- * the workers themselves), results are taken in
- * submission order, deduplicated against the dict, written to the store, and recorded as the
- * inode's chunk k.
+ * Feeds file data through the chunk pool and lands the results in blob order. Chunks go to the
+ * workers in batches (many small files make one message); files on disk are read by the
+ * workers themselves. At most `window` batches are in flight (memory stays at a few MiB per
+ * worker); results are taken in submission order, deduplicated against the dict, written to
+ * the store, and recorded as the inode's chunk k.
  */
 export class ChunkSink {
   readonly #pool: ChunkPool;
   readonly #dict: ChunkDict;
-  readonly #store: () => Promise<ChunkStore>;
+  readonly #storeOf: () => Promise<ChunkStore>;
+  #store: ChunkStore | undefined;
   readonly #window: number;
-  readonly #queue: Slot[] = [];
+  readonly #queue: { slots: Slot[]; result: Promise<BatchResult> }[] = [];
+  #open: Batch | undefined;
+  #flushScheduled = false;
   readonly stats: SinkStats = { chunks: 0, dedupChunks: 0, dedupBytes: 0, storedBytes: 0, sourceBytes: 0 };
   readonly chunkSize: number;
-  /** Called after each landed chunk with the bytes of source consumed so far. */
+  /** Called after landed chunks with the bytes of source consumed so far. */
   onProgress: ((sourceBytes: number) => void) | undefined;
 
   constructor(
@@ -69,48 +87,98 @@ export class ChunkSink {
     dict: ChunkDict,
     store: () => Promise<ChunkStore>,
     chunkSize: number,
-    window = pool.threads * 16,
+    window = pool.threads * 3,
   ) {
     this.#pool = pool;
     this.#dict = dict;
-    this.#store = store;
+    this.#storeOf = store;
     this.chunkSize = chunkSize;
     this.#window = Math.max(2, window);
   }
 
   async #land(): Promise<void> {
-    const slot = this.#queue.shift()!;
-    const p = await slot.result;
-    let c = this.#dict.get(p.id, p.uncompressedSize);
-    if (c === undefined) {
-      c = await (await this.#store()).addChunk(p);
-      this.#dict.add(c);
-      this.stats.storedBytes += c.compressedSize;
-    } else {
-      this.stats.dedupChunks++;
-      this.stats.dedupBytes += p.uncompressedSize;
+    const { slots, result } = this.#queue.shift()!;
+    const r = await result;
+    let at = 0;
+    for (let i = 0; i < slots.length; i++) {
+      const slot = slots[i]!;
+      const id = r.ids.subarray(i * 32, i * 32 + 32);
+      const stored = r.data.subarray(at, at + r.sizes[i]!);
+      at += stored.length;
+      let c = this.#dict.get(id, slot.size);
+      if (c === undefined) {
+        this.#store ??= await this.#storeOf();
+        c = this.#store.addChunk({
+          id,
+          stored,
+          compressed: r.compressed[i] === 1,
+          uncompressedSize: slot.size,
+        });
+        this.#dict.add(c);
+        this.stats.storedBytes += c.compressedSize;
+      } else {
+        this.stats.dedupChunks++;
+        this.stats.dedupBytes += slot.size;
+      }
+      this.stats.chunks++;
+      this.stats.sourceBytes += slot.size;
+      slot.inode.chunks![slot.k] = { ...c, fileOffset: slot.k * this.chunkSize };
     }
-    this.stats.chunks++;
-    this.stats.sourceBytes += p.uncompressedSize;
-    slot.inode.chunks![slot.k] = { ...c, fileOffset: slot.fileOffset };
     this.onProgress?.(this.stats.sourceBytes);
+  }
+
+  #post(): void {
+    const b = this.#open;
+    if (b === undefined) return;
+    this.#open = undefined;
+    const result = this.#pool.run(b.jobs, b.bytes, b.transfer);
+    // Rejections surface when the batch lands; keep them from being reported as unhandled first.
+    result.catch(() => undefined);
+    this.#queue.push({ slots: b.slots, result });
+  }
+
+  async #add(
+    inode: BuildInode,
+    k: number,
+    job: ReadJob | DataJob,
+    size: number,
+    transfer?: ArrayBuffer,
+  ): Promise<void> {
+    let b = this.#open;
+    if (b === undefined) {
+      b = this.#open = { jobs: [], slots: [], transfer: [], bytes: 0 };
+      if (!this.#flushScheduled) {
+        // A batch still open on the next turn of the event loop goes out unfilled when a
+        // worker would otherwise wait for it (a slow stream, the end of a directory walk).
+        this.#flushScheduled = true;
+        setImmediate(() => {
+          this.#flushScheduled = false;
+          if (this.#pool.inFlight < this.#pool.threads) this.#post();
+        });
+      }
+    }
+    b.jobs.push(job);
+    b.slots.push({ inode, k, size });
+    if (transfer !== undefined) b.transfer.push(transfer);
+    b.bytes += size;
+    if (b.bytes >= BATCH_BYTES || b.jobs.length >= BATCH_JOBS) {
+      this.#post();
+      while (this.#queue.length >= this.#window) await this.#land();
+    }
   }
 
   /**
    * Queue chunk k of `inode` (data of at most chunkSize bytes). With `transferable`, `data`
-   * owns its ArrayBuffer and is handed to the worker (see ChunkPool.submit).
+   * owns its ArrayBuffer (`Buffer.allocUnsafeSlow`) and moves to the worker; any other buffer
+   * is copied first (it may be a slice of Node's shared allocation pool).
    */
   async push(inode: BuildInode, k: number, data: Buffer, transferable = false): Promise<void> {
-    await this.#enqueue(inode, k, () => this.#pool.submit(data, transferable));
-  }
-
-  async #enqueue(inode: BuildInode, k: number, submit: () => Promise<ProcessedChunk>): Promise<void> {
-    while (this.#queue.length >= this.#window) await this.#land();
     inode.chunks ??= [];
-    const result = submit();
-    // Rejections surface when the slot lands; keep them from being reported as unhandled first.
-    result.catch(() => undefined);
-    this.#queue.push({ inode, k, fileOffset: k * this.chunkSize, result });
+    const own =
+      transferable && data.byteOffset === 0 && data.byteLength === data.buffer.byteLength
+        ? new Uint8Array(data.buffer, 0, data.byteLength)
+        : new Uint8Array(data);
+    await this.#add(inode, k, { data: own }, own.byteLength, own.buffer as ArrayBuffer);
   }
 
   /**
@@ -161,60 +229,28 @@ export class ChunkSink {
     return total;
   }
 
-  /** Chunk a regular file from the file system, refusing files that change while read. */
-  async pushFile(inode: BuildInode, path: string | Buffer): Promise<void> {
-    if (inode.size <= this.chunkSize) {
-      // One chunk: a worker reads it, so small files are read in parallel with no main-thread I/O.
-      inode.chunks = [];
-      await this.#enqueue(inode, 0, () => this.#pool.submitFile(path, inode.size));
-      return;
-    }
-    const shown = path.toString();
-    let fh;
-    try {
-      fh = await open(path, 'r');
-    } catch (e) {
-      throw new NydusError('ERR_IO', `Cannot read "${shown}": ${errorText(e)}`, { cause: e });
-    }
-    try {
-      const before = await fh.stat({ bigint: true });
-      const size = inode.size;
-      inode.chunks = [];
-      let k = 0;
-      for (let off = 0; off < size; off += this.chunkSize) {
-        const len = Math.min(this.chunkSize, size - off);
-        const buf = Buffer.allocUnsafeSlow(len);
-        let got = 0;
-        while (got < len) {
-          const { bytesRead } = await fh.read(buf, got, len - got, off + got);
-          if (bytesRead === 0) break;
-          got += bytesRead;
-        }
-        if (got !== len)
-          throw new NydusError(
-            'ERR_IO',
-            `File "${shown}" changed during the build: it is shorter than ${size} bytes`,
-          );
-        await this.push(inode, k++, buf, true);
-      }
-      const after = await fh.stat({ bigint: true });
-      if (
-        after.size !== BigInt(size) ||
-        after.mtimeNs !== before.mtimeNs ||
-        after.ctimeNs !== before.ctimeNs
-      ) {
-        throw new NydusError('ERR_IO', `File "${shown}" changed during the build`);
-      }
-    } catch (e) {
-      if (e instanceof NydusError) throw e;
-      throw new NydusError('ERR_IO', `Cannot read "${shown}": ${errorText(e)}`, { cause: e });
-    } finally {
-      await fh.close();
+  /**
+   * Chunk a regular file from the file system: the workers read it, refusing a file that
+   * changes while it is read, or, given `stamp` (what the walk saw), since it was listed.
+   */
+  async pushFile(inode: BuildInode, path: string | Buffer, stamp?: FileStamp): Promise<void> {
+    const size = inode.size;
+    inode.chunks = [];
+    // A Buffer path is copied: posting a view of Node's allocation pool would clone all of it.
+    const p: string | Uint8Array = typeof path === 'string' ? path : new Uint8Array(path);
+    for (let k = 0, off = 0; off < size; k++, off += this.chunkSize) {
+      const len = Math.min(this.chunkSize, size - off);
+      const job: ReadJob =
+        stamp === undefined
+          ? { path: p, offset: off, len, size }
+          : { path: p, offset: off, len, size, stamp };
+      await this.#add(inode, k, job, len);
     }
   }
 
   /** Land everything still in flight. */
   async drain(): Promise<void> {
+    this.#post();
     while (this.#queue.length > 0) await this.#land();
   }
 }

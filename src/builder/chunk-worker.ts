@@ -1,85 +1,112 @@
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync, type BigIntStats } from 'node:fs';
 import { parentPort } from 'node:worker_threads';
 import type { Compressor, Digester } from '../codec/algorithms.js';
-import { compress } from '../codec/compress.js';
+import { compressInto, compressIntoBound } from '../codec/compress.js';
+import { nativeWillNeed } from '../codec/native.js';
 import { digest } from '../codec/digest.js';
 import { errorText } from '../errors/errors.js';
 
-/** A chunk to digest and compress, sent to a worker (its buffer is transferred). */
-export interface ChunkJob {
-  seq: number;
-  data: Uint8Array;
-  compressor: Compressor;
-  digester: Digester;
+/** What a file looked like when the build listed it; a read that finds otherwise fails. */
+export interface FileStamp {
+  size: number;
+  mtimeNs: bigint;
+  ctimeNs: bigint;
 }
 
 /**
- * A whole small file (at most one chunk) for the worker to read itself, then digest and
- * compress: the read runs on the worker, so many small files never queue on the main thread.
+ * A piece of a file for the worker to read itself (then digest and compress): reads run on the
+ * workers, so the main thread never waits for file data.
  */
-export interface FileJob {
-  seq: number;
+export interface ReadJob {
   path: string | Uint8Array;
-  /** Size seen by the scan; the file must still have exactly this many bytes. */
+  offset: number;
+  len: number;
+  /** The file's size when it was listed. */
   size: number;
-  compressor: Compressor;
-  digester: Digester;
+  /** Its stamp when it was listed; without one, the worker takes it when it opens the file. */
+  stamp?: FileStamp;
 }
 
-/** What a worker sends back. `stored` is either the compressed form or the data itself. */
-export interface ChunkDone {
-  seq: number;
-  id: Uint8Array;
-  stored: Uint8Array;
-  compressed: boolean;
+/** Data already in memory (a tar stream's), moved to the worker. */
+export interface DataJob {
+  data: Uint8Array;
+}
+
+/** Chunks digested and compressed in one message, in order. */
+export interface ChunkBatch {
+  id: number;
+  compressor: Compressor;
+  digester: Digester;
+  jobs: (ReadJob | DataJob)[];
+}
+
+/**
+ * What a worker sends back for a batch: per chunk its digest (32 bytes each in `ids`), the
+ * length of what to store and whether that is compressed; the stored bytes of all chunks one
+ * after the other in `data`. On a failure, the chunks before it and the failure.
+ */
+export interface BatchDone {
+  id: number;
+  ids: Uint8Array;
+  sizes: Uint32Array;
+  compressed: Uint8Array;
+  data: Uint8Array;
+  /** Chunks done (all of them unless `error` or `fileError`). */
+  count: number;
   /** Worker failure (a bug or a codec error). */
   error?: string;
   /** A message for the user about the source file (unreadable, changed). */
   fileError?: string;
 }
 
-function processChunk(seq: number, data: Buffer, compressor: Compressor, digester: Digester): ChunkDone {
-  const id = digest(digester, data);
-  // A chunk is stored compressed only when that is strictly smaller (rafs-format.md 4.1).
-  const c = compressor === 'none' || data.length === 0 ? data : compress(compressor, data);
-  const compressed = c !== data && c.length < data.length;
-  return { seq, id, stored: compressed ? Uint8Array.from(c) : data, compressed };
-}
-
 class FileProblem extends Error {}
 
-/** Read the whole file, refusing one that is not `size` bytes long or changes while read. */
-function readWhole(path: string | Uint8Array, size: number): Buffer {
-  const p = typeof path === 'string' ? path : Buffer.from(path.buffer, path.byteOffset, path.byteLength);
+/** Reused read buffer (grows to the largest chunk read). */
+let scratch = Buffer.allocUnsafeSlow(0);
+
+function changed(st: BigIntStats, stamp: FileStamp): boolean {
+  return st.size !== BigInt(stamp.size) || st.mtimeNs !== stamp.mtimeNs || st.ctimeNs !== stamp.ctimeNs;
+}
+
+/**
+ * Read [offset, offset + len) of a file into `into`, refusing a file that is not `size` bytes
+ * long or has changed (against its stamp, or, without one, while it is read).
+ */
+function readPiece(job: ReadJob, into: Buffer, opened?: Opened): void {
+  const p = pathOf(job);
   const shown = p.toString();
   let fd: number;
-  try {
-    fd = openSync(p, 'r');
-  } catch (e) {
-    throw new FileProblem(`Cannot read "${shown}": ${errorText(e)}`);
+  if (opened !== undefined) {
+    if (typeof opened === 'number') fd = opened;
+    else throw new FileProblem(`Cannot read "${shown}": ${errorText(opened.error)}`);
+  } else {
+    try {
+      fd = openSync(p, 'r');
+    } catch (e) {
+      throw new FileProblem(`Cannot read "${shown}": ${errorText(e)}`);
+    }
   }
   try {
-    const before = fstatSync(fd, { bigint: true });
-    // One spare byte shows a file that grew since the scan.
-    const buf = Buffer.allocUnsafeSlow(size + 1);
+    let stamp = job.stamp;
+    if (stamp === undefined) {
+      const st = fstatSync(fd, { bigint: true });
+      stamp = { size: job.size, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs };
+    }
+    // The last piece asks for one byte more: a file that grew shows it.
+    const last = job.offset + job.len >= job.size;
+    const want = job.len + (last ? 1 : 0);
     let got = 0;
     for (;;) {
-      const n = readSync(fd, buf, got, buf.length - got, got);
+      const n = readSync(fd, into, got, want - got, job.offset + got);
       if (n === 0) break;
       got += n;
-      if (got === buf.length) break;
+      // A short read of a regular file is its end: no second call to see 0.
+      if (got >= job.len) break;
     }
-    if (got < size)
-      throw new FileProblem(`File "${shown}" changed during the build: it is shorter than ${size} bytes`);
-    const after = fstatSync(fd, { bigint: true });
-    if (
-      got !== size ||
-      after.size !== BigInt(size) ||
-      after.mtimeNs !== before.mtimeNs ||
-      after.ctimeNs !== before.ctimeNs
-    )
+    if (got < job.len)
+      throw new FileProblem(`File "${shown}" changed during the build: it is shorter than ${job.size} bytes`);
+    if (got !== job.len || changed(fstatSync(fd, { bigint: true }), stamp))
       throw new FileProblem(`File "${shown}" changed during the build`);
-    return buf.subarray(0, size);
   } catch (e) {
     if (e instanceof FileProblem) throw e;
     throw new FileProblem(`Cannot read "${shown}": ${errorText(e)}`);
@@ -88,32 +115,107 @@ function readWhole(path: string | Uint8Array, size: number): Buffer {
   }
 }
 
-function work(job: ChunkJob | FileJob): ChunkDone {
-  if ('path' in job) {
-    return processChunk(job.seq, readWhole(job.path, job.size), job.compressor, job.digester);
-  }
-  const data = Buffer.from(job.data.buffer, job.data.byteOffset, job.data.byteLength);
-  return processChunk(job.seq, data, job.compressor, job.digester);
+function pathOf(job: ReadJob): string | Buffer {
+  return typeof job.path === 'string'
+    ? job.path
+    : Buffer.from(job.path.buffer, job.path.byteOffset, job.path.byteLength);
 }
 
-function failed(seq: number, e: unknown): ChunkDone {
-  const base = { seq, id: new Uint8Array(0), stored: new Uint8Array(0), compressed: false };
-  return e instanceof FileProblem ? { ...base, fileError: e.message } : { ...base, error: String(e) };
-}
+/** A file opened ahead: its descriptor, or why it could not be opened. */
+type Opened = number | { error: unknown };
 
-parentPort?.on('message', (jobs: (ChunkJob | FileJob)[]) => {
-  const out: ChunkDone[] = [];
-  const transfer: ArrayBuffer[] = [];
+/**
+ * Open the files of a batch of several reads and ask the kernel to start reading them all
+ * (posix_fadvise WILLNEED): their reads are in flight together instead of one at a time.
+ * Stops at the first file that cannot be opened (its error is reported in its turn).
+ */
+function openAhead(jobs: readonly (ReadJob | DataJob)[]): Opened[] | undefined {
+  const willNeed = nativeWillNeed();
+  if (willNeed === undefined || jobs.length < 2) return undefined;
+  const out: Opened[] = [];
   for (const job of jobs) {
-    let done: ChunkDone;
+    if ('data' in job) break;
     try {
-      done = work(job);
+      const fd = openSync(pathOf(job), 'r');
+      out.push(fd);
+      willNeed(fd, job.offset, job.len);
     } catch (e) {
-      done = failed(job.seq, e);
+      out.push({ error: e });
+      break;
     }
-    out.push(done);
-    const b = done.stored.buffer as ArrayBuffer;
-    if (b.byteLength > 0 && !transfer.includes(b)) transfer.push(b);
   }
-  parentPort!.postMessage(out, transfer);
+  return out;
+}
+
+function runBatch(b: ChunkBatch): { done: BatchDone; transfer: ArrayBuffer[] } {
+  const n = b.jobs.length;
+  let room = 0;
+  // One byte more per chunk: a file's last piece is read with one byte to spare.
+  for (const j of b.jobs)
+    room += compressIntoBound(b.compressor, 'data' in j ? j.data.byteLength : j.len) + 1;
+  const out = Buffer.allocUnsafeSlow(room);
+  const ids = new Uint8Array(n * 32);
+  const sizes = new Uint32Array(n);
+  const compressed = new Uint8Array(n);
+  const raw = b.compressor === 'none';
+  let at = 0;
+  let count = 0;
+  const done = (): BatchDone => ({ id: b.id, ids, sizes, compressed, data: out.subarray(0, at), count });
+  const opened = openAhead(b.jobs);
+  try {
+    for (; count < n; count++) {
+      const job = b.jobs[count]!;
+      let data: Buffer;
+      if ('data' in job) data = Buffer.from(job.data.buffer, job.data.byteOffset, job.data.byteLength);
+      else if (raw) {
+        // Stored as read: read straight into the output.
+        readPiece(job, out.subarray(at), take(opened, count));
+        data = out.subarray(at, at + job.len);
+      } else {
+        if (scratch.length < job.len + 1) scratch = Buffer.allocUnsafeSlow(Math.max(job.len + 1, 64 * 1024));
+        readPiece(job, scratch, take(opened, count));
+        data = scratch.subarray(0, job.len);
+      }
+      ids.set(digest(b.digester, data), count * 32);
+      // A chunk is stored compressed only when that is strictly smaller (rafs-format.md 4.1).
+      const c = raw || data.length === 0 ? 0 : compressInto(b.compressor, data, out.subarray(at));
+      if (c > 0) {
+        compressed[count] = 1;
+        sizes[count] = c;
+        at += c;
+      } else {
+        if (data.buffer !== out.buffer || data.byteOffset !== at) data.copy(out, at);
+        sizes[count] = data.length;
+        at += data.length;
+      }
+    }
+  } catch (e) {
+    // Files opened ahead and not read (readPiece closes the ones it takes).
+    if (opened !== undefined) for (let i = count + 1; i < opened.length; i++) closeQuietly(opened[i]!);
+    const d = done();
+    if (e instanceof FileProblem) d.fileError = e.message;
+    else d.error = String(e);
+    return { done: d, transfer: [out.buffer] };
+  }
+  return { done: done(), transfer: [out.buffer] };
+}
+
+/** The descriptor opened ahead for job `i`, taken over by the caller (undefined: open it then). */
+function take(opened: Opened[] | undefined, i: number): Opened | undefined {
+  return opened?.[i];
+}
+
+function closeQuietly(o: Opened): void {
+  if (typeof o === 'number') {
+    try {
+      closeSync(o);
+    } catch {
+      // already failing
+    }
+  }
+}
+
+parentPort?.on('message', (b: ChunkBatch) => {
+  const { done, transfer } = runBatch(b);
+  parentPort!.postMessage(done, transfer);
 });

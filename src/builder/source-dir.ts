@@ -1,10 +1,12 @@
-import { lstat, readdir, readlink, realpath } from 'node:fs/promises';
-import type { BigIntStats } from 'node:fs';
+import { isUtf8 } from 'node:buffer';
+import { lstatSync, readdirSync, readlinkSync, realpathSync, type BigIntStats } from 'node:fs';
+import { readdir } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { getAttributeSync, listAttributesSync } from '@napi-rs/xattr';
 import { errorText, NydusError } from '../errors/errors.js';
 import { isDir, isReg, isSymlink, S_IFBLK, S_IFCHR, S_IFMT } from '../format/flags.js';
 import type { XattrPair } from '../format/model.js';
+import type { FileStamp } from './chunk-worker.js';
 import { compareNames, type BuildEntry, type BuildInode, type BuildTree } from './tree.js';
 import { markerOfNode, xattrsWithoutOpaque, type WhiteoutSpec } from './whiteout.js';
 
@@ -31,9 +33,10 @@ export interface DirSourceOptions {
   whiteoutSpec: WhiteoutSpec;
   /**
    * Called once per regular-file inode (hardlinks: at the first name in walk order), with its
-   * path as bytes, before the walk goes on.
+   * path as bytes and what lstat saw, before the walk goes on. Files come in build-index order
+   * (rafs-format.md 2.9): a directory's files, then its subdirectories, depth first.
    */
-  onFile?: (inode: BuildInode, path: Buffer) => void | Promise<void>;
+  onFile?: (inode: BuildInode, path: Buffer, stamp: FileStamp) => void | Promise<void>;
   /** Recorded in every inode's `layer`. */
   layer?: number;
   signal?: AbortSignal;
@@ -78,10 +81,19 @@ export function makedev(major: number, minor: number): number {
 }
 
 const sourcePaths = new WeakMap<BuildInode, Buffer>();
+const sourceStamps = new WeakMap<BuildInode, FileStamp>();
 
 /** Where the data of a regular file from a directory source is read from. */
 export function sourcePathOf(inode: BuildInode): string | Buffer | undefined {
   return inode.sourcePath ?? sourcePaths.get(inode);
+}
+
+/**
+ * What the walk saw of a regular file from a directory source (size, mtime, ctime); kept only by
+ * a walk without `onFile` (which hands it over instead).
+ */
+export function sourceStampOf(inode: BuildInode): FileStamp | undefined {
+  return sourceStamps.get(inode);
 }
 
 /** A single-layer directory build: whiteout markers are dropped (rafs-format.md 2.11). */
@@ -97,31 +109,38 @@ export async function treeFromDirectory(root: string | Buffer, opts: DirSourceOp
  */
 export async function scanDirectory(root: string | Buffer, opts: ScanOptions): Promise<BuildTree> {
   // Resolved first, so that the root's own xattrs are the directory's, not a symlink's.
+  // The walk uses the synchronous calls: one system call each, no thread-pool round trip and
+  // no promise per entry (twice as fast as the promise API on a cold cache, and half the CPU).
   const given = typeof root === 'string' ? Buffer.from(root) : root;
-  const rootPath = await io(given, () => realpath(given, { encoding: 'buffer' }));
-  const st = await io(rootPath, () => lstat(rootPath, { bigint: true }));
+  const rootPath = ioSync(given, () => realpathSync(given, { encoding: 'buffer' }));
+  const st = ioSync(rootPath, () => lstatSync(rootPath, { bigint: true }));
   if (!isDir(Number(st.mode)))
     throw new NydusError('ERR_INVALID_ARG', `Source "${given.toString()}" is not a directory`);
-  const rootInode = await inodeOf(rootPath, st, opts);
+  const rootInode = inodeOf(rootPath, Buffer.concat([rootPath, NUL]), st, opts);
   rootInode.mtime = 0;
   rootInode.mtimeNsec = 0;
   rootInode.children = [];
   const hardlinks = new Map<string, BuildInode>();
-  const stack: [Buffer, BuildInode][] = [[rootPath, rootInode]];
+  const stack: Pending[] = [{ path: rootPath, inode: rootInode }];
   while (stack.length > 0) {
     opts.signal?.throwIfAborted();
-    const [dirPath, dir] = stack.pop()!;
-    const names = await io(dirPath, () => readdir(dirPath, { encoding: 'buffer' }));
-    names.sort(compareNames);
+    const { path: dirPath, inode: dir, names: listing } = stack.pop()!;
+    const listed =
+      listing === undefined
+        ? ioSync(dirPath, () => readdirSync(dirPath, { encoding: 'latin1' }))
+        : await io(dirPath, listing);
+    const names = packNames(listed);
     const prefix = dirPath[dirPath.length - 1] === 0x2f ? dirPath : Buffer.concat([dirPath, SLASH]);
-    const paths = names.map((n) => Buffer.concat([prefix, n]));
-    const stats = await mapLimited(paths, STAT_CONCURRENCY, (p) => io(p, () => lstat(p, { bigint: true })));
     const entries: BuildEntry[] = [];
-    const subdirs: [Buffer, BuildInode][] = [];
-    for (let k = 0; k < names.length; k++) {
-      const name = names[k]!;
-      const path = paths[k]!;
-      const s = stats[k]!;
+    const subdirs: Pending[] = [];
+    for (const name of names) {
+      // The path with a NUL after it, for libc.
+      const cpath = Buffer.allocUnsafe(prefix.length + name.length + 1);
+      prefix.copy(cpath, 0);
+      name.copy(cpath, prefix.length);
+      cpath[cpath.length - 1] = 0;
+      const path = cpath.subarray(0, cpath.length - 1);
+      const s = ioSync(path, () => lstatSync(path, { bigint: true }));
       const mode = Number(s.mode);
       if (opts.whiteouts === 'drop' && isDroppedMarker(name, mode, s, opts.whiteoutSpec)) continue;
       const linkKey = isReg(mode) && s.nlink > 1n ? `${s.dev}:${s.ino}` : undefined;
@@ -130,37 +149,88 @@ export async function scanDirectory(root: string | Buffer, opts: ScanOptions): P
         entries.push({ name, inode: shared });
         continue;
       }
-      const inode = await inodeOf(path, s, opts);
+      const inode = inodeOf(path, cpath, s, opts);
       entries.push({ name, inode });
       if (linkKey !== undefined) hardlinks.set(linkKey, inode);
       if (isDir(mode)) {
         inode.children = [];
-        subdirs.push([path, inode]);
+        subdirs.push({ path, inode });
       } else if (isReg(mode)) {
-        const asString = utf8Exact(path);
-        if (asString !== undefined) inode.sourcePath = asString;
+        if (isUtf8(path)) inode.sourcePath = path.toString();
         else sourcePaths.set(inode, path);
-        if (opts.onFile !== undefined) await opts.onFile(inode, path);
+        const stamp: FileStamp = { size: inode.size, mtimeNs: s.mtimeNs, ctimeNs: s.ctimeNs };
+        if (opts.onFile !== undefined) {
+          // Handed over: nothing keeps it (or the path) once the file is chunked.
+          const r = opts.onFile(inode, path, stamp);
+          if (r instanceof Promise) await r;
+        } else sourceStamps.set(inode, stamp);
       }
     }
     if (opts.whiteouts === 'drop') dir.xattrs = xattrsWithoutOpaque(dir, opts.whiteoutSpec);
     dir.children = entries;
     // Reverse so that directories are visited in name order (the stack pops the last first).
     for (let k = subdirs.length - 1; k >= 0; k--) stack.push(subdirs[k]!);
+    // The next directories are listed ahead on the thread pool: on a cold cache the walk then
+    // does not wait for their blocks one directory at a time.
+    for (let k = stack.length - 1; k >= 0 && k >= stack.length - LIST_AHEAD; k--) {
+      const next = stack[k]!;
+      if (next.names === undefined) {
+        next.names = readdir(next.path, { encoding: 'latin1' });
+        // Handled when awaited; a walk that fails first must not leave it unhandled.
+        next.names.catch(() => undefined);
+      }
+    }
   }
   return { root: rootInode };
 }
 
+/** A directory still to walk; `names`: its listing (latin1, see packNames), when asked for ahead. */
+interface Pending {
+  path: Buffer;
+  inode: BuildInode;
+  names?: Promise<string[]>;
+}
+
+/**
+ * A directory listing read as latin1 strings (one character per byte: exactly the name's bytes)
+ * as Buffers sorted by bytes, all views of one allocation: a listing read as Buffers makes one
+ * ArrayBuffer (and one malloc'ed store) per name, which the garbage collector then tracks for
+ * the whole build. The code-unit order of latin1 strings is the byte order of the names.
+ */
+function packNames(listed: string[]): Buffer[] {
+  listed.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  let total = 0;
+  for (const n of listed) total += n.length;
+  const all = Buffer.allocUnsafeSlow(total);
+  const out: Buffer[] = new Array<Buffer>(listed.length);
+  for (let i = 0, at = 0; i < listed.length; i++) {
+    const n = listed[i]!;
+    all.write(n, at, 'latin1');
+    out[i] = all.subarray(at, at + n.length);
+    at += n.length;
+  }
+  return out;
+}
+
+/** Directories listed ahead of the walk. */
+const LIST_AHEAD = 4;
+
+async function io<T>(path: Buffer, p: Promise<T>): Promise<T> {
+  try {
+    return await p;
+  } catch (e) {
+    throw new NydusError('ERR_IO', `Cannot read "${path.toString()}": ${errorText(e)}`, { cause: e });
+  }
+}
+
 const SLASH = Buffer.from('/');
-/** lstat calls in flight per directory. */
-const STAT_CONCURRENCY = 32;
 
 function isDroppedMarker(name: Buffer, mode: number, s: BigIntStats, spec: WhiteoutSpec): boolean {
   // Number() of a non-zero dev_t is never 0, so the 0/0 test survives any rounding.
   return markerOfNode(name, mode, Number(s.rdev), spec) !== undefined;
 }
 
-async function inodeOf(path: Buffer, s: BigIntStats, opts: ScanOptions): Promise<BuildInode> {
+function inodeOf(path: Buffer, cpath: Buffer, s: BigIntStats, opts: ScanOptions): BuildInode {
   const mode = Number(s.mode);
   const ns = s.mtimeNs;
   // Times before 1970 are clamped to 0, like the tar source does.
@@ -175,11 +245,11 @@ async function inodeOf(path: Buffer, s: BigIntStats, opts: ScanOptions): Promise
     mtimeNsec,
     rdev: type === S_IFCHR || type === S_IFBLK ? devNumber(path, s.rdev) : 0,
     size: isReg(mode) ? Number(s.size) : 0,
-    xattrs: await readXattrs(path),
+    xattrs: readXattrs(path, cpath),
   };
   if (opts.layer !== undefined) inode.layer = opts.layer;
   if (isSymlink(mode)) {
-    const target = await io(path, () => readlink(path, { encoding: 'buffer' }));
+    const target = ioSync(path, () => readlinkSync(path, { encoding: 'buffer' }));
     inode.target = target;
     inode.size = target.length;
   }
@@ -195,27 +265,9 @@ function devNumber(path: Buffer, rdev: bigint): number {
   return Number(rdev);
 }
 
-/** Run `fn` over `items` with at most `limit` calls in flight, results in input order. */
-async function mapLimited<T, R>(
-  items: readonly T[],
-  limit: number,
-  fn: (item: T) => Promise<R>,
-): Promise<R[]> {
-  const out = new Array<R>(items.length);
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) {
-      const k = next++;
-      out[k] = await fn(items[k]!);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return out;
-}
-
-async function io<T>(path: Buffer, fn: () => Promise<T>): Promise<T> {
+function ioSync<T>(path: Buffer, fn: () => T): T {
   try {
-    return await fn();
+    return fn();
   } catch (e) {
     if (e instanceof NydusError) throw e;
     throw new NydusError('ERR_IO', `Cannot read "${path.toString()}": ${errorText(e)}`, { cause: e });
@@ -224,8 +276,7 @@ async function io<T>(path: Buffer, fn: () => Promise<T>): Promise<T> {
 
 /** The path as a string when its bytes are exactly valid UTF-8, else undefined. */
 export function utf8Exact(path: Buffer): string | undefined {
-  const s = path.toString('utf8');
-  return Buffer.from(s).equals(path) ? s : undefined;
+  return isUtf8(path) ? path.toString('utf8') : undefined;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -239,19 +290,22 @@ export function utf8Exact(path: Buffer): string | undefined {
 const ENODATA = 61;
 const ENOTSUP = 95;
 
-async function readXattrs(path: Buffer): Promise<XattrPair[]> {
+/**
+ * The kept xattrs of `path`. `cpath` is the same path with a NUL byte after it (what libc
+ * takes). libc's llistxattr/lgetxattr through koffi answer in one call each with a reused
+ * buffer (no xattrs, the common case, is one system call); without koffi, @napi-rs/xattr.
+ */
+function readXattrs(path: Buffer, cpath: Buffer): XattrPair[] {
+  const libc = libcXattr();
+  if (libc !== undefined) return filterXattrs(libc.read(path, cpath));
   const asString = utf8Exact(path);
-  if (asString !== undefined) {
-    const fromNapi = napiXattrs(path, asString);
-    if (fromNapi !== undefined) return fromNapi;
-  }
-  const libc = await libcXattr();
-  if (libc === undefined)
+  const fromNapi = asString === undefined ? undefined : napiXattrs(path, asString);
+  if (fromNapi === undefined)
     throw new NydusError(
       'ERR_UNSUPPORTED',
       `Cannot read the xattrs of "${path.toString()}": its path or an xattr name is not UTF-8 and koffi is not available`,
     );
-  return filterXattrs(libc.read(path));
+  return fromNapi;
 }
 
 /** Xattrs through @napi-rs/xattr, or undefined when a name did not survive the string round trip. */
@@ -281,14 +335,14 @@ function osErrno(e: unknown): number | undefined {
 }
 
 interface LibcXattr {
-  read(path: Buffer): XattrPair[];
+  read(path: Buffer, cpath: Buffer): XattrPair[];
 }
 
-let libcLoaded: Promise<LibcXattr | undefined> | undefined;
+let libcLoaded: { value: LibcXattr | undefined } | undefined;
 
-function libcXattr(): Promise<LibcXattr | undefined> {
-  libcLoaded ??= loadLibcXattr();
-  return libcLoaded;
+function libcXattr(): LibcXattr | undefined {
+  libcLoaded ??= { value: loadLibcXattr() };
+  return libcLoaded.value;
 }
 
 type NativeFn = (...args: unknown[]) => unknown;
@@ -297,23 +351,21 @@ interface Koffi {
   errno(): number;
 }
 
-async function loadLibcXattr(): Promise<LibcXattr | undefined> {
+/** Buffer for lists and values: most fit, so one call each answers. */
+const XATTR_BUF = 64 * 1024;
+
+function loadLibcXattr(): LibcXattr | undefined {
   let koffi: Koffi;
-  try {
-    // Resolved at run time: koffi is optional for this module.
-    const specifier = createRequire(import.meta.url).resolve('koffi');
-    const mod = (await import(specifier)) as { default?: Koffi } & Koffi;
-    koffi = mod.default ?? mod;
-  } catch {
-    return undefined;
-  }
   let llistxattr: NativeFn;
   let lgetxattr: NativeFn;
   try {
+    // Resolved at run time: koffi is optional for this module.
+    koffi = createRequire(import.meta.url)('koffi') as Koffi;
     const libc = koffi.load('libc.so.6');
-    llistxattr = libc.func('intptr_t llistxattr(const uint8_t *path, _Out_ uint8_t *list, uintptr_t size)');
+    // void*: koffi passes a buffer's own memory, with no copy in or out.
+    llistxattr = libc.func('intptr_t llistxattr(const void *path, void *list, uintptr_t size)');
     lgetxattr = libc.func(
-      'intptr_t lgetxattr(const uint8_t *path, const uint8_t *name, _Out_ uint8_t *value, uintptr_t size)',
+      'intptr_t lgetxattr(const void *path, const void *name, void *value, uintptr_t size)',
     );
   } catch {
     return undefined;
@@ -321,43 +373,52 @@ async function loadLibcXattr(): Promise<LibcXattr | undefined> {
   const fail = (path: Buffer, what: string, errno: number): never => {
     throw new NydusError('ERR_IO', `Cannot read "${path.toString()}": ${what} failed with errno ${errno}`);
   };
-  // Size, then fill; retried when the attributes grow in between (ERANGE).
-  const sized = (
+  const shared = Buffer.alloc(XATTR_BUF);
+  // One call into the shared buffer; when that is too small (ERANGE), size, then fill, retried
+  // when the attributes grow in between.
+  const call = (
     path: Buffer,
     what: string,
-    call: (buf: Buffer | null, size: number) => number,
+    fn: (buf: Buffer | null, size: number) => number,
   ): Buffer | undefined => {
+    const first = fn(shared, shared.length);
+    if (first >= 0) return shared.subarray(0, first);
+    let errno = koffi.errno();
+    if (errno === ENOTSUP || errno === ENODATA) return undefined;
+    if (errno !== ERANGE) fail(path, what, errno);
     for (let attempt = 0; attempt < 8; attempt++) {
-      const n = call(null, 0);
+      const n = fn(null, 0);
       if (n < 0) {
-        const errno = koffi.errno();
+        errno = koffi.errno();
         if (errno === ENOTSUP || errno === ENODATA) return undefined;
         fail(path, what, errno);
       }
       const buf = Buffer.alloc(n);
-      const got = n === 0 ? 0 : call(buf, n);
+      const got = n === 0 ? 0 : fn(buf, n);
       if (got >= 0) return buf.subarray(0, got);
-      const errno = koffi.errno();
+      errno = koffi.errno();
       if (errno === ENOTSUP || errno === ENODATA) return undefined;
       if (errno !== ERANGE) fail(path, what, errno);
     }
     return fail(path, what, ERANGE);
   };
   return {
-    read(path: Buffer): XattrPair[] {
-      const cpath = Buffer.concat([path, NUL]);
-      const list = sized(path, 'llistxattr', (b, n) => Number(llistxattr(cpath, b, n)));
+    read(path: Buffer, cpath: Buffer): XattrPair[] {
       const out: XattrPair[] = [];
-      if (list === undefined) return out;
+      const listed = call(path, 'llistxattr', (b, n) => Number(llistxattr(cpath, b, n)));
+      if (listed === undefined || listed.length === 0) return out;
+      // Copied: the shared buffer is reused for the values.
+      const list = Buffer.from(listed);
       for (let at = 0; at < list.length;) {
         let end = list.indexOf(0, at);
         if (end < 0) end = list.length;
-        const name = Buffer.from(list.subarray(at, end));
+        const name = list.subarray(at, end);
+        const cname = list.subarray(at, Math.min(end + 1, list.length));
         at = end + 1;
         if (name.length === 0 || !isKeptXattr(name)) continue;
-        const cname = Buffer.concat([name, NUL]);
-        const value = sized(path, 'lgetxattr', (b, n) => Number(lgetxattr(cpath, cname, b, n)));
-        if (value !== undefined) out.push({ name, value: Buffer.from(value) });
+        const z = cname[cname.length - 1] === 0 ? cname : Buffer.concat([name, NUL]);
+        const value = call(path, 'lgetxattr', (b, n) => Number(lgetxattr(cpath, z, b, n)));
+        if (value !== undefined) out.push({ name: Buffer.from(name), value: Buffer.from(value) });
       }
       return out;
     },

@@ -1,9 +1,30 @@
+import { createRequire } from 'node:module';
 import { gunzipSync, gzipSync } from 'node:zlib';
-import lz4 from 'lz4-napi';
-import zstd from 'zstd-napi/binding.js';
+import type lz4Module from 'lz4-napi';
+import type zstdModule from 'zstd-napi/binding.js';
 import { errorText, NydusError } from '../errors/errors.js';
 import type { Compressor } from './algorithms.js';
 import { nativeLz4, nativeLz4Decoder, nativeZstd, nativeZstdDecoder } from './native.js';
+
+/**
+ * The bundled codecs, loaded at their first use: where the system libraries are there, a build's
+ * workers compress through those and never load these.
+ */
+const requireHere = createRequire(import.meta.url);
+let lz4Loaded: typeof lz4Module | undefined;
+let zstdLoaded: typeof zstdModule | undefined;
+const lz4 = {
+  get m(): typeof lz4Module {
+    lz4Loaded ??= requireHere('lz4-napi') as typeof lz4Module;
+    return lz4Loaded;
+  },
+};
+const zstd = {
+  get m(): typeof zstdModule {
+    zstdLoaded ??= requireHere('zstd-napi/binding.js') as typeof zstdModule;
+    return zstdLoaded;
+  },
+};
 
 /**
  * Chunk compression as upstream frames it (rafs-format.md 5): lz4_block is a raw LZ4 block with
@@ -29,12 +50,12 @@ export function decompress(algo: Compressor, src: Buffer, size: number): Buffer 
         const framed = Buffer.allocUnsafe(src.length + 4);
         framed.writeUInt32LE(size, 0);
         src.copy(framed, 4);
-        out = lz4.uncompressSync(framed);
+        out = lz4.m.uncompressSync(framed);
         break;
       }
       case 'zstd': {
         out = Buffer.allocUnsafe(size);
-        const n = zstd.decompress(out, src);
+        const n = zstd.m.decompress(out, src);
         if (n !== size) {
           throw new NydusError('ERR_DECOMPRESS', `zstd frame decompressed to ${n} bytes, expected ${size}`);
         }
@@ -105,7 +126,7 @@ export async function decompressTo(
 }
 
 const ZSTD_LEVEL = 3;
-let zstdCtx: InstanceType<typeof zstd.CCtx> | undefined;
+let zstdCtx: InstanceType<typeof zstdModule.CCtx> | undefined;
 
 /** Which encoder libraries are in use (system libraries reproduce upstream's bytes). */
 export function encoderInfo(): { zstd: string; lz4: string } {
@@ -129,22 +150,69 @@ export function compress(algo: Compressor, src: Buffer): Buffer {
     case 'lz4_block': {
       const native = nativeLz4();
       if (native !== undefined) return native.compress(src) ?? src;
-      return lz4.compressSync(src).subarray(4);
+      return lz4.m.compressSync(src).subarray(4);
     }
     case 'zstd': {
       const native = nativeZstd();
       if (native !== undefined) return native.compress(src);
       if (zstdCtx === undefined) {
-        zstdCtx = new zstd.CCtx();
-        zstdCtx.setParameter(zstd.CParameter.compressionLevel, ZSTD_LEVEL);
-        zstdCtx.setParameter(zstd.CParameter.checksumFlag, 0);
-        zstdCtx.setParameter(zstd.CParameter.contentSizeFlag, 1);
+        zstdCtx = new zstd.m.CCtx();
+        zstdCtx.setParameter(zstd.m.CParameter.compressionLevel, ZSTD_LEVEL);
+        zstdCtx.setParameter(zstd.m.CParameter.checksumFlag, 0);
+        zstdCtx.setParameter(zstd.m.CParameter.contentSizeFlag, 1);
       }
-      const dst = Buffer.allocUnsafe(zstd.compressBound(src.length));
+      const dst = Buffer.allocUnsafe(zstd.m.compressBound(src.length));
       const n = zstdCtx.compress2(dst, src);
       return dst.subarray(0, n);
     }
     case 'gzip':
       return gzipSync(src);
   }
+}
+
+/** zstd's ZSTD_COMPRESSBOUND (zstd.h): room for the frame of any input of `n` bytes. */
+export function zstdCompressBound(n: number): number {
+  return n + (n >>> 8) + (n < 128 * 1024 ? (128 * 1024 - n) >>> 11 : 0);
+}
+
+/** Room `compressInto` needs for an input of `n` bytes. */
+export function compressIntoBound(algo: Compressor, n: number): number {
+  return algo === 'zstd' ? zstdCompressBound(n) : n;
+}
+
+/**
+ * `compress` into a caller's buffer: writes the compressed form of `src` at the start of `dst`
+ * (at least `compressIntoBound(algo, src.length)` bytes) and returns its length when it is
+ * strictly smaller than `src`, else 0 (`dst` then holds nothing useful: store `src` raw). The
+ * bytes are those `compress` gives.
+ */
+export function compressInto(algo: Compressor, src: Buffer, dst: Buffer): number {
+  let n: number;
+  switch (algo) {
+    case 'none':
+      return 0;
+    case 'lz4_block': {
+      const native = nativeLz4();
+      if (native !== undefined) return native.compressInto(src, dst);
+      const c = lz4.m.compressSync(src).subarray(4);
+      if (c.length >= src.length) return 0;
+      n = c.copy(dst);
+      break;
+    }
+    case 'zstd': {
+      const native = nativeZstd();
+      if (native !== undefined) n = native.compressInto(src, dst);
+      else {
+        const c = compress('zstd', src);
+        n = c.length < src.length ? c.copy(dst) : c.length;
+      }
+      break;
+    }
+    case 'gzip': {
+      const c = gzipSync(src);
+      n = c.length < src.length ? c.copy(dst) : c.length;
+      break;
+    }
+  }
+  return n < src.length ? n : 0;
 }

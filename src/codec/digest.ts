@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
+import { createRequire } from 'node:module';
 import { blake3 } from '@napi-rs/blake-hash';
-import { crc32c } from '@node-rs/crc32';
+import type * as crc32Module from '@node-rs/crc32';
 import type { Digester } from './algorithms.js';
 
 /** H(x): the filesystem digester, 32 bytes. */
@@ -23,6 +24,10 @@ export function sha256Hex(...parts: readonly Uint8Array[]): string {
 }
 
 /** CRC-32C (Castagnoli) as recorded in chunk records with HAS_CRC32. */
+let crc32Loaded: typeof crc32Module | undefined;
+
 export function crc32cOf(data: Uint8Array): number {
-  return crc32c(Buffer.from(data.buffer, data.byteOffset, data.byteLength)) >>> 0;
+  // Loaded at its first use: builds never need it.
+  crc32Loaded ??= createRequire(import.meta.url)('@node-rs/crc32') as typeof crc32Module;
+  return crc32Loaded.crc32c(Buffer.from(data.buffer, data.byteOffset, data.byteLength)) >>> 0;
 }

@@ -43,19 +43,27 @@ export interface NativeZstd {
   version: string;
   /** One zstd frame of `src` (level 3, content size, no checksum). */
   compress(src: Buffer): Buffer;
+  /**
+   * The same frame written into `dst`, which must hold `zstdCompressBound(src.length)` bytes
+   * (the output does not depend on it then); returns the frame's length.
+   */
+  compressInto(src: Uint8Array, dst: Uint8Array): number;
 }
 
 export interface NativeLz4 {
   version: string;
   /** A raw LZ4 block, or undefined when it would not be smaller than `src`. */
   compress(src: Buffer): Buffer | undefined;
+  /** The same block written into `dst` (at least `src.length - 1` bytes): its length, or 0 when not smaller. */
+  compressInto(src: Uint8Array, dst: Uint8Array): number;
 }
 
 export const nativeZstd = loadOnce((): NativeZstd => {
   const lib = koffi().load('libzstd.so.1');
   const createCCtx = lib.func('void* ZSTD_createCCtx()');
   const setParameter = lib.func('size_t ZSTD_CCtx_setParameter(void*, int, int)');
-  const compress2 = lib.func('size_t ZSTD_compress2(void*, _Out_ uint8_t*, size_t, const uint8_t*, size_t)');
+  // void* for the buffers: koffi passes a typed array's own memory (no copy in or out).
+  const compress2 = lib.func('size_t ZSTD_compress2(void*, void*, size_t, const void*, size_t)');
   const compressBound = lib.func('size_t ZSTD_compressBound(size_t)');
   const isError = lib.func('unsigned int ZSTD_isError(size_t)');
   const getErrorName = lib.func('const char* ZSTD_getErrorName(size_t)');
@@ -68,16 +76,19 @@ export const nativeZstd = loadOnce((): NativeZstd => {
     version: versionString() as string,
     compress(src: Buffer): Buffer {
       const dst = Buffer.allocUnsafe(Number(compressBound(src.length)));
+      return dst.subarray(0, this.compressInto(src, dst));
+    },
+    compressInto(src: Uint8Array, dst: Uint8Array): number {
       const n = compress2(cctx, dst, dst.length, src, src.length) as number | bigint;
       if (isError(n) !== 0) throw new Error(`ZSTD_compress2 failed: ${getErrorName(n) as string}`);
-      return dst.subarray(0, Number(n));
+      return Number(n);
     },
   };
 });
 
 export const nativeLz4 = loadOnce((): NativeLz4 => {
   const lib = koffi().load('liblz4.so.1');
-  const compressDefault = lib.func('int LZ4_compress_default(const uint8_t*, _Out_ uint8_t*, int, int)');
+  const compressDefault = lib.func('int LZ4_compress_default(const void*, void*, int, int)');
   const versionString = lib.func('const char* LZ4_versionString()');
   return {
     version: versionString() as string,
@@ -86,8 +97,13 @@ export const nativeLz4 = loadOnce((): NativeLz4 => {
       // which is exactly the "not smaller, store raw" case.
       if (src.length <= 1) return undefined;
       const dst = Buffer.allocUnsafe(src.length - 1);
-      const n = compressDefault(src, dst, src.length, dst.length) as number;
+      const n = this.compressInto(src, dst);
       return n > 0 ? dst.subarray(0, n) : undefined;
+    },
+    compressInto(src: Uint8Array, dst: Uint8Array): number {
+      if (src.length <= 1) return 0;
+      const n = compressDefault(src, dst, src.length, Math.min(dst.length, src.length - 1)) as number;
+      return n > 0 ? n : 0;
     },
   };
 });
@@ -168,5 +184,19 @@ export const nativeLz4Decoder = loadOnce((): NativeDecoder => {
     async decodeAsync(src, dst) {
       return result(await onWorker(decompressSafe, [src, dst, src.length, dst.length]));
     },
+  };
+});
+
+const POSIX_FADV_WILLNEED = 3;
+
+/**
+ * libc's posix_fadvise(fd, offset, len, POSIX_FADV_WILLNEED): starts reading a file range into
+ * the page cache without waiting for it, so that many small files read one after the other
+ * have their reads in flight together.
+ */
+export const nativeWillNeed = loadOnce((): ((fd: number, offset: number, len: number) => void) => {
+  const fadvise = koffi().load('libc.so.6').func('int posix_fadvise(int, int64_t, int64_t, int)');
+  return (fd, offset, len) => {
+    fadvise(fd, offset, len, POSIX_FADV_WILLNEED);
   };
 });
