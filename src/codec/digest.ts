@@ -1,8 +1,15 @@
 import { createHash } from 'node:crypto';
 import { createRequire } from 'node:module';
-import { blake3 } from '@napi-rs/blake-hash';
+import type * as blakeModule from '@napi-rs/blake-hash';
 import type * as crc32Module from '@node-rs/crc32';
 import type { Digester } from './algorithms.js';
+
+/** @napi-rs/blake-hash, loaded at its first use: a daemon that never verifies a chunk never needs it. */
+let blakeLoaded: typeof blakeModule | undefined;
+function blake3(data: Uint8Array): Buffer {
+  blakeLoaded ??= createRequire(import.meta.url)('@napi-rs/blake-hash') as typeof blakeModule;
+  return blakeLoaded.blake3(data);
+}
 
 /** H(x): the filesystem digester, 32 bytes. */
 export function digest(algo: Digester, ...parts: readonly Uint8Array[]): Buffer {

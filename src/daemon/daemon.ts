@@ -1,4 +1,6 @@
+import { readFileSync, statSync } from 'node:fs';
 import { lstat, readFile } from 'node:fs/promises';
+import { getHeapSpaceStatistics } from 'node:v8';
 import { connect } from 'node:net';
 import * as z from 'zod';
 import { errorText, NydusError } from '../errors/errors.js';
@@ -26,8 +28,15 @@ import {
   parseDaemonConfig,
   type DaemonConfig,
 } from './config/index.js';
-import { BackendMetrics, blobcacheJSON, EventRing, FsMetrics, MeteredBlobSource } from './metrics.js';
-import { tuneMalloc } from './malloc.js';
+import {
+  BackendMetrics,
+  blobcacheJSON,
+  EventRing,
+  FsMetrics,
+  memoryReport,
+  MeteredBlobSource,
+} from './metrics.js';
+import { settleAfterMount, trimWhenQuiet, tuneMalloc } from './malloc.js';
 import { RafsFs } from './rafs-fs.js';
 import { pseudoPath, slotBase, Vfs, type VfsInstance, type VfsState } from './vfs.js';
 
@@ -225,6 +234,8 @@ export class NydusDaemon implements DaemonControl {
   readonly #ended: { promise: Promise<void>; resolve: () => void; reject: (e: unknown) => void };
   #api: { close(): Promise<void> } | undefined;
   #stopping: Promise<void> | undefined;
+  /** Stops the quiet-time trim of malloc (see #settleMemory). */
+  #stopQuietTrim: (() => void) | undefined;
   /** Mount/umount requests run one at a time. */
   #queue: Promise<unknown> = Promise.resolve();
 
@@ -314,6 +325,7 @@ export class NydusDaemon implements DaemonControl {
       });
       d.#watch(d.#session);
       d.#state = 'RUNNING';
+      d.#settleMemory();
     } catch (e) {
       await d.stop();
       throw e;
@@ -495,6 +507,17 @@ export class NydusDaemon implements DaemonControl {
     this.#log.error(message);
   }
 
+  /**
+   * The daemon serves a new image: collect the garbage of loading it and hand the freed memory
+   * back (daemon/malloc.ts), and from now on give memory back whenever reads stop for a while.
+   */
+  #settleMemory(): void {
+    setImmediate(() => {
+      if (this.#stopping === undefined) settleAfterMount(this.#log);
+    });
+    this.#stopQuietTrim ??= trimWhenQuiet(this.#log);
+  }
+
   /** Run mount changes one at a time. */
   #serial<T>(fn: () => Promise<T>): Promise<T> {
     const r = this.#queue.then(fn, fn);
@@ -505,6 +528,7 @@ export class NydusDaemon implements DaemonControl {
   /** Unmount everything and close the API; idempotent. */
   stop(): Promise<void> {
     return (this.#stopping ??= (async () => {
+      this.#stopQuietTrim?.();
       await this.#api?.close().catch((e: unknown) => this.#log.warn(`closing the API: ${errorText(e)}`));
       await this.#session?.stop();
       for (const inst of this.#instances.values()) await this.#closeInstance(inst);
@@ -594,6 +618,7 @@ export class NydusDaemon implements DaemonControl {
     session.serve();
     this.#watch(session);
     this.#state = 'RUNNING';
+    this.#settleMemory();
     // The requests the predecessor read and never answered.
     const policy = this.#opts.failoverPolicy ?? 'resend';
     if (policy === 'resend') session.resend();
@@ -790,6 +815,7 @@ export class NydusDaemon implements DaemonControl {
    */
   #leave(): Promise<void> {
     return (this.#stopping ??= (async () => {
+      this.#stopQuietTrim?.();
       await this.#api?.close().catch((e: unknown) => this.#log.warn(`closing the API: ${errorText(e)}`));
       this.#left = this.#session !== undefined;
       await this.#session?.detach();
@@ -869,6 +895,7 @@ export class NydusDaemon implements DaemonControl {
       } catch (e) {
         this.#apiError(e);
       }
+      this.#settleMemory();
     });
   }
 
@@ -936,6 +963,29 @@ export class NydusDaemon implements DaemonControl {
         return blobcacheJSON(inst.cache.stats);
       }
     }
+  }
+
+  memory(): Record<string, unknown> {
+    const size = (path: string): number => {
+      try {
+        return statSync(path).size;
+      } catch {
+        return 0;
+      }
+    };
+    let status = '';
+    try {
+      status = readFileSync('/proc/self/status', 'utf8');
+    } catch {
+      // not Linux: the process figures are null
+    }
+    const instances = [...this.#instances.values()].map((i) => ({
+      mountpoint: i.mountpoint,
+      bufferPool: i.image.device.bufferPool,
+      memory: i.image.device.memory,
+      bootstrapBytes: size(i.source),
+    }));
+    return memoryReport(instances, { heapSpaces: getHeapSpaceStatistics() }, status);
   }
 
   inflight(): { inode: number; opcode: number; unique: number; timestamp_secs: number }[] {

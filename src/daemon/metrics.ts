@@ -332,3 +332,82 @@ export function blobcacheJSON(s: BlobCacheStats): Record<string, unknown> {
     data_all_ready: s.dataAllReady,
   };
 }
+
+/** What one instance's blob device holds in memory (see `memoryReport`). */
+export interface InstanceMemory {
+  readonly mountpoint: string;
+  readonly bufferPool:
+    { slotSize: number; created: number; reused: number; idle: number; idleBytes: number } | undefined;
+  readonly memory: { recentLimit: number; recentBytes: number; recentChunks: number; inflightChunks: number };
+  /** Bytes of the bootstrap kept in memory. */
+  readonly bootstrapBytes: number;
+}
+
+const MIB = 1 << 20;
+const mib = (n: number): number => Math.round((n / MIB) * 100) / 100;
+
+/**
+ * GET /api/v1/daemon/memory (ours, not upstream's): where the daemon's memory goes, for the
+ * memory benchmark and for anyone sizing a node. Sizes are MiB. `process` is the kernel's view
+ * (/proc/self/status: rss, peak rss, anonymous and file-backed parts, threads), `v8` the heap
+ * (per space) and the memory outside it that V8 knows of (external, array buffers), `instances`
+ * what each image's blob device holds (buffer pool free slots, recent chunks, chunks in
+ * flight), `runtime` the settings that decide the rest (Node flags, libuv pool, glibc arenas).
+ */
+export function memoryReport(
+  instances: readonly InstanceMemory[],
+  v8: { heapSpaces: { space_name: string; space_size: number; space_used_size: number }[] },
+  status: string,
+): Record<string, unknown> {
+  const field = (k: string): number | null => {
+    const m = new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(status);
+    return m === null ? null : Math.round((Number(m[1]) / 1024) * 100) / 100;
+  };
+  const threads = /^Threads:\s+(\d+)/m.exec(status);
+  const mu = process.memoryUsage();
+  return {
+    process: {
+      rss: field('VmRSS'),
+      peak_rss: field('VmHWM'),
+      rss_anon: field('RssAnon'),
+      rss_file: field('RssFile'),
+      threads: threads === null ? null : Number(threads[1]),
+    },
+    v8: {
+      heap_total: mib(mu.heapTotal),
+      heap_used: mib(mu.heapUsed),
+      external: mib(mu.external),
+      array_buffers: mib(mu.arrayBuffers),
+      spaces: Object.fromEntries(
+        v8.heapSpaces
+          .filter((s) => s.space_size > 0)
+          .map((s) => [s.space_name, { size: mib(s.space_size), used: mib(s.space_used_size) }]),
+      ),
+    },
+    instances: instances.map((i) => ({
+      mountpoint: i.mountpoint,
+      bootstrap: mib(i.bootstrapBytes),
+      buffer_pool:
+        i.bufferPool === undefined
+          ? null
+          : {
+              slot_size: i.bufferPool.slotSize,
+              created: i.bufferPool.created,
+              reused: i.bufferPool.reused,
+              idle_slots: i.bufferPool.idle,
+              idle: mib(i.bufferPool.idleBytes),
+            },
+      recent: {
+        limit: mib(i.memory.recentLimit),
+        held: mib(i.memory.recentBytes),
+        chunks: i.memory.recentChunks,
+      },
+      inflight_chunks: i.memory.inflightChunks,
+    })),
+    runtime: {
+      node_flags: process.execArgv,
+      uv_threadpool_size: Number(process.env['UV_THREADPOOL_SIZE'] ?? 4),
+      malloc_arena_max: process.env['MALLOC_ARENA_MAX'] ?? null,
+    },
+  };
+}

@@ -1,14 +1,14 @@
 import { readFileSync } from 'node:fs';
 import type { Readable } from 'node:stream';
-import { rootCertificates } from 'node:tls';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Agent, type Dispatcher } from 'undici';
+import type { Agent, Dispatcher } from 'undici';
 import { NydusError, errorText, isNydusError } from '../errors/errors.js';
 import { silentLogger, type Logger } from '../log/logger.js';
 import { registryApiHost } from '../oci/reference.js';
 import { RegistryAuth, errorCodes, errorDetail } from './auth.js';
 import { credentialsFor, type Credentials } from './docker-config.js';
 import type { Connection } from '../storage/remote/connection.js';
+import { tls, undici } from '../storage/remote/lazy.js';
 
 export interface RegistryOptions {
   /** http:// instead of https:// */
@@ -169,7 +169,7 @@ export function classifyHttpError(
  */
 export function trustedCas(files: readonly string[]): string[] | undefined {
   if (files.length === 0) return undefined;
-  const ca = [...rootCertificates];
+  const ca = [...tls().rootCertificates];
   for (const f of files) {
     try {
       ca.push(readFileSync(f, 'utf8'));
@@ -218,7 +218,7 @@ export class Transport {
     this.retries = Math.max(0, opts.retries ?? 3);
     this.retryDelayMs = opts.retryDelayMs ?? 100;
     const ca = trustedCas(opts.caCertFiles ?? []);
-    this.agent = new Agent({
+    this.agent = new (undici().Agent)({
       connect: {
         timeout: this.connectTimeoutMs,
         rejectUnauthorized: !this.insecure,

@@ -44,7 +44,7 @@ export interface BlobDeviceOptions {
   untrusted?: boolean | undefined;
   /**
    * Bytes of recently used decompressed chunks kept in memory (least recently used out first),
-   * so a file read in pieces smaller than a chunk decompresses each chunk once. Default 8 MiB;
+   * so a file read in pieces smaller than a chunk decompresses each chunk once. Default 4 MiB;
    * 0 turns it off.
    */
   recentBytes?: number | undefined;
@@ -76,7 +76,9 @@ export interface PinnedChunks {
 /** The release of bytes nobody else shares (no pool slot among them). */
 export const NOTHING_TO_RELEASE = (): void => undefined;
 
-const DEFAULT_RECENT_BYTES = 8 << 20;
+const DEFAULT_RECENT_BYTES = 4 << 20;
+/** Bytes of free chunk buffers a device keeps for reuse, all sizes together. */
+const POOL_KEEP_BYTES = 4 << 20;
 const NO_OPTIONS: ChunkReadOptions = {};
 /** What a prefetch read tells the backend (a lower priority, a smaller retry budget). */
 const PREFETCH_READ = { prefetch: true } as const;
@@ -135,8 +137,8 @@ export class BlobDevice {
     this.#untrusted = opts.untrusted === true;
     this.#recentLimit = Math.max(0, opts.recentBytes ?? DEFAULT_RECENT_BYTES);
     if (opts.reuseBuffers === true) {
-      // Slots up to the chunk size; free ones kept: 4 MiB worth per size class.
-      this.#pool = new BufferPool(Math.max(opts.chunkSize, 4096), 4 << 20);
+      // Slots up to the chunk size; free ones kept up to POOL_KEEP_BYTES.
+      this.#pool = new BufferPool(Math.max(opts.chunkSize, 4096), POOL_KEEP_BYTES);
     }
   }
 
@@ -171,11 +173,22 @@ export class BlobDevice {
   }
 
   /** How the chunk buffer pool is doing (undefined without `reuseBuffers`). */
-  get bufferPool(): { slotSize: number; created: number; reused: number; idle: number } | undefined {
+  get bufferPool():
+    { slotSize: number; created: number; reused: number; idle: number; idleBytes: number } | undefined {
     const p = this.#pool;
     return p === undefined
       ? undefined
-      : { slotSize: p.slotSize, created: p.created, reused: p.reused, idle: p.idle };
+      : { slotSize: p.slotSize, created: p.created, reused: p.reused, idle: p.idle, idleBytes: p.idleBytes };
+  }
+
+  /** What the device holds in memory now: the recent-chunk memory and the chunks in flight. */
+  get memory(): { recentLimit: number; recentBytes: number; recentChunks: number; inflightChunks: number } {
+    return {
+      recentLimit: this.#recentLimit,
+      recentBytes: this.#recentBytes,
+      recentChunks: this.#recent.size,
+      inflightChunks: this.#inflight.size,
+    };
   }
 
   /** The reader of blob `index`, opened once. */

@@ -5,7 +5,8 @@
  * while glibc keeps the freed memory. Reusing buffers keeps both away.
  *
  * Slots come in power-of-two classes from 4 KiB up to the largest slot (the chunk size), so a
- * buffer of n bytes takes at most about 2n. Each class keeps a bounded number of free slots.
+ * buffer of n bytes takes at most about 2n. Free slots are kept up to a byte budget shared by
+ * all classes (each class may keep one slot beyond it), so an idle daemon holds little.
  */
 export class BufferPool {
   /** Bytes of the largest slot. */
@@ -13,12 +14,15 @@ export class BufferPool {
   /** Free slots by slot size. */
   readonly #free = new Map<number, Buffer[]>();
   readonly #keepBytes: number;
+  #idleBytes = 0;
   /** Slots allocated so far. */
   created = 0;
   /** Takes answered with a slot given back earlier. */
   reused = 0;
+  /** Slots given back beyond the budget, let go. */
+  dropped = 0;
 
-  /** `keepBytes`: free slots each class holds at most, in bytes (at least two slots). */
+  /** `keepBytes`: bytes of free slots the pool holds at most, all classes together. */
   constructor(slotSize: number, keepBytes: number) {
     this.slotSize = slotSize;
     this.#keepBytes = keepBytes;
@@ -41,6 +45,7 @@ export class BufferPool {
     const cls = this.#classOf(size);
     const slot = this.#free.get(cls)?.pop();
     if (slot !== undefined) {
+      this.#idleBytes -= cls;
       this.reused++;
       return slot;
     }
@@ -57,7 +62,13 @@ export class BufferPool {
       list = [];
       this.#free.set(cls, list);
     }
-    if (list.length < Math.max(2, Math.floor(this.#keepBytes / cls))) list.push(slot);
+    if (list.length === 0 || this.#idleBytes + cls <= this.#keepBytes) {
+      list.push(slot);
+      this.#idleBytes += cls;
+    } else {
+      this.dropped++;
+      freeNow(slot);
+    }
   }
 
   /** Free slots held now, all classes. */
@@ -66,7 +77,25 @@ export class BufferPool {
     for (const l of this.#free.values()) n += l.length;
     return n;
   }
+
+  /** Bytes of the free slots held now. */
+  get idleBytes(): number {
+    return this.#idleBytes;
+  }
 }
 
 /** The smallest slot: one page. */
 const MIN_SLOT = 4096;
+
+/**
+ * Give a slot's memory back now rather than at a later full collection: V8 collects an old
+ * array buffer only in a full collection, which external memory triggers only after some 64 MiB
+ * more, so dropped slots would pile up to that much. Detaching the buffer (`transfer`, an
+ * ArrayBuffer method behind `--harmony-rab-gsab-transfer` in Node 20; the nydusd entry sets it)
+ * frees its memory at once; without it the slot is left to the collector.
+ */
+function freeNow(slot: Buffer): void {
+  const ab = slot.buffer as ArrayBuffer & { transfer?: (length: number) => ArrayBuffer };
+  if (typeof ab.transfer === 'function' && slot.byteOffset === 0 && ab.byteLength === slot.length)
+    ab.transfer(0);
+}

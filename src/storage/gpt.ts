@@ -1,4 +1,4 @@
-import { crc32 } from '@node-rs/crc32';
+import { createRequire } from 'node:module';
 import { FormatError, NydusError } from '../errors/errors.js';
 
 /**
@@ -91,8 +91,12 @@ export function guidFromBytes(buf: Buffer, off = 0): string {
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
+/** @node-rs/crc32, loaded at the first GPT checksum (a daemon without localdisk never needs it). */
+let crc32Module: typeof import('@node-rs/crc32') | undefined;
+
 export function gptCrc32(data: Uint8Array): number {
-  return crc32(Buffer.from(data.buffer, data.byteOffset, data.byteLength)) >>> 0;
+  crc32Module ??= createRequire(import.meta.url)('@node-rs/crc32') as typeof import('@node-rs/crc32');
+  return crc32Module.crc32(Buffer.from(data.buffer, data.byteOffset, data.byteLength)) >>> 0;
 }
 
 const hex32 = (n: number): string => `0x${n.toString(16).padStart(8, '0')}`;

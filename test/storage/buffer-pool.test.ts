@@ -15,13 +15,22 @@ test('BufferPool: power-of-two slots from 4 KiB to the largest, reused, with a b
   pool.give(a);
   assert.equal(pool.take(6000), a, 'a slot given back is taken again');
   assert.equal(pool.reused, 1);
-  // 64 KiB per class: sixteen 4 KiB slots are kept, two 1 MiB slots (the minimum).
+  // 64 KiB in all: sixteen 4 KiB slots are kept, and one 1 MiB slot (a class keeps one slot
+  // even over the budget).
   for (let i = 0; i < 20; i++) pool.give(Buffer.allocUnsafeSlow(4096));
   for (let i = 0; i < 5; i++) pool.give(Buffer.allocUnsafeSlow(1 << 20));
-  assert.equal(pool.idle, 18);
+  assert.equal(pool.idle, 17);
+  assert.equal(pool.idleBytes, (64 << 10) + (1 << 20));
+  // Over the budget: a slot of a class with free slots is dropped, the first of a class kept.
+  pool.take(4096);
+  pool.give(Buffer.allocUnsafeSlow(4096));
+  pool.give(Buffer.allocUnsafeSlow(8192));
+  pool.give(Buffer.allocUnsafeSlow(8192));
+  assert.equal(pool.idle, 17);
+  assert.equal(pool.idleBytes, (68 << 10) + (1 << 20));
   // A buffer of no class size is not kept.
   pool.give(Buffer.allocUnsafeSlow(5000));
-  assert.equal(pool.idle, 18);
+  assert.equal(pool.idle, 17);
 });
 
 test('BufferPool: a largest slot that is not a power of two is its own class', () => {

@@ -67,6 +67,11 @@ export interface DaemonControl {
    * ApiError 404 with a message containing "NoCounter" when there is no such instance.
    */
   metrics(kind: MetricsKind, id: string | undefined, latest: boolean): unknown;
+  /**
+   * GET /api/v1/daemon/memory (ours, not upstream's): the daemon's memory by cause (process,
+   * V8 heap, each instance's chunk memory, runtime settings). Absent: the API answers 501.
+   */
+  memory?(): Record<string, unknown>;
   /** GET /api/v1/metrics/inflight: FUSE requests in progress (empty: the API answers 204). */
   inflight(): { inode: number; opcode: number; unique: number; timestamp_secs: number }[];
   /** GET /api/v1/config?id=ID: the hot-reloadable settings as a flat map. */

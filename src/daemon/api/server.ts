@@ -191,6 +191,14 @@ function routes(control: DaemonControl): Map<string, Handler> {
     simple('GET', async () => ok(await daemon('Events', () => control.events()))),
   );
   r.set(
+    '/api/v1/daemon/memory',
+    simple('GET', async () => {
+      const memory = control.memory?.bind(control);
+      if (memory === undefined) throw new HttpFailure(501, 'Memory(Unsupported)');
+      return ok(await daemon('Memory', memory));
+    }),
+  );
+  r.set(
     '/api/v1/daemon/backend',
     simple('GET', async (req) => {
       const mountpoint = requireQuery(req, 'mountpoint');

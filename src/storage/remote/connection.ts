@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Agent, type Dispatcher } from 'undici';
+import type { Agent, Dispatcher } from 'undici';
 import { NydusError, errorText, isNydusError } from '../../errors/errors.js';
+import { undici } from './lazy.js';
 import { silentLogger, type Logger } from '../../log/logger.js';
 import {
   classifyHttpError,
@@ -187,7 +188,7 @@ export class Connection {
       connections: opts.maxConnections ?? 16,
     };
     const connectTimeout = cfg.connect_timeout > 0 ? cfg.connect_timeout * 1000 : 0;
-    this.#agent = new Agent({
+    this.#agent = new (undici().Agent)({
       connect: {
         timeout: connectTimeout,
         rejectUnauthorized: !cfg.skip_verify,
@@ -196,7 +197,7 @@ export class Connection {
       ...timeouts,
     });
     if (opts.socketPath !== undefined) {
-      this.#sockAgent = new Agent({
+      this.#sockAgent = new (undici().Agent)({
         connect: { socketPath: opts.socketPath, timeout: connectTimeout },
         ...timeouts,
       });

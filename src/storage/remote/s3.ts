@@ -2,8 +2,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
-import aws4 from 'aws4';
-import { Agent, type Dispatcher } from 'undici';
+import type { Agent, Dispatcher } from 'undici';
 import { NydusError } from '../../errors/errors.js';
 import { silentLogger, type Logger } from '../../log/logger.js';
 import {
@@ -16,6 +15,7 @@ import {
 import type { S3Config } from '../../daemon/config/schema.js';
 import type { Connection, ConnectionConfig, MirrorConfig } from './connection.js';
 import { HttpBlobSource } from './http-blob.js';
+import { aws4, undici } from './lazy.js';
 
 /**
  * The `s3` backend: objects `<object_prefix><blob id>` of a bucket, addressed path-style
@@ -110,7 +110,7 @@ export function signS3(
     // aws4 leaves `range` out unless asked; upstream and AWS's examples sign it.
     extraHeadersToInclude: { range: true },
   };
-  aws4.sign(req, {
+  aws4().sign(req, {
     accessKeyId: cred.accessKeyId,
     secretAccessKey: cred.secretAccessKey,
   });
@@ -223,7 +223,7 @@ export class ObjectStore {
     this.#timeoutMs = Math.max(n.timeout, 30) * 1000;
     this.#connectTimeoutMs = Math.max(n.connect_timeout, 1) * 1000;
     const ca = trustedCas(n.ca_cert_files);
-    this.#agent = new Agent({
+    this.#agent = new (undici().Agent)({
       connect: {
         timeout: this.#connectTimeoutMs,
         rejectUnauthorized: !n.skip_verify,
