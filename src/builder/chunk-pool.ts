@@ -2,7 +2,7 @@ import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { NydusError } from '../errors/errors.js';
 import type { Compressor, Digester } from '../codec/algorithms.js';
-import type { BatchDone, ChunkBatch, DataJob, ReadJob } from './chunk-worker.js';
+import type { BatchDone, ChunkBatch, ChunkJob } from './chunk-worker.js';
 
 export type { FileStamp } from './chunk-worker.js';
 
@@ -23,6 +23,8 @@ export interface BatchResult {
   compressed: Uint8Array;
   /** The stored bytes of every chunk, one after the other. */
   data: Buffer;
+  /** The whole buffer of the batch's slab, back from the worker for reuse. */
+  slab?: ArrayBuffer;
 }
 
 interface Pending {
@@ -90,12 +92,14 @@ export class ChunkPool {
       p.reject(new NydusError('ERR_IO', `Cannot compress chunk: ${m.error}`));
       return;
     }
-    p.resolve({
+    const r: BatchResult = {
       ids: Buffer.from(m.ids.buffer, m.ids.byteOffset, m.ids.byteLength),
       sizes: m.sizes,
       compressed: m.compressed,
       data: Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength),
-    });
+    };
+    if (m.slab !== undefined) r.slab = m.slab.buffer as ArrayBuffer;
+    p.resolve(r);
   }
 
   #fail(e: Error): void {
@@ -106,9 +110,15 @@ export class ChunkPool {
 
   /**
    * Digest and compress a batch of chunks on the least loaded worker. `transfer` lists the
-   * ArrayBuffers of data jobs that move to the worker (they must not be used again).
+   * ArrayBuffers of data jobs that move to the worker (they must not be used again); `slab`
+   * holds the data of slab jobs (its buffer must be in `transfer`).
    */
-  run(jobs: (ReadJob | DataJob)[], bytes: number, transfer: ArrayBuffer[] = []): Promise<BatchResult> {
+  run(
+    jobs: ChunkJob[],
+    bytes: number,
+    transfer: ArrayBuffer[] = [],
+    slab?: Uint8Array,
+  ): Promise<BatchResult> {
     if (this.#failed !== undefined) return Promise.reject(this.#failed);
     if (this.#closed) return Promise.reject(new NydusError('ERR_IO', 'Chunk pool is closed'));
     if (this.#workers.length === 0) this.#start();
@@ -116,6 +126,7 @@ export class ChunkPool {
     for (let i = 1; i < this.#load.length; i++) if (this.#load[i]! < this.#load[w]!) w = i;
     const id = this.#seq++;
     const batch: ChunkBatch = { id, compressor: this.compressor, digester: this.digester, jobs };
+    if (slab !== undefined) batch.slab = slab;
     return new Promise((resolve, reject) => {
       this.#pending.set(id, { resolve, reject, w, bytes });
       this.#load[w]! += bytes;

@@ -1,7 +1,7 @@
 import { NydusError } from '../errors/errors.js';
 import type { ChunkInfo } from '../format/model.js';
 import type { BatchResult, ChunkPool, FileStamp, ProcessedChunk } from './chunk-pool.js';
-import type { DataJob, ReadJob } from './chunk-worker.js';
+import type { ChunkJob, ReadJob } from './chunk-worker.js';
 import type { BuildInode } from './tree.js';
 
 /** Chunks already stored somewhere (chunk dict, parent layer, earlier in this build), by id and size. */
@@ -51,10 +51,13 @@ interface Slot {
 }
 
 interface Batch {
-  jobs: (ReadJob | DataJob)[];
+  jobs: ChunkJob[];
   slots: Slot[];
   transfer: ArrayBuffer[];
   bytes: number;
+  /** Where `pushBytes` copies chunk data: one buffer moves to the worker for the batch. */
+  slab: Buffer | undefined;
+  slabUsed: number;
 }
 
 /** A batch is posted once it holds this many bytes of data (or `BATCH_JOBS` chunks). */
@@ -77,6 +80,8 @@ export class ChunkSink {
   readonly #queue: { slots: Slot[]; result: Promise<BatchResult> }[] = [];
   #open: Batch | undefined;
   #flushScheduled = false;
+  /** Slabs back from the workers, for the next batches (fresh memory costs page faults). */
+  readonly #freeSlabs: ArrayBuffer[] = [];
   readonly stats: SinkStats = { chunks: 0, dedupChunks: 0, dedupBytes: 0, storedBytes: 0, sourceBytes: 0 };
   readonly chunkSize: number;
   /** Called after landed chunks with the bytes of source consumed so far. */
@@ -99,6 +104,8 @@ export class ChunkSink {
   async #land(): Promise<void> {
     const { slots, result } = this.#queue.shift()!;
     const r = await result;
+    if (r.slab !== undefined && r.slab.byteLength === BATCH_BYTES && this.#freeSlabs.length <= this.#window)
+      this.#freeSlabs.push(r.slab);
     let at = 0;
     for (let i = 0; i < slots.length; i++) {
       const slot = slots[i]!;
@@ -122,7 +129,9 @@ export class ChunkSink {
       }
       this.stats.chunks++;
       this.stats.sourceBytes += slot.size;
-      slot.inode.chunks![slot.k] = { ...c, fileOffset: slot.k * this.chunkSize };
+      const fileOffset = slot.k * this.chunkSize;
+      // Records are never changed in place: a first chunk shares the dict's record.
+      slot.inode.chunks![slot.k] = c.fileOffset === fileOffset ? c : { ...c, fileOffset };
     }
     this.onProgress?.(this.stats.sourceBytes);
   }
@@ -131,22 +140,22 @@ export class ChunkSink {
     const b = this.#open;
     if (b === undefined) return;
     this.#open = undefined;
-    const result = this.#pool.run(b.jobs, b.bytes, b.transfer);
+    const slab = b.slab === undefined ? undefined : new Uint8Array(b.slab.buffer, 0, b.slabUsed);
+    const result = this.#pool.run(b.jobs, b.bytes, b.transfer, slab);
     // Rejections surface when the batch lands; keep them from being reported as unhandled first.
     result.catch(() => undefined);
     this.#queue.push({ slots: b.slots, result });
   }
 
-  async #add(
-    inode: BuildInode,
-    k: number,
-    job: ReadJob | DataJob,
-    size: number,
-    transfer?: ArrayBuffer,
-  ): Promise<void> {
+  /** Land batches until fewer than `window` are in flight. */
+  async #settle(): Promise<void> {
+    while (this.#queue.length >= this.#window) await this.#land();
+  }
+
+  #batch(): Batch {
     let b = this.#open;
     if (b === undefined) {
-      b = this.#open = { jobs: [], slots: [], transfer: [], bytes: 0 };
+      b = this.#open = { jobs: [], slots: [], transfer: [], bytes: 0, slab: undefined, slabUsed: 0 };
       if (!this.#flushScheduled) {
         // A batch still open on the next turn of the event loop goes out unfilled when a
         // worker would otherwise wait for it (a slow stream, the end of a directory walk).
@@ -157,14 +166,27 @@ export class ChunkSink {
         });
       }
     }
+    return b;
+  }
+
+  /** Queue a job; a promise when the caller must wait for the window to have room. */
+  #add(
+    inode: BuildInode,
+    k: number,
+    job: ChunkJob,
+    size: number,
+    transfer?: ArrayBuffer,
+  ): Promise<void> | undefined {
+    const b = this.#batch();
     b.jobs.push(job);
     b.slots.push({ inode, k, size });
     if (transfer !== undefined) b.transfer.push(transfer);
     b.bytes += size;
     if (b.bytes >= BATCH_BYTES || b.jobs.length >= BATCH_JOBS) {
       this.#post();
-      while (this.#queue.length >= this.#window) await this.#land();
+      if (this.#queue.length >= this.#window) return this.#settle();
     }
+    return undefined;
   }
 
   /**
@@ -179,6 +201,47 @@ export class ChunkSink {
         ? new Uint8Array(data.buffer, 0, data.byteLength)
         : new Uint8Array(data);
     await this.#add(inode, k, { data: own }, own.byteLength, own.buffer as ArrayBuffer);
+  }
+
+  /**
+   * Queue all of a file's data at once: `data` holds exactly `inode.size` bytes, and must not
+   * change until the returned promise (if any) settles. Chunks are copied into the open batch's
+   * slab, which moves to the worker as one buffer. A promise only when the caller must wait for
+   * room in the window.
+   */
+  pushBytes(inode: BuildInode, data: Buffer, what: string): Promise<void> | undefined {
+    if (data.length !== inode.size)
+      throw new NydusError('ERR_IO', `${what}: read ${data.length} bytes, expected ${inode.size}`);
+    inode.chunks = [];
+    if (data.length === 0) return undefined;
+    if (data.length <= this.chunkSize) return this.#pushSlab(inode, 0, data);
+    return this.#pushAll(inode, Buffer.from(data));
+  }
+
+  async #pushAll(inode: BuildInode, data: Buffer): Promise<void> {
+    for (let k = 0, off = 0; off < data.length; k++, off += this.chunkSize) {
+      await this.#pushSlab(inode, k, data.subarray(off, off + this.chunkSize));
+    }
+  }
+
+  #pushSlab(inode: BuildInode, k: number, data: Buffer): Promise<void> | undefined {
+    const len = data.length;
+    let b = this.#open;
+    if (b !== undefined && b.slab !== undefined && b.slab.length - b.slabUsed < len) {
+      this.#post();
+      if (this.#queue.length >= this.#window)
+        return this.#settle().then(() => this.#pushSlab(inode, k, data));
+    }
+    b = this.#batch();
+    if (b.slab === undefined) {
+      const free = len <= BATCH_BYTES ? this.#freeSlabs.pop() : undefined;
+      b.slab = free === undefined ? Buffer.allocUnsafeSlow(Math.max(BATCH_BYTES, len)) : Buffer.from(free);
+      b.transfer.push(b.slab.buffer as ArrayBuffer);
+    }
+    const at = b.slabUsed;
+    data.copy(b.slab, at);
+    b.slabUsed += len;
+    return this.#add(inode, k, { at, len }, len);
   }
 
   /**

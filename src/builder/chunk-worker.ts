@@ -32,12 +32,22 @@ export interface DataJob {
   data: Uint8Array;
 }
 
+/** Data in the batch's `slab`: bytes [at, at + len). */
+export interface SlabJob {
+  at: number;
+  len: number;
+}
+
+export type ChunkJob = ReadJob | DataJob | SlabJob;
+
 /** Chunks digested and compressed in one message, in order. */
 export interface ChunkBatch {
   id: number;
   compressor: Compressor;
   digester: Digester;
-  jobs: (ReadJob | DataJob)[];
+  jobs: ChunkJob[];
+  /** The data of the batch's slab jobs (moved to the worker with the batch). */
+  slab?: Uint8Array;
 }
 
 /**
@@ -51,6 +61,8 @@ export interface BatchDone {
   sizes: Uint32Array;
   compressed: Uint8Array;
   data: Uint8Array;
+  /** The batch's slab, handed back for reuse. */
+  slab?: Uint8Array;
   /** Chunks done (all of them unless `error` or `fileError`). */
   count: number;
   /** Worker failure (a bug or a codec error). */
@@ -129,12 +141,12 @@ type Opened = number | { error: unknown };
  * (posix_fadvise WILLNEED): their reads are in flight together instead of one at a time.
  * Stops at the first file that cannot be opened (its error is reported in its turn).
  */
-function openAhead(jobs: readonly (ReadJob | DataJob)[]): Opened[] | undefined {
+function openAhead(jobs: readonly ChunkJob[]): Opened[] | undefined {
   const willNeed = nativeWillNeed();
   if (willNeed === undefined || jobs.length < 2) return undefined;
   const out: Opened[] = [];
   for (const job of jobs) {
-    if ('data' in job) break;
+    if (!('path' in job)) break;
     try {
       const fd = openSync(pathOf(job), 'r');
       out.push(fd);
@@ -153,6 +165,8 @@ function runBatch(b: ChunkBatch): { done: BatchDone; transfer: ArrayBuffer[] } {
   // One byte more per chunk: a file's last piece is read with one byte to spare.
   for (const j of b.jobs)
     room += compressIntoBound(b.compressor, 'data' in j ? j.data.byteLength : j.len) + 1;
+  const slab =
+    b.slab === undefined ? undefined : Buffer.from(b.slab.buffer, b.slab.byteOffset, b.slab.byteLength);
   const out = Buffer.allocUnsafeSlow(room);
   const ids = new Uint8Array(n * 32);
   const sizes = new Uint32Array(n);
@@ -167,6 +181,7 @@ function runBatch(b: ChunkBatch): { done: BatchDone; transfer: ArrayBuffer[] } {
       const job = b.jobs[count]!;
       let data: Buffer;
       if ('data' in job) data = Buffer.from(job.data.buffer, job.data.byteOffset, job.data.byteLength);
+      else if (!('path' in job)) data = slab!.subarray(job.at, job.at + job.len);
       else if (raw) {
         // Stored as read: read straight into the output.
         readPiece(job, out.subarray(at), take(opened, count));
@@ -197,7 +212,10 @@ function runBatch(b: ChunkBatch): { done: BatchDone; transfer: ArrayBuffer[] } {
     else d.error = String(e);
     return { done: d, transfer: [out.buffer] };
   }
-  return { done: done(), transfer: [out.buffer] };
+  const d = done();
+  if (b.slab === undefined) return { done: d, transfer: [out.buffer] };
+  d.slab = b.slab;
+  return { done: d, transfer: [out.buffer, b.slab.buffer as ArrayBuffer] };
 }
 
 /** The descriptor opened ahead for job `i`, taken over by the caller (undefined: open it then). */

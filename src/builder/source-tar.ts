@@ -26,6 +26,12 @@ export interface TarSourceOptions {
   whiteoutSpec: WhiteoutSpec;
   /** Consume the data of one regular file (exactly `inode.size` bytes) before resolving. */
   onFileData: (inode: BuildInode, data: AsyncIterable<Buffer>) => Promise<void>;
+  /**
+   * When set, takes the place of `onFileData` for a file whose data the reader has buffered
+   * already: `data` is all of it, a view of the input (copy what you keep) that stays unchanged
+   * until the returned promise settles.
+   */
+  onFileBytes?: (inode: BuildInode, data: Buffer) => Promise<void> | undefined;
   /** Recorded in every inode's `layer`. */
   layer?: number;
   signal?: AbortSignal;
@@ -37,7 +43,13 @@ export async function treeFromTar(reader: TarReader, opts: TarSourceOptions): Pr
   for (let e = await reader.next(); e !== undefined; e = await reader.next()) {
     opts.signal?.throwIfAborted();
     const inode = b.add(e);
-    if (inode !== undefined && isReg(inode.mode)) await opts.onFileData(inode, reader.data());
+    if (inode === undefined || !isReg(inode.mode)) continue;
+    const now = opts.onFileBytes === undefined ? undefined : reader.takeData();
+    if (now === undefined) await opts.onFileData(inode, reader.data());
+    else {
+      const wait = opts.onFileBytes!(inode, now);
+      if (wait !== undefined) await wait;
+    }
   }
   return b.finish();
 }
@@ -54,7 +66,7 @@ export function normalizeTarPath(raw: Buffer, what = 'entry'): Buffer[] {
     if (c.length === 0 || (c.length === 1 && c[0] === DOT)) continue;
     if (c.length === 2 && c[0] === DOT && c[1] === DOT)
       throw new FormatError(`Tar ${what} "${printable(raw)}" has a ".." component and escapes the root`);
-    parts.push(Buffer.from(c));
+    parts.push(c);
   }
   return parts;
 }
@@ -105,7 +117,10 @@ class TarTreeBuilder {
       gid: e.gid,
       mtime: e.mtime,
       mtimeNsec: e.mtimeNsec,
-      xattrs: filterXattrs(e.xattrs.map((x) => ({ name: Buffer.from(x.name), value: Buffer.from(x.value) }))),
+      xattrs:
+        e.xattrs.length === 0
+          ? []
+          : filterXattrs(e.xattrs.map((x) => ({ name: Buffer.from(x.name), value: Buffer.from(x.value) }))),
     };
     if (parts.length === 0) {
       if (bits !== S_IFDIR)
@@ -122,7 +137,9 @@ class TarTreeBuilder {
     // A whiteout below a path this layer made a non-directory hides nothing more than that
     // replacement already does (tools such as umoci write both): it is dropped.
     if (parent === undefined) return undefined;
-    const existing = this.#children(parent).get(key(name));
+    const kids = this.#children(parent);
+    const k = key(name);
+    const existing = kids.get(k);
     if (bits === S_IFDIR && existing !== undefined && isDir(existing.inode.mode)) {
       Object.assign(existing.inode, attrs);
       return undefined;
@@ -141,7 +158,8 @@ class TarTreeBuilder {
         inode.size = inode.target.length;
       } else if (bits === S_IFCHR || bits === S_IFBLK) inode.rdev = makedev(e.devmajor, e.devminor);
     }
-    this.#put(parent, name, inode);
+    if (existing !== undefined && isDir(existing.inode.mode)) this.#forget(existing.inode);
+    kids.set(k, { name, inode });
     return inode;
   }
 

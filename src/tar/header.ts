@@ -99,7 +99,11 @@ function readNumber(buf: Buffer, off: number, width: number, what: string): numb
   return v;
 }
 
+/** Shared by all empty fields (nothing can be written to it). */
+const EMPTY = Buffer.alloc(0);
+
 function field(buf: Buffer, off: number, width: number): Buffer {
+  if (buf[off] === 0) return EMPTY;
   const f = buf.subarray(off, off + width);
   const z = f.indexOf(0);
   return Buffer.from(z < 0 ? f : f.subarray(0, z));

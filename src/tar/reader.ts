@@ -97,6 +97,19 @@ class ByteSource {
     return Buffer.concat(parts);
   }
 
+  /**
+   * `n` bytes as a view of the buffered input, consumed, when they are all buffered already;
+   * undefined (nothing consumed) otherwise. The view is not copied: the input's buffers are
+   * never written again, but a caller that keeps the bytes keeps the whole input buffer.
+   */
+  takeIfBuffered(n: number): Buffer | undefined {
+    if (this.#buf.length - this.#pos < n) return undefined;
+    const out = this.#buf.subarray(this.#pos, this.#pos + n);
+    this.#pos += n;
+    this.offset += n;
+    return out;
+  }
+
   async skip(n: number): Promise<number> {
     let left = n;
     while (left > 0) {
@@ -162,14 +175,19 @@ export class TarReader {
 
   /** The next entry, or undefined at the end of the archive. */
   async next(): Promise<TarReadEntry | undefined> {
-    await this.#finishData();
+    const left = this.#pending + this.#padding;
+    if (left > 0 && this.#src.takeIfBuffered(left) !== undefined) {
+      this.#pending = 0;
+      this.#padding = 0;
+    } else await this.#finishData();
     let pax: Map<string, Buffer> | undefined;
-    const globals = new Map<string, Buffer>();
+    let globals: Map<string, Buffer> | undefined;
     let longName: Buffer | undefined;
     let longLink: Buffer | undefined;
     for (;;) {
       const at = this.#src.offset;
-      const block = await this.#block('header');
+      // decodeHeader copies what it keeps: a view of the buffered input does.
+      const block = this.#src.takeIfBuffered(BLOCK) ?? (await this.#block('header'));
       if (block === undefined) {
         if (pax !== undefined || longName !== undefined || longLink !== undefined) {
           throw new FormatError('Truncated tar: extended header without its entry', at);
@@ -185,7 +203,7 @@ export class TarReader {
         case TarType.PAX:
         case TarType.PAX_GLOBAL: {
           const body = await this.#body(h.size, MAX_PAX_SIZE, 'PAX header', at);
-          const target = h.type === TarType.PAX ? (pax ??= new Map()) : globals;
+          const target = h.type === TarType.PAX ? (pax ??= new Map()) : (globals ??= new Map());
           for (const r of decodePaxRecords(body, at + BLOCK)) target.set(r.key, r.value);
           continue;
         }
@@ -203,9 +221,11 @@ export class TarReader {
         default:
           break;
       }
-      const merged = new Map([...globals, ...(pax ?? [])]);
+      // Most entries have no extended records: no merged map for them.
+      const merged =
+        globals === undefined ? pax : pax === undefined ? globals : new Map([...globals, ...pax]);
       const entry: TarReadEntry = {
-        path: merged.get('path') ?? longName ?? h.name,
+        path: merged?.get('path') ?? longName ?? h.name,
         type: h.type === TarType.OLD_FILE || h.type === TarType.CONTIGUOUS ? TarType.FILE : h.type,
         mode: h.mode,
         uid: h.uid,
@@ -213,7 +233,7 @@ export class TarReader {
         size: h.size,
         mtime: h.mtime,
         mtimeNsec: 0,
-        linkname: merged.get('linkpath') ?? longLink ?? h.linkname,
+        linkname: merged?.get('linkpath') ?? longLink ?? h.linkname,
         devmajor: h.devmajor,
         devminor: h.devminor,
         xattrs: [],
@@ -221,23 +241,24 @@ export class TarReader {
       };
       // Old-style archives mark directories only by a trailing slash.
       if (h.type === TarType.OLD_FILE && entry.path[entry.path.length - 1] === 0x2f) entry.type = TarType.DIR;
-      for (const [k, v] of merged) {
-        if (k === 'size') entry.size = parseNum(v, 'size', at);
-        else if (k === 'uid') entry.uid = parseNum(v, 'uid', at);
-        else if (k === 'gid') entry.gid = parseNum(v, 'gid', at);
-        else if (k === 'mtime') {
-          const t = parseTime(v, at);
-          entry.mtime = t.sec;
-          entry.mtimeNsec = t.nsec;
-        } else if (k.startsWith(PAX_XATTR_PREFIX)) {
-          entry.xattrs.push({ name: Buffer.from(k.slice(PAX_XATTR_PREFIX.length), 'latin1'), value: v });
-        } else if (k.startsWith('GNU.sparse')) {
-          throw new NydusError(
-            'ERR_UNSUPPORTED',
-            `Tar entry "${entry.path.toString()}" is a sparse file, which is not supported`,
-          );
+      if (merged !== undefined)
+        for (const [k, v] of merged) {
+          if (k === 'size') entry.size = parseNum(v, 'size', at);
+          else if (k === 'uid') entry.uid = parseNum(v, 'uid', at);
+          else if (k === 'gid') entry.gid = parseNum(v, 'gid', at);
+          else if (k === 'mtime') {
+            const t = parseTime(v, at);
+            entry.mtime = t.sec;
+            entry.mtimeNsec = t.nsec;
+          } else if (k.startsWith(PAX_XATTR_PREFIX)) {
+            entry.xattrs.push({ name: Buffer.from(k.slice(PAX_XATTR_PREFIX.length), 'latin1'), value: v });
+          } else if (k.startsWith('GNU.sparse')) {
+            throw new NydusError(
+              'ERR_UNSUPPORTED',
+              `Tar entry "${entry.path.toString()}" is a sparse file, which is not supported`,
+            );
+          }
         }
-      }
       // The header's size says how many data bytes follow, whatever the type; only regular
       // files expose them as content.
       this.#pending = entry.size;
@@ -245,6 +266,18 @@ export class TarReader {
       if (entry.type !== TarType.FILE) entry.size = 0;
       return entry;
     }
+  }
+
+  /**
+   * The current entry's whole data when the input has it buffered already, consumed (a view of
+   * the input: copy what you keep); undefined otherwise, and then `data()` reads it.
+   */
+  takeData(): Buffer | undefined {
+    const d = this.#src.takeIfBuffered(this.#pending);
+    if (d === undefined) return undefined;
+    this.#pending = 0;
+    if (this.#src.takeIfBuffered(this.#padding) !== undefined) this.#padding = 0;
+    return d;
   }
 
   /** The current entry's data, in pieces of at most `max` bytes. */
