@@ -37,7 +37,24 @@ const MALLOC_ENV: Record<string, string> = {
   MALLOC_TRIM_THRESHOLD_: String(64 << 20),
 };
 
-process.env['UV_THREADPOOL_SIZE'] ??= '16';
+/**
+ * libuv's thread pool. The daemon reads /dev/fuse on the loop itself (fuse/poll.ts, through
+ * koffi) and local blobs from the page cache at once (storage/localfs.ts), so the pool only
+ * serves file reads that wait for the disk, cache files and the decompression of big chunks:
+ * libuv's default of 4 threads. Remote backends read through undici's sockets, not the pool.
+ * Without the poller (NYDUS_FUSE_POLL=0, or no koffi) each /dev/fuse reader holds a pool thread
+ * while it waits (fuse/session.ts): 16 then.
+ */
+process.env['UV_THREADPOOL_SIZE'] ??= process.env['NYDUS_FUSE_POLL'] === '0' || !hasKoffi() ? '16' : '4';
+
+function hasKoffi(): boolean {
+  try {
+    require.resolve('koffi');
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 function restartTuned(): void {
   if (process.env['NYDUSD_NODE_FLAGS'] === '0') return;

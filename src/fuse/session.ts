@@ -518,7 +518,7 @@ export class FuseSession {
     }
     // Each reader holds a libuv pool thread while it waits: leave at least two for blob I/O.
     const n = Math.max(1, Math.min(this.#threads, libuvPoolSize() - 2));
-    const readers = Array.from({ length: n }, () => this.#reader(size));
+    const readers = Array.from({ length: n }, (_, i) => this.#reader(size, i === 0 ? buf : undefined));
     this.#done = Promise.all(readers).then(
       () => this.#close(),
       (e: unknown) => {
@@ -563,8 +563,8 @@ export class FuseSession {
    * (copying what it keeps) before the next read reuses the buffer. Settles when the connection
    * ends (ENODEV after unmount).
    */
-  #reader(size: number): Promise<void> {
-    const buf = Buffer.allocUnsafeSlow(size);
+  #reader(size: number, own?: Buffer): Promise<void> {
+    const buf = own ?? Buffer.allocUnsafeSlow(size);
     return new Promise((resolve, reject) => {
       const next = (): void => {
         if (!this.#fdOpen || this.#detaching) {

@@ -1,4 +1,5 @@
 import { open, type FileHandle } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { errorText, NydusError } from '../errors/errors.js';
 import type { BlobInfo } from '../format/model.js';
@@ -41,7 +42,13 @@ export class FileBlobReader implements BlobReader {
       );
     }
     const buf = bufferFor(length, into);
-    const got = await preadFull(this.#fh.fd, buf, offset);
+    const fd = this.#fh.fd;
+    // What the page cache holds is read at once; the rest (if any) on the libuv pool.
+    const cached = length === 0 ? 0 : readCached(fd, buf, offset, length);
+    const got =
+      cached >= length
+        ? cached
+        : cached + (await preadFull(fd, buf.subarray(cached, length), offset + cached));
     if (got < length)
       throw new NydusError('ERR_IO', `Blob "${this.path}" shrank while reading at ${offset + got}`);
     return buf;
@@ -50,6 +57,55 @@ export class FileBlobReader implements BlobReader {
   async close(): Promise<void> {
     await this.#fh.close();
   }
+}
+
+/**
+ * preadv2(2) with RWF_NOWAIT through koffi: reads only what is in the page cache, without
+ * waiting for the disk. A blob read on the libuv pool costs a thread hop (submit, a pool thread
+ * wakes, the loop wakes again) that costs more than copying cached pages, which is the usual
+ * case for a local blob; data not cached is left to the pool, so the loop never waits for the
+ * disk. Null when koffi or the call is unavailable; NYDUS_NOWAIT_READ=0 turns it off.
+ */
+type PreadNowait = (
+  fd: number,
+  iov: { base: Buffer; len: number },
+  n: number,
+  off: number,
+  flags: number,
+) => number;
+let preadNowait: PreadNowait | null | undefined;
+const RWF_NOWAIT = 8;
+
+function loadPreadNowait(): PreadNowait | null {
+  preadNowait = null;
+  if (process.platform !== 'linux' || process.env['NYDUS_NOWAIT_READ'] === '0') return null;
+  try {
+    const koffi = createRequire(import.meta.url)('koffi') as typeof import('koffi');
+    const libc = koffi.load('libc.so.6');
+    koffi.struct('nydus_iovec', { base: 'void *', len: 'size_t' });
+    const fn = libc.func(
+      'intptr_t preadv2(int fd, const nydus_iovec *iov, int iovcnt, int64_t offset, int flags)',
+    ) as PreadNowait;
+    preadNowait = fn;
+  } catch {
+    preadNowait = null;
+  }
+  return preadNowait;
+}
+
+/** Bytes at `offset` read into `buf` from the page cache alone (0 when none, or unavailable). */
+function readCached(fd: number, buf: Buffer, offset: number, length: number): number {
+  const fn = preadNowait === undefined ? loadPreadNowait() : preadNowait;
+  if (fn === null) return 0;
+  let done = 0;
+  while (done < length) {
+    const n = Number(
+      fn(fd, { base: buf.subarray(done, length), len: length - done }, 1, offset + done, RWF_NOWAIT),
+    );
+    if (!(n > 0)) break;
+    done += n;
+  }
+  return done;
 }
 
 export interface LocalFsOptions {
