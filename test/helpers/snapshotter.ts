@@ -167,7 +167,10 @@ export function nydusdPids(root: string): number[] {
     } catch {
       continue;
     }
-    const prog = argv.slice(0, 2).map((a) => a.slice(a.lastIndexOf('/') + 1));
+    // The program, or node and its script (after node's own flags: the nydusd entry restarts
+    // itself with some).
+    const script = argv.slice(1).find((a) => !a.startsWith('-')) ?? '';
+    const prog = [argv[0] ?? '', script].map((a) => a.slice(a.lastIndexOf('/') + 1));
     if (!prog.includes('nydusd') && !prog.includes('nydusd.cjs')) continue;
     if (!argv.some((a) => a.includes(root))) continue;
     try {
