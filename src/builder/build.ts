@@ -162,6 +162,9 @@ function* treeChunks(tree: BuildTree): Generator<ChunkInfo> {
   for (const f of filesInIndexOrder(tree)) yield* f.chunks ?? [];
 }
 
+/** Tells apart the temporary blobs of builds started in the same millisecond. */
+let tmpSerial = 0;
+
 /**
  * `nydus-image create`: build a RAFS image (bootstrap + data blob) from a directory or a tar
  * stream, optionally on top of a parent bootstrap and deduplicated against a chunk dictionary.
@@ -214,7 +217,8 @@ export async function build(o: BuildOptions): Promise<BuildResult> {
   }
   const newIndex = blobs.length;
   const tmpDir = o.blobDir ?? dirname(o.blob ?? o.bootstrap ?? o.source);
-  const tmpBlob = join(tmpDir, `.nydus-blob-${process.pid}-${Date.now()}.tmp`);
+  // Unique within the process too: the converter builds several layers at once.
+  const tmpBlob = join(tmpDir, `.nydus-blob-${process.pid}-${Date.now()}-${++tmpSerial}.tmp`);
   let writer: BlobWriter | undefined;
   const store = async (): Promise<BlobWriter> => {
     writer ??= await BlobWriter.create({
