@@ -70,6 +70,9 @@ export function b3Peak(r) {
 export function perImageKiB(memory) {
   const r = memory?.result;
   if (r === undefined || r === null) return NaN;
+  // memory.mjs: one row per image mounted in turn; the largest growth is the figure.
+  if (Array.isArray(r.perImage) && r.perImage.length > 0)
+    return Math.max(...r.perImage.map((/** @type {any} */ x) => Number(x.deltaMiB) * 1024));
   for (const v of [
     r.perImageKiB,
     r.extraImageKiB,
