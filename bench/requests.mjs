@@ -12,7 +12,7 @@ import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, write
 import { request } from 'node:http';
 import { dirname, join, resolve } from 'node:path';
 import process from 'node:process';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
 /** Milliseconds a mount may take to answer, a daemon to exit, a client phase to run. */
 const MOUNT_TIMEOUT_MS = 30_000;
@@ -194,27 +194,25 @@ function apiGet(socketPath, path) {
   });
 }
 
-/** Upstream's fop order of `fop_hits` (daemon/metrics.ts FOPS). */
-const FOPS = [
-  'getattr',
-  'readlink',
-  'open',
-  'release',
-  'read',
-  'statfs',
-  'getxattr',
-  'listxattr',
-  'opendir',
-  'lookup',
-  'readdir',
-  'readdirplus',
-  'access',
-  'forget',
-  'batch-forget',
-];
+/**
+ * The order of `fop_hits` in `/api/v1/metrics` (upstream's): `FOPS` of daemon/metrics.js in the
+ * build whose nydusd is measured (the `nydusd.cjs` of `argv`).
+ * @param {string[]} argv
+ * @returns {Promise<readonly string[]>}
+ */
+async function fopOrder(argv) {
+  const entry = argv.find((a) => a.endsWith('/nydusd.cjs'));
+  if (entry === undefined) throw new Error(`no nydusd.cjs in the nydusd command line: ${argv.join(' ')}`);
+  const metrics = join(dirname(entry), '..', 'daemon', 'metrics.js');
+  return (await import(pathToFileURL(metrics).href)).FOPS;
+}
 
-/** Requests per fop nydusd served so far (hits and errors). */
-async function fopCounts(sock) {
+/**
+ * Requests per fop nydusd served so far (hits and errors).
+ * @param {string} sock
+ * @param {readonly string[]} fops the order of the counters (fopOrder)
+ */
+async function fopCounts(sock, fops) {
   let m;
   for (let attempt = 0; attempt < 3 && m === undefined; attempt++) {
     if (attempt > 0) await sleep(200);
@@ -223,7 +221,7 @@ async function fopCounts(sock) {
   if (m === undefined || !Array.isArray(m.fop_hits)) return undefined;
   /** @type {Record<string, number>} */
   const out = {};
-  FOPS.forEach((f, i) => (out[f] = (m.fop_hits[i] ?? 0) + (m.fop_errors?.[i] ?? 0)));
+  fops.forEach((f, i) => (out[f] = (m.fop_hits[i] ?? 0) + (m.fop_errors?.[i] ?? 0)));
   return out;
 }
 
@@ -361,6 +359,7 @@ export async function benchRequests({ work, images, rounds, say = () => {} }) {
   mkdirSync(mnt, { recursive: true });
   const listFile = join(dir, 'entries.txt');
   rmSync(listFile, { force: true });
+  const fops = await fopOrder(images.nydusd.argv);
   const onSignal = (/** @type {NodeJS.Signals} */ sig) => {
     cleanupSync();
     process.kill(process.pid, sig);
@@ -390,16 +389,16 @@ export async function benchRequests({ work, images, rounds, say = () => {} }) {
           for (const ph of PHASES) {
             if (ph.drop > 0) dropCaches(ph.drop);
             if (ph.prime) client('prime', mnt, listFile);
-            const before = m.sock !== undefined ? await fopCounts(m.sock) : undefined;
+            const before = m.sock !== undefined ? await fopCounts(m.sock, fops) : undefined;
             const c0 = cpuOf(pid);
             const r = client(ph.id, mnt, listFile, REPEAT_CALLS);
             const daemonCpu = cpuOf(pid) - c0;
-            const after = m.sock !== undefined ? await fopCounts(m.sock) : undefined;
+            const after = m.sock !== undefined ? await fopCounts(m.sock, fops) : undefined;
             /** @type {Record<string, number> | undefined} */
             let requests;
             if (before !== undefined && after !== undefined) {
               requests = {};
-              for (const f of FOPS)
+              for (const f of fops)
                 if ((after[f] ?? 0) > (before[f] ?? 0)) requests[f] = (after[f] ?? 0) - (before[f] ?? 0);
             }
             ((runs[tool] ??= {})[ph.id] ??= []).push({
