@@ -27,6 +27,7 @@ import {
   entryReply,
   errorReply,
   packDirents,
+  uncachedEntry,
   writeEntryOut,
   type AttrOut,
   type Dirent,
@@ -363,15 +364,7 @@ export class RafsFs implements FuseHandler {
     let at = 0;
     for (let i = 0; i < ndots; i++) {
       const d = dots[i]!;
-      writeEntryOut(buf, at, {
-        nodeid: 0n,
-        generation: 0n,
-        entryValid: 0,
-        entryValidNsec: 0,
-        attrValid: 0,
-        attrValidNsec: 0,
-        attr: { ...EMPTY_ATTR, ino: this.#reportedIno(d.ino), mode: 0o040000 },
-      });
+      writeEntryOut(buf, at, uncachedEntry({ ...EMPTY_ATTR, ino: this.#reportedIno(d.ino), mode: 0o040000 }));
       this.#putDirent(buf, at + Size.ENTRY_OUT, d.ino, d.off, 0o040000, d.name);
       at += direntPlusSize(d.name.length);
     }

@@ -20,6 +20,7 @@ import type {
 import {
   packDirents,
   packDirentsPlus,
+  uncachedEntry,
   type AttrOut,
   type DirentPlus,
   type EntryOut,
@@ -457,15 +458,7 @@ export class Vfs implements FuseHandler {
     // Node id 0: the kernel makes no dentry and looks each name up itself.
     const list: DirentPlus[] = this.#pseudoChildren(r.pseudo)
       .map((c, i) => ({
-        entry: {
-          nodeid: 0n,
-          generation: 0n,
-          entryValid: 0,
-          entryValidNsec: 0,
-          attrValid: 0,
-          attrValidNsec: 0,
-          attr: pseudoAttr(c.node),
-        },
+        entry: uncachedEntry(pseudoAttr(c.node)),
         dirent: { ino: c.node, off: i + 1, type: direntType(0o040000), name: c.name },
       }))
       .slice(Math.max(0, req.offset));

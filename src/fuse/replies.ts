@@ -398,6 +398,22 @@ export function initReply(unique: bigint, o: InitOut): Buffer {
   return b;
 }
 
+/**
+ * An entry the kernel makes no dentry for and caches nothing of (node id 0, timeouts 0): it
+ * looks the name up itself each time (READDIRPLUS entries of "." and "..", pseudo directories).
+ */
+export function uncachedEntry(attr: FuseAttr): EntryOut {
+  return {
+    nodeid: 0n,
+    generation: 0n,
+    entryValid: 0,
+    entryValidNsec: 0,
+    attrValid: 0,
+    attrValidNsec: 0,
+    attr,
+  };
+}
+
 /** The reply to LOOKUP. */
 export function entryReply(unique: bigint, e: EntryOut): Buffer {
   const b = okReply(unique, Size.ENTRY_OUT);
