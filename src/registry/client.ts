@@ -489,7 +489,7 @@ export class Repository {
     const body = res.body as Readable;
     let got: number | 'long';
     try {
-      got = await copyBodyRange(body, out, skip, skip === 0);
+      got = await copyBodyRange(body, out, skip, res.statusCode === 206);
     } catch (e) {
       discard(body);
       throw this.t.classify(e, req.what, this.t.resolve(req.url));
