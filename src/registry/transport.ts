@@ -7,8 +7,7 @@ import { silentLogger, type Logger } from '../log/logger.js';
 import { registryApiHost } from '../oci/reference.js';
 import { RegistryAuth, errorCodes, errorDetail } from './auth.js';
 import { credentialsFor, type Credentials } from './docker-config.js';
-import type { Connection } from '../storage/remote/connection.js';
-import { tls, undici } from '../storage/remote/lazy.js';
+import { tls, undici } from '../util/lazy-modules.js';
 
 export interface RegistryOptions {
   /** http:// instead of https:// */
@@ -45,7 +44,33 @@ export interface RegistryOptions {
    * The backend connection (nydusd): blob requests (`route` set) go through it, so through its
    * P2P proxy or mirrors; everything else (manifests, tokens, uploads) goes direct.
    */
-  connection?: Connection | undefined;
+  connection?: BlobConnection | undefined;
+}
+
+/**
+ * What the client needs of a backend connection to route blob requests through it (nydusd's
+ * `storage/remote/connection.ts` Connection is one): send with its proxy and mirrors, retry
+ * under its budgets, and hear of a finished read for its slow-request warning.
+ */
+export interface BlobConnection {
+  send(req: {
+    method: Method;
+    url: URL;
+    headers: Record<string, string>;
+    body?: Buffer | undefined;
+    signal?: AbortSignal | undefined;
+    what: string;
+    prefetch?: boolean | undefined;
+    noProxy?: boolean | undefined;
+    noMirrors?: boolean | undefined;
+  }): Promise<HttpResponse>;
+  withRetries<T>(
+    what: string,
+    prefetch: boolean,
+    fn: (ctx: { attempt: number; noProxy: boolean }) => Promise<T>,
+    signal?: AbortSignal,
+  ): Promise<T>;
+  noteDone(what: string, bytes: number, startMs: number): void;
 }
 
 /** How a blob request is routed through the backend connection. */

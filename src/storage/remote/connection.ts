@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Agent, Dispatcher } from 'undici';
 import { NydusError, errorText, isNydusError } from '../../errors/errors.js';
-import { undici } from './lazy.js';
+import { undici } from '../../util/lazy-modules.js';
 import { silentLogger, type Logger } from '../../log/logger.js';
 import {
   classifyHttpError,

@@ -15,7 +15,7 @@ import {
 import type { S3Config } from '../../daemon/config/schema.js';
 import type { Connection, ConnectionConfig, MirrorConfig } from './connection.js';
 import { HttpBlobSource } from './http-blob.js';
-import { aws4, undici } from './lazy.js';
+import { aws4, undici } from '../../util/lazy-modules.js';
 
 /**
  * The `s3` backend: objects `<object_prefix><blob id>` of a bucket, addressed path-style
