@@ -28,6 +28,13 @@ const UV_READABLE = 1;
 export interface FusePoller {
   /** The watched fd (the connection's). */
   readonly fd: number;
+  /**
+   * One non-blocking read(2) of the fd into `buf`: the bytes read, or minus the errno (-EAGAIN
+   * when no request waits). Cheaper than fs.readSync, which throws (an Error built) on EAGAIN.
+   */
+  read(buf: Buffer): number;
+  /** One write(2) of `buf` to the fd (a whole reply): the bytes written, or minus the errno. */
+  write(buf: Buffer): number;
   /** Stop watching and make the fd blocking again; idempotent. */
   stop(): void;
   /** Stop watching and release the watcher (the fd stays open); idempotent. */
@@ -43,6 +50,9 @@ interface UvApi {
   stop: (handle: unknown) => number;
   close: (handle: unknown, cb: null) => void;
   fcntl: (fd: number, cmd: number, arg: number) => number;
+  read: (fd: number, buf: Buffer, n: number) => number | bigint;
+  write: (fd: number, buf: Buffer, n: number) => number | bigint;
+  errno: () => number;
   register: (fn: (h: unknown, status: number, events: number) => void) => unknown;
   unregister: (cb: unknown) => void;
 }
@@ -72,6 +82,9 @@ function loadApi(): UvApi | null {
       stop: self.func('int uv_poll_stop(void *handle)') as UvApi['stop'],
       close: self.func('void uv_close(void *handle, void *cb)') as UvApi['close'],
       fcntl: libc.func('int fcntl(int fd, int cmd, int arg)') as UvApi['fcntl'],
+      read: libc.func('intptr_t read(int fd, void *buf, size_t count)') as UvApi['read'],
+      write: libc.func('intptr_t write(int fd, const void *buf, size_t count)') as UvApi['write'],
+      errno: (): number => koffi.errno(),
       register: (fn) => koffi.register(fn, cbType),
       unregister: (cb) => koffi.unregister(cb as never),
     };
@@ -119,6 +132,14 @@ export function pollFuse(fd: number, onReadable: () => void): FusePoller | undef
   let open = true;
   return {
     fd,
+    read(buf: Buffer): number {
+      const n = Number(uv.read(fd, buf, buf.length));
+      return n >= 0 ? n : -uv.errno();
+    },
+    write(buf: Buffer): number {
+      const n = Number(uv.write(fd, buf, buf.length));
+      return n >= 0 ? n : -uv.errno();
+    },
     stop(): void {
       if (!watching) return;
       watching = false;

@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { constants as osConstants } from 'node:os';
 import { mountPoints, unescapeMountPath } from '../util/mounts.js';
 import { basename, dirname, join, resolve } from 'node:path';
 import {
@@ -166,6 +167,9 @@ const FUSE_NOTIFY_RESEND = 7;
 const FUSECTL_DIRS = ['/proc/sys/fs/fuse/connections', '/sys/fs/fuse/connections'];
 
 const DEFAULT_TIMEOUT_MS = 20_000;
+/** Requests the poller's reader serves per wake-up at most, so the loop's other work goes on. */
+const DRAIN_MAX = 16;
+const { EAGAIN, EINTR, ENOENT } = osConstants.errno;
 /** The largest WRITE we accept sets the read buffer size: 1 MiB plus the header. */
 const MAX_WRITE = 1 << 20;
 
@@ -538,12 +542,36 @@ export class FuseSession {
   }
 
   /**
-   * The poller's reader: one non-blocking read of the fd per wake-up (the loop's epoll is
-   * level-triggered, so it wakes again while requests wait), served at once.
+   * The poller's reader, on each wake-up: non-blocking reads of the fd, each request served at
+   * once, until none waits (EAGAIN) or DRAIN_MAX were served. A request that came while the
+   * previous one was served (a client on the other core, the kernel's read-ahead) is then read
+   * without going back to the loop and the loop's epoll (level-triggered: it wakes again while
+   * requests wait). Replies of requests served asynchronously are written when the wake-up ends.
    */
   #onReadable(buf: Buffer, settle: { resolve: () => void; reject: (e: unknown) => void } | undefined): void {
     const p = this.#poller;
-    if (p === undefined || settle === undefined || this.#detaching) return;
+    if (p === undefined || settle === undefined) return;
+    for (let i = 0; i < DRAIN_MAX && !this.#detaching; i++) {
+      const n = p.read(buf);
+      if (n > 0) {
+        this.#serve(buf.subarray(0, n));
+        continue;
+      }
+      // (Never from /dev/fuse; served, as an empty request, once per wake-up as before.)
+      if (n === 0) {
+        this.#serve(buf.subarray(0, 0));
+        return;
+      }
+      if (n === -EAGAIN) return;
+      if (n === -EINTR || n === -ENOENT) continue;
+      // Anything else: read again the usual way, for the error as fs reports it.
+      this.#readOnce(p, buf, settle);
+      return;
+    }
+  }
+
+  /** One read with fs.readSync (its errors as fs reports them), served at once. */
+  #readOnce(p: FusePoller, buf: Buffer, settle: { resolve: () => void; reject: (e: unknown) => void }): void {
     let n: number;
     try {
       n = readSync(p.fd, buf, 0, buf.length, null);
@@ -666,6 +694,10 @@ export class FuseSession {
 
   #write(reply: Buffer | readonly Buffer[]): void {
     if (!this.#fdOpen) return;
+    // A one-buffer reply through the poller's write(2), cheaper than fs.writeSync; on a failure
+    // the write is made again the usual way, for the error as fs reports it (a reply to
+    // /dev/fuse is taken whole or not at all).
+    if (this.#poller !== undefined && Buffer.isBuffer(reply) && this.#poller.write(reply) >= 0) return;
     try {
       if (Buffer.isBuffer(reply)) writeSync(this.#fd, reply);
       else writevSync(this.#fd, reply);
