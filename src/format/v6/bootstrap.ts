@@ -78,8 +78,12 @@ export class RafsV6Bootstrap implements Bootstrap {
   readonly #facts: SuperblockFacts;
   readonly #entries: BlobTableEntry[];
   readonly #blobs: BlobInfo[];
-  #records: readonly ChunkInfo[] | undefined;
-  #chunkMap: Map<number, ChunkInfo> | undefined;
+  /**
+   * Chunk table key (blob index, ci index) → record number. Records are decoded when asked for,
+   * not kept: decoded, each costs ~250 bytes of heap for as long as the image is mounted (5 MiB
+   * for 20k chunks), where this map costs a few dozen bytes per chunk.
+   */
+  #chunkMap: Map<number, number> | undefined;
   readonly #dirs = new Map<number, DirIndex>();
 
   private constructor(
@@ -341,7 +345,7 @@ export class RafsV6Bootstrap implements Bootstrap {
   }
 
   allChunks(): ChunkInfo[] {
-    return [...this.#chunkRecords()];
+    return this.#chunkRecords();
   }
 
   setBlobId(index: number, blobId: string): void {
@@ -560,30 +564,35 @@ export class RafsV6Bootstrap implements Bootstrap {
     }
   }
 
-  #chunkRecords(): readonly ChunkInfo[] {
-    if (this.#records === undefined) {
-      const { chunkTableOffset, chunkTableSize } = this.extSuper;
-      const records: ChunkInfo[] = [];
-      for (let i = 0; i < chunkTableSize / CHUNK_RECORD_SIZE; i++) {
-        records.push(decodeChunkRecord(this.#buf, chunkTableOffset + i * CHUNK_RECORD_SIZE));
-      }
-      this.#records = records;
+  /** Every record of the chunk table, decoded now (not kept). */
+  #chunkRecords(): ChunkInfo[] {
+    const { chunkTableOffset, chunkTableSize } = this.extSuper;
+    const records: ChunkInfo[] = [];
+    for (let i = 0; i < chunkTableSize / CHUNK_RECORD_SIZE; i++) {
+      records.push(decodeChunkRecord(this.#buf, chunkTableOffset + i * CHUNK_RECORD_SIZE));
     }
-    return this.#records;
+    return records;
   }
 
   #chunkRecord(ref: ChunkRef): ChunkInfo | undefined {
+    const { chunkTableOffset, chunkTableSize } = this.extSuper;
     if (this.#chunkMap === undefined) {
-      const map = new Map<number, ChunkInfo>();
-      for (const r of this.#chunkRecords()) {
+      const map = new Map<number, number>();
+      for (let i = 0; i < chunkTableSize / CHUNK_RECORD_SIZE; i++) {
+        // decodeChunkRecord reads blob index and ci index at these offsets; bounds-checked
+        // like it (a truncated record throws the same error).
+        const r = decodeChunkRecord(this.#buf, chunkTableOffset + i * CHUNK_RECORD_SIZE);
         // Records no index entry can name (blob or ci index out of range) are left to validate().
         if (r.blobIndex >= this.#blobs.length || r.index >= CI_KEY_SPAN) continue;
         const key = r.blobIndex * CI_KEY_SPAN + r.index;
-        if (!map.has(key)) map.set(key, r);
+        if (!map.has(key)) map.set(key, i);
       }
       this.#chunkMap = map;
     }
-    return this.#chunkMap.get(ref.blobIndex * CI_KEY_SPAN + ref.ciIndex);
+    const i = this.#chunkMap.get(ref.blobIndex * CI_KEY_SPAN + ref.ciIndex);
+    return i === undefined
+      ? undefined
+      : decodeChunkRecord(this.#buf, chunkTableOffset + i * CHUNK_RECORD_SIZE);
   }
 
   /** Locate the data of a flat-layout inode, checking that it lies inside the bootstrap. */
