@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { rename, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { CommanderError, type Command } from 'commander';
+import type { Command } from 'commander';
 import { errorText, isNydusError } from '../errors/errors.js';
 import { createLogger, parseLogLevel, type Logger } from '../log/logger.js';
 
@@ -57,9 +57,12 @@ export async function runCli(binary: string, program: Command, argv: readonly st
   try {
     await program.parseAsync(argv);
   } catch (e) {
-    if (e instanceof CommanderError) {
-      // help and version displays end here too, with exit code 0
-      process.exitCode = e.exitCode === 0 ? 0 : EXIT_USAGE;
+    // commander's own errors (codes 'commander.*'; help and version displays end here too, with
+    // exit code 0). By code, not instanceof: nydusd reads a plain command line without loading
+    // commander, and this module must not load it either.
+    const code = (e as { code?: unknown } | null)?.code;
+    if (typeof code === 'string' && code.startsWith('commander.')) {
+      process.exitCode = (e as { exitCode?: unknown }).exitCode === 0 ? 0 : EXIT_USAGE;
       return;
     }
     if (process.env['NYDUS_DEBUG'] === '1' && e instanceof Error) process.stderr.write(`${e.stack ?? ''}\n`);

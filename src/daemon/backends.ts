@@ -6,12 +6,6 @@ import { LocalFsBlobSource } from '../storage/localfs.js';
 import type { BackendType, DaemonConfig } from './config/schema.js';
 import type { Backend, BackendKind } from './backend/kind.js';
 import { inlineBlobFiles } from './local-blobs.js';
-import { httpProxyBackend } from './backend/http-proxy.js';
-import { localDiskBackend } from './backend/localdisk.js';
-import { localFsBackend } from './backend/localfs.js';
-import { ossBackend } from './backend/oss.js';
-import { registryBackend } from './backend/registry.js';
-import { s3Backend } from './backend/s3.js';
 
 /**
  * Blob files that come with the image (an inline-meta blob given as the bootstrap) are read
@@ -33,18 +27,29 @@ class WithLocalFiles implements BlobSource {
   }
 }
 
-const KINDS: Record<BackendType, BackendKind> = {
-  localfs: localFsBackend,
-  localdisk: localDiskBackend,
-  oss: ossBackend,
-  s3: s3Backend,
-  registry: registryBackend,
-  'http-proxy': httpProxyBackend,
+/**
+ * Each backend's module loads when a config first names it: a daemon over local blobs never
+ * loads the network backends (HTTP clients, registry auth, object store signing): ~0.5 MiB.
+ */
+const KINDS: Record<BackendType, () => Promise<BackendKind>> = {
+  localfs: async () => (await import('./backend/localfs.js')).localFsBackend,
+  localdisk: async () => (await import('./backend/localdisk.js')).localDiskBackend,
+  oss: async () => (await import('./backend/oss.js')).ossBackend,
+  s3: async () => (await import('./backend/s3.js')).s3Backend,
+  registry: async () => (await import('./backend/registry.js')).registryBackend,
+  'http-proxy': async () => (await import('./backend/http-proxy.js')).httpProxyBackend,
 };
+const loadedKinds = new Map<BackendType, BackendKind>();
 
 /** Refuse a backend nydusd cannot serve before anything is opened. */
 export async function checkBackend(config: DaemonConfig): Promise<void> {
-  await KINDS[config.backend.type].check(config);
+  const type = config.backend.type;
+  let kind = loadedKinds.get(type);
+  if (kind === undefined) {
+    kind = await KINDS[type]();
+    loadedKinds.set(type, kind);
+  }
+  await kind.check(config);
 }
 
 /** The backend a daemon config names (checked with `checkBackend`), for an image loaded from `loaded`. */
@@ -54,7 +59,10 @@ export function createBackend(
   log: Logger,
   event?: (message: string) => void,
 ): Backend {
-  const backend = KINDS[config.backend.type].create({ config, loaded, log, event });
+  const kind = loadedKinds.get(config.backend.type);
+  if (kind === undefined)
+    throw new Error(`createBackend: checkBackend was not called for ${config.backend.type}`);
+  const backend = kind.create({ config, loaded, log, event });
   // localfs reads the image's own blob files itself.
   if (config.backend.type === 'localfs') return backend;
   const files = inlineBlobFiles(loaded);

@@ -2,7 +2,8 @@ import { readFileSync, statSync } from 'node:fs';
 import { lstat, readFile } from 'node:fs/promises';
 import { getHeapSpaceStatistics } from 'node:v8';
 import { connect } from 'node:net';
-import * as z from 'zod';
+import { createRequire } from 'node:module';
+import type * as Z from 'zod';
 import { errorText, NydusError } from '../errors/errors.js';
 import {
   checkMountpoint,
@@ -124,36 +125,38 @@ const MAX_STATE_BYTES = 64 << 20;
  * reads it, so ours is versioned JSON: what rebuilds every instance into the same slot under
  * the same pseudo node ids, and the INIT the kernel negotiated with the first daemon.
  */
-const HandoverStateSchema = z.object({
-  kind: z.literal('nydus-ts/fusedev'),
-  version: z.literal(1),
-  id: z.string().nullable(),
-  mountpoint: z.string(),
-  fuse: z.object({
-    conn: z.number().int().nullable(),
-    minor: z.number().int(),
-    kernel_flags: z.string().regex(/^0x[0-9a-f]+$/),
-    flags: z.string().regex(/^0x[0-9a-f]+$/),
-  }),
-  vfs: z.object({
-    pseudo: z.boolean(),
-    nextNode: z.string(),
-    lastSlot: z.number().int(),
-    dirs: z.array(z.object({ node: z.string(), path: z.string() })),
-    mounts: z.array(z.object({ path: z.string(), slot: z.number().int() })),
-  }),
-  instances: z.array(
-    z.object({
-      mountpoint: z.string(),
-      source: z.string(),
-      config: z.union([z.object({ text: z.string() }), z.object({ localfs_dir: z.string() })]),
-      prefetch_files: z.array(z.string()),
-      mounted_time: z.string(),
+function handoverStateSchema(z: typeof Z) {
+  return z.object({
+    kind: z.literal('nydus-ts/fusedev'),
+    version: z.literal(1),
+    id: z.string().nullable(),
+    mountpoint: z.string(),
+    fuse: z.object({
+      conn: z.number().int().nullable(),
+      minor: z.number().int(),
+      kernel_flags: z.string().regex(/^0x[0-9a-f]+$/),
+      flags: z.string().regex(/^0x[0-9a-f]+$/),
     }),
-  ),
-  hot_config: z.record(z.string(), z.string()),
-});
-type HandoverState = z.infer<typeof HandoverStateSchema>;
+    vfs: z.object({
+      pseudo: z.boolean(),
+      nextNode: z.string(),
+      lastSlot: z.number().int(),
+      dirs: z.array(z.object({ node: z.string(), path: z.string() })),
+      mounts: z.array(z.object({ path: z.string(), slot: z.number().int() })),
+    }),
+    instances: z.array(
+      z.object({
+        mountpoint: z.string(),
+        source: z.string(),
+        config: z.union([z.object({ text: z.string() }), z.object({ localfs_dir: z.string() })]),
+        prefetch_files: z.array(z.string()),
+        mounted_time: z.string(),
+      }),
+    ),
+    hot_config: z.record(z.string(), z.string()),
+  });
+}
+type HandoverState = Z.infer<ReturnType<typeof handoverStateSchema>>;
 
 function parseHandoverState(data: Buffer): HandoverState {
   let json: unknown;
@@ -162,7 +165,9 @@ function parseHandoverState(data: Buffer): HandoverState {
   } catch (e) {
     throw new NydusError('ERR_FORMAT', `The state from the supervisor is not JSON: ${errorText(e)}`);
   }
-  const r = HandoverStateSchema.safeParse(json);
+  // zod (CommonJS, loaded here on first use) only for a takeover: not in every daemon's RSS.
+  const z = createRequire(import.meta.url)('zod') as typeof Z;
+  const r = handoverStateSchema(z).safeParse(json);
   if (!r.success) {
     const what =
       typeof json === 'object' && json !== null && 'kind' in json

@@ -2,7 +2,6 @@ import { stat } from 'node:fs/promises';
 import { NydusError } from '../../errors/errors.js';
 import type { Logger } from '../../log/logger.js';
 import type { BlobSource } from '../../storage/blob-source.js';
-import { Connection, type ConnectionConfig } from '../../storage/remote/connection.js';
 import type { LoadedBootstrap } from '../../rafs/open.js';
 import type { BackendType, DaemonConfig } from '../config/schema.js';
 
@@ -34,31 +33,6 @@ export interface BackendKind {
   /** Refuse a config this backend cannot serve, with a clear ERR_INVALID_ARG. */
   check(config: DaemonConfig): Promise<void>;
   create(ctx: BackendContext): Backend;
-}
-
-/**
- * An object-store backend (s3, oss): its own connection to the endpoint (proxy, mirrors,
- * retries, failed requests to the events ring) under `source`, whose proxy URL the config API
- * switches hot.
- */
-export function objectStoreBackend(
-  type: string,
-  net: ConnectionConfig,
-  ctx: BackendContext,
-  source: (conn: Connection) => BlobSource & { close(): Promise<void> },
-): Backend {
-  const conn = new Connection(net, {
-    log: ctx.log,
-    ...(ctx.event !== undefined ? { event: ctx.event } : {}),
-  });
-  const src = source(conn);
-  return {
-    type,
-    source: src,
-    local: false,
-    setProxyUrl: (url) => conn.setProxyUrl(url),
-    close: () => src.close(),
-  };
 }
 
 /** An ERR_INVALID_ARG for a bad daemon argument or config. */

@@ -1,6 +1,7 @@
 import { ossBlobSource } from '../../storage/remote/oss.js';
 import { connectionConfig } from '../../storage/remote/s3.js';
-import { backendTable, invalid, objectStoreBackend, type BackendKind } from './kind.js';
+import { backendTable, invalid, type BackendKind } from './kind.js';
+import { objectStoreBackend } from './object-store.js';
 
 /** `oss`: blobs are the objects `<object_prefix><blob id>` of `bucket_name`, read with signed ranged GETs. */
 export const ossBackend: BackendKind = {

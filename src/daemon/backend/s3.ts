@@ -1,5 +1,6 @@
 import { connectionConfig, s3BlobSource } from '../../storage/remote/s3.js';
-import { backendTable, invalid, objectStoreBackend, type BackendKind } from './kind.js';
+import { backendTable, invalid, type BackendKind } from './kind.js';
+import { objectStoreBackend } from './object-store.js';
 
 /** `s3`: blobs are the objects `<object_prefix><blob id>` of `bucket_name`, read with signed ranged GETs. */
 export const s3Backend: BackendKind = {

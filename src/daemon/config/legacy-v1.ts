@@ -1,5 +1,6 @@
 import { isPlainObject, type KeyPath } from './key-path.js';
-import { BACKEND_TYPES, type DaemonConfig } from './schema.js';
+import { BACKEND_TYPES } from './limits.js';
+import type { DaemonConfig } from './schema.js';
 
 /**
  * The legacy v1 nydusd config (upstream `RafsConfig`, the `{"device": ...}` JSON that the

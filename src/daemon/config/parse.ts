@@ -1,11 +1,29 @@
-import { parse as parseToml, TomlError } from 'smol-toml';
+import { createRequire } from 'node:module';
+import type * as Toml from 'smol-toml';
 import type * as z from 'zod';
 import { errorText, NydusError } from '../../errors/errors.js';
 import { JsoncSyntaxError, MAX_JSON_DEPTH, parseJsonc } from './jsonc.js';
 import { describeValue, formatKeyPath, isPlainObject, valueAt, type KeyPath } from './key-path.js';
 import { convertV1, copyFsPrefetchToCache, isV1Document, v1PathOf } from './legacy-v1.js';
-import { daemonConfigSchema, MAX_CONFIG_SIZE, type DaemonConfig } from './schema.js';
+import { fastParseConfig } from './fast.js';
+import { MAX_CONFIG_SIZE } from './limits.js';
+import type { DaemonConfig } from './schema.js';
+import { defineSchemas } from './schema-define.js';
 import { validateConfig, type Finding } from './validate.js';
+
+/**
+ * zod and smol-toml load on first use, synchronously (their CommonJS builds): a daemon whose
+ * config is JSON and right (fast.ts) never loads them, which keeps ~10 MiB out of its RSS.
+ */
+const requireLazy = createRequire(import.meta.url);
+let zodSchema: ReturnType<typeof defineSchemas>['daemonConfigSchema'] | undefined;
+function daemonConfigSchema(): ReturnType<typeof defineSchemas>['daemonConfigSchema'] {
+  zodSchema ??= defineSchemas(requireLazy('zod') as typeof z).daemonConfigSchema;
+  return zodSchema;
+}
+function smolToml(): typeof Toml {
+  return requireLazy('smol-toml') as typeof Toml;
+}
 
 /**
  * `parseDaemonConfig`: text of a nydusd `--config` file (or the `config` string of an API mount
@@ -125,11 +143,11 @@ function readDocument(text: string, source: string | undefined): Document {
   // Text that opens like a JSON object was meant as JSON: a TOML error would only confuse.
   if (opensLikeJson(text)) throw new ConfigError(source, [`not valid JSON: ${jsonError.message}`]);
   try {
-    const doc = parseToml(text, { maxDepth: TOML_MAX_DEPTH, integersAsBigInt: 'asNeeded' });
+    const doc = smolToml().parse(text, { maxDepth: TOML_MAX_DEPTH, integersAsBigInt: 'asNeeded' });
     return { doc, format: 'toml', warnings: [] };
   } catch (e) {
     const toml =
-      e instanceof TomlError
+      e instanceof smolToml().TomlError
         ? `line ${e.line} column ${e.column}: ${(e.message.split('\n')[0] ?? '').replace(/^Invalid TOML document: /, '')}`
         : errorText(e);
     throw new ConfigError(source, [`neither JSON (${jsonError.message}) nor TOML (${toml})`], { cause: e });
@@ -281,7 +299,9 @@ function buildConfig(
     }
   }
 
-  let parsed = daemonConfigSchema.safeParse(raw);
+  const fast = fastParseConfig(raw);
+  let parsed =
+    fast !== undefined ? ({ success: true, data: fast } as const) : daemonConfigSchema().safeParse(raw);
   const unknown: KeyPath[] = [];
   const problems: string[] = [];
   if (!parsed.success) {
@@ -302,7 +322,7 @@ function buildConfig(
 
   if (!parsed.success) {
     for (const p of unknown) deleteAt(raw, p);
-    parsed = daemonConfigSchema.safeParse(raw);
+    parsed = daemonConfigSchema().safeParse(raw);
     if (!parsed.success) {
       // Removing keys cannot make a value wrong; this is a bug if it happens.
       throw new ConfigError(

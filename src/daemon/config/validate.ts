@@ -1,15 +1,7 @@
 import type { KeyPath } from './key-path.js';
-import {
-  BACKEND_TABLE_SCHEMAS,
-  BACKEND_TYPES,
-  fileCacheSchema,
-  fsCacheSchema,
-  MAX_BATCH_SIZE,
-  MAX_PREFETCH_THREADS,
-  type BackendType,
-  type DaemonConfig,
-  type PrefetchConfig,
-} from './schema.js';
+import { BACKEND_TABLES, defaults, FILECACHE, FSCACHE } from './fast.js';
+import { BACKEND_TYPES, MAX_BATCH_SIZE, MAX_PREFETCH_THREADS, type BackendType } from './limits.js';
+import type { DaemonConfig, FileCacheConfig, FsCacheConfig, PrefetchConfig } from './schema.js';
 
 /**
  * The cross-key rules of upstream's `ConfigV2::validate()` (api/src/config.rs), run on a config
@@ -98,8 +90,8 @@ export function validateConfig(config: DaemonConfig, opts: { template?: boolean 
     }
   }
   if (backend[type] === undefined && template) {
-    // Each table schema gives every key a default, so an empty table parses.
-    (backend as Record<string, unknown>)[type] = BACKEND_TABLE_SCHEMAS[type].parse({});
+    // Each table gives every key a default, so an empty table parses (fast.ts: as zod's parse).
+    (backend as Record<string, unknown>)[type] = defaults(BACKEND_TABLES[type] ?? {});
   }
   const table = backend[type] as Record<string, unknown> | undefined;
   const need = needs(type, table);
@@ -139,8 +131,8 @@ export function validateConfig(config: DaemonConfig, opts: { template?: boolean 
     }
   }
   if (template) {
-    if (keep === 'filecache') cache.filecache ??= fileCacheSchema.parse({});
-    if (keep === 'fscache') cache.fscache ??= fsCacheSchema.parse({});
+    if (keep === 'filecache') cache.filecache ??= defaults(FILECACHE) as FileCacheConfig;
+    if (keep === 'fscache') cache.fscache ??= defaults(FSCACHE) as FsCacheConfig;
   } else if (keep !== undefined) {
     const c = cache[keep];
     if (c === undefined || c.work_dir === '')
