@@ -25,6 +25,8 @@ export interface BatchResult {
   data: Buffer;
   /** The whole buffer of the batch's slab, back from the worker for reuse. */
   slab?: ArrayBuffer;
+  /** The buffers of the batch's data jobs, back from the worker for reuse. */
+  returned?: ArrayBuffer[];
 }
 
 interface Pending {
@@ -99,6 +101,7 @@ export class ChunkPool {
       data: Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength),
     };
     if (m.slab !== undefined) r.slab = m.slab.buffer as ArrayBuffer;
+    if (m.returned !== undefined) r.returned = m.returned;
     p.resolve(r);
   }
 

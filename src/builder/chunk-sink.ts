@@ -82,6 +82,8 @@ export class ChunkSink {
   #flushScheduled = false;
   /** Slabs back from the workers, for the next batches (fresh memory costs page faults). */
   readonly #freeSlabs: ArrayBuffer[] = [];
+  /** Chunk-size buffers back from the workers, for `pushStream` to fill again. */
+  readonly #freeChunks: ArrayBuffer[] = [];
   readonly stats: SinkStats = { chunks: 0, dedupChunks: 0, dedupBytes: 0, storedBytes: 0, sourceBytes: 0 };
   readonly chunkSize: number;
   /** Called after landed chunks with the bytes of source consumed so far. */
@@ -106,6 +108,10 @@ export class ChunkSink {
     const r = await result;
     if (r.slab !== undefined && r.slab.byteLength === BATCH_BYTES && this.#freeSlabs.length <= this.#window)
       this.#freeSlabs.push(r.slab);
+    if (r.returned !== undefined)
+      for (const b of r.returned)
+        if (b.byteLength === this.chunkSize && this.#freeChunks.length <= this.#window)
+          this.#freeChunks.push(b);
     let at = 0;
     for (let i = 0; i < slots.length; i++) {
       const slot = slots[i]!;
@@ -190,16 +196,16 @@ export class ChunkSink {
   }
 
   /**
-   * Queue chunk k of `inode` (data of at most chunkSize bytes). With `transferable`, `data`
-   * owns its ArrayBuffer (`Buffer.allocUnsafeSlow`) and moves to the worker; any other buffer
-   * is copied first (it may be a slice of Node's shared allocation pool).
+   * Queue chunk k of `inode` (data of at most chunkSize bytes). With `transferable`, `data` is
+   * a view of an ArrayBuffer the caller owns whole (`Buffer.allocUnsafeSlow`, or a buffer back
+   * from a worker), which moves to the worker; any other buffer is copied first (it may be a
+   * slice of Node's shared allocation pool).
    */
   async push(inode: BuildInode, k: number, data: Buffer, transferable = false): Promise<void> {
     inode.chunks ??= [];
-    const own =
-      transferable && data.byteOffset === 0 && data.byteLength === data.buffer.byteLength
-        ? new Uint8Array(data.buffer, 0, data.byteLength)
-        : new Uint8Array(data);
+    const own = transferable
+      ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
+      : new Uint8Array(data);
     await this.#add(inode, k, { data: own }, own.byteLength, own.buffer as ArrayBuffer);
   }
 
@@ -267,7 +273,10 @@ export class ChunkSink {
         if (chunk === undefined) {
           const left = size - total;
           if (left <= 0) throw tooLong();
-          chunk = Buffer.allocUnsafeSlow(Math.min(this.chunkSize, left));
+          const len = Math.min(this.chunkSize, left);
+          // A buffer back from a worker when there is one: fresh memory costs page faults.
+          const free = this.#freeChunks.pop();
+          chunk = free === undefined ? Buffer.allocUnsafeSlow(len) : Buffer.from(free, 0, len);
           filled = 0;
         }
         const n = Math.min(chunk.length - filled, piece.length - at);

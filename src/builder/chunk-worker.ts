@@ -63,6 +63,8 @@ export interface BatchDone {
   data: Uint8Array;
   /** The batch's slab, handed back for reuse. */
   slab?: Uint8Array;
+  /** The buffers of the batch's data jobs, handed back for reuse (a finished batch only). */
+  returned?: ArrayBuffer[];
   /** Chunks done (all of them unless `error` or `fileError`). */
   count: number;
   /** Worker failure (a bug or a codec error). */
@@ -213,9 +215,18 @@ function runBatch(b: ChunkBatch): { done: BatchDone; transfer: ArrayBuffer[] } {
     return { done: d, transfer: [out.buffer] };
   }
   const d = done();
-  if (b.slab === undefined) return { done: d, transfer: [out.buffer] };
+  const transfer: ArrayBuffer[] = [out.buffer];
+  // Data jobs' buffers go back too: the sender fills them again instead of fresh memory.
+  for (const j of b.jobs) {
+    if ('data' in j && j.data.buffer.byteLength > 0 && !transfer.includes(j.data.buffer as ArrayBuffer)) {
+      (d.returned ??= []).push(j.data.buffer as ArrayBuffer);
+      transfer.push(j.data.buffer as ArrayBuffer);
+    }
+  }
+  if (b.slab === undefined) return { done: d, transfer };
   d.slab = b.slab;
-  return { done: d, transfer: [out.buffer, b.slab.buffer as ArrayBuffer] };
+  transfer.push(b.slab.buffer as ArrayBuffer);
+  return { done: d, transfer };
 }
 
 /** The descriptor opened ahead for job `i`, taken over by the caller (undefined: open it then). */

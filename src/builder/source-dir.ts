@@ -2,7 +2,7 @@ import { isUtf8 } from 'node:buffer';
 import { lstatSync, readdirSync, readlinkSync, realpathSync, type BigIntStats } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import { getAttributeSync, listAttributesSync } from '@napi-rs/xattr';
+import type * as napiXattrModule from '@napi-rs/xattr';
 import { errorText, NydusError } from '../errors/errors.js';
 import { isDir, isReg, isSymlink, S_IFBLK, S_IFCHR, S_IFMT } from '../format/flags.js';
 import type { XattrPair } from '../format/model.js';
@@ -308,8 +308,17 @@ function readXattrs(path: Buffer, cpath: Buffer): XattrPair[] {
   return fromNapi;
 }
 
+/**
+ * @napi-rs/xattr, loaded at its first use: it is the fallback for a machine without koffi, so a
+ * build that reads xattrs through libc never loads it (nor has Node scan its 23 KB CommonJS
+ * entry for named exports at start-up).
+ */
+let napiXattrLoaded: typeof napiXattrModule | undefined;
+
 /** Xattrs through @napi-rs/xattr, or undefined when a name did not survive the string round trip. */
 function napiXattrs(path: Buffer, asString: string): XattrPair[] | undefined {
+  napiXattrLoaded ??= createRequire(import.meta.url)('@napi-rs/xattr') as typeof napiXattrModule;
+  const { getAttributeSync, listAttributesSync } = napiXattrLoaded;
   let names: string[];
   try {
     names = listAttributesSync(asString);

