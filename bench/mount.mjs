@@ -49,6 +49,7 @@ const CMD_TIMEOUT_MS = 20_000;
  * @property {string} label how it was made
  * @property {string} dir where its files are
  * @property {number} bytes its size on disk (ours: bootstrap + blobs)
+ * @property {number} [bootstrapBytes] ours: the bootstrap's size (nydusd holds it in memory)
  * @property {number} seconds how long making it took (0 when cached)
  * @property {boolean} cached
  * @property {string} [failed]
@@ -418,6 +419,7 @@ export function prepareImages(ds, ctx) {
     } else {
       rmSync(join(dir, '.key.json'), { force: true });
       img.bytes = sizeOf(dir);
+      if (!r.cache) img.bootstrapBytes = statSync(join(dir, 'bootstrap')).size;
       if (r.cache) writeFileSync(keyFile, key);
     }
     images[r.id] = img;

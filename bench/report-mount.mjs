@@ -1,6 +1,8 @@
 // The B2, B3 and B6 part of BENCHMARKS.md, from the measurements of one run of mount.mjs. As in
 // B1's part, every number and sentence comes from those measurements.
 
+import { statSync } from 'node:fs';
+import { join } from 'node:path';
 import { fx, int, machineSection, md, partHeading, pct, plural } from './report-common.mjs';
 
 /** @param {number} kib */
@@ -124,6 +126,34 @@ function tieNote(ours, peer, ph, bar) {
   const r = a.wall / b.wall;
   if (!(r > bar) || a.min > b.max * bar) return undefined;
   return `tie: ${fx((a.wall - b.wall * bar) * 1000, 1)} ms over, inside the peer's ${fx(b.min)}-${fx(b.max)} s spread`;
+}
+
+/**
+ * The size of our image's bootstrap in bytes (NaN when unknown): saved with the image, or read
+ * from the image directory for runs saved before it was.
+ * @param {Image | undefined} img
+ */
+function bootstrapBytes(img) {
+  if (img?.bootstrapBytes !== undefined) return img.bootstrapBytes;
+  try {
+    return img !== undefined ? statSync(join(img.dir, 'bootstrap')).size : NaN;
+  } catch {
+    return NaN;
+  }
+}
+
+/**
+ * For an RSS above its bar: how much of it is the bootstrap nydusd holds in memory (the image's
+ * metadata, which grows with its file count), as " (its bootstrap ...; ... without it)".
+ * @param {number} kib
+ * @param {number} barMiB
+ * @param {Image | undefined} img
+ */
+function withoutBootstrap(kib, barMiB, img) {
+  const rss = kib / 1024;
+  const b = bootstrapBytes(img) / 1048576;
+  if (!(rss > barMiB) || !Number.isFinite(b)) return '';
+  return ` (its bootstrap, held in memory: ${fx(b, 1)} MiB; ${fx(rss - b, 1)} without it)`;
 }
 
 /** @param {number} r @param {number} bar */
@@ -254,8 +284,9 @@ function consistency(results, ph, dsName) {
  * Sentences about where our daemon spends the time, from the numbers only.
  * @param {DataSet} ds
  * @param {MountResult[]} results
+ * @param {Image | undefined} [img] our zstd image
  */
-function reading(ds, results) {
+function reading(ds, results, img) {
   const z = get(results, 'nydusd-zstd');
   const l = get(results, 'nydusd-lz4_block');
   const sq = get(results, 'squashfuse');
@@ -323,7 +354,8 @@ function reading(ds, results) {
           `${mib(zm.hwmKiB)} MiB over B2 and B3)`
         : `B6: nydusd peaked at ${mib(zm.hwmKiB)} MiB over B2 and B3 (this run did not measure the B3 peak alone; ` +
           `bar ≤ ${BAR.peakB3MiB} MiB during B3)`) +
-        `, idle after the mount ${mib(zm.idleRssKiB)} MiB (bar ≤ ${BAR.idleMiB} MiB: **${verdict(zm.idleRssKiB / 1024, BAR.idleMiB)}**); ` +
+        `, idle after the mount ${mib(zm.idleRssKiB)} MiB (bar ≤ ${BAR.idleMiB} MiB: **${verdict(zm.idleRssKiB / 1024, BAR.idleMiB)}**` +
+        `${withoutBootstrap(zm.idleRssKiB, BAR.idleMiB, img).replace(' (', '; ').replace(/\)$/, '')}); ` +
         `squashfuse peaked at ${mib(sq?.median?.hwmKiB ?? NaN)} MiB (${mib(sq?.median?.idleRssKiB ?? NaN)} MiB idle). ` +
         `Mounting took ${fx(zm.mountSeconds)} s (squashfuse ${fx(sq?.median?.mountSeconds ?? NaN)} s).`,
     );
@@ -468,7 +500,7 @@ export function renderMounts(o, sub = {}) {
       : []),
   ];
   const barRows = [barHead, barHead.map(() => '---')];
-  for (const { ds, results } of o.measured) {
+  for (const { ds, results, images } of o.measured) {
     const z = get(results, 'nydusd-zstd');
     const tieCell = (
       /** @type {MountResult | undefined} */ a,
@@ -491,8 +523,11 @@ export function renderMounts(o, sub = {}) {
     if (o.phases.b6) {
       const p = b3Peak(z);
       row.push(
-        p.alone ? mibCell(p.kib, BAR.peakB3MiB) : `${mib(p.kib)} over B2 and B3 (not measured alone)`,
-        mibCell(z?.median?.idleRssKiB ?? NaN, BAR.idleMiB),
+        p.alone
+          ? mibCell(p.kib, BAR.peakB3MiB) + withoutBootstrap(p.kib, BAR.peakB3MiB, images?.['nydus-zstd'])
+          : `${mib(p.kib)} over B2 and B3 (not measured alone)`,
+        mibCell(z?.median?.idleRssKiB ?? NaN, BAR.idleMiB) +
+          withoutBootstrap(z?.median?.idleRssKiB ?? NaN, BAR.idleMiB, images?.['nydus-zstd']),
       );
     }
     barRows.push(row);
@@ -523,7 +558,7 @@ export function renderMounts(o, sub = {}) {
   if (sub.memory !== undefined) L.push(sub.memory, '');
 
   L.push('### Reading', '');
-  for (const { ds, results } of o.measured) L.push(reading(ds, results));
+  for (const { ds, results, images } of o.measured) L.push(reading(ds, results, images?.['nydus-zstd']));
   const failed = o.measured.flatMap(({ ds, results }) =>
     results.filter((r) => r.failed !== undefined).map((r) => `${ds.name}: ${r.tool.label}: ${r.failed}`),
   );
