@@ -100,6 +100,13 @@ export function defineSchemas(z: typeof Z) {
     retry_limit: u8().default(0),
   };
 
+  /** The last keys of every network backend's table. */
+  const tailKeys = {
+    proxy: proxySchema.prefault({}),
+    /** Absent unless given (upstream dropped the key; a config echo keeps its old shape). */
+    mirrors: opt(z.array(mirrorSchema)),
+  };
+
   const localDiskSchema = z.strictObject({
     device_path: str(),
     disable_gpt: bool(),
@@ -119,9 +126,7 @@ export function defineSchemas(z: typeof Z) {
     access_key_id: str(),
     access_key_secret: str(),
     ...networkKeys,
-    proxy: proxySchema.prefault({}),
-    /** Absent unless given (upstream dropped the key; a config echo keeps its old shape). */
-    mirrors: opt(z.array(mirrorSchema)),
+    ...tailKeys,
   });
 
   const s3Schema = z.strictObject({
@@ -134,9 +139,7 @@ export function defineSchemas(z: typeof Z) {
     access_key_id: str(),
     access_key_secret: str(),
     ...networkKeys,
-    proxy: proxySchema.prefault({}),
-    /** Absent unless given (upstream dropped the key; a config echo keeps its old shape). */
-    mirrors: opt(z.array(mirrorSchema)),
+    ...tailKeys,
   });
 
   const httpProxySchema = z.strictObject({
@@ -145,9 +148,7 @@ export function defineSchemas(z: typeof Z) {
     /** URL path prefix of the blobs; ignored over a unix socket. */
     path: str(),
     ...networkKeys,
-    proxy: proxySchema.prefault({}),
-    /** Absent unless given (upstream dropped the key; a config echo keeps its old shape). */
-    mirrors: opt(z.array(mirrorSchema)),
+    ...tailKeys,
   });
 
   const registrySchema = z.strictObject({
@@ -167,9 +168,7 @@ export function defineSchemas(z: typeof Z) {
     registry_token: opt(z.string()),
     blob_url_scheme: str(),
     blob_redirected_host: str(),
-    proxy: proxySchema.prefault({}),
-    /** Absent unless given (upstream dropped the key; a config echo keeps its old shape). */
-    mirrors: opt(z.array(mirrorSchema)),
+    ...tailKeys,
   });
 
   /** The schema of the sub-table each backend type reads. */
