@@ -3,7 +3,8 @@ import type { Logger } from '../log/logger.js';
 import type { BlobReader, BlobSource } from '../storage/blob-source.js';
 import type { LoadedBootstrap } from '../rafs/open.js';
 import { LocalFsBlobSource } from '../storage/localfs.js';
-import type { BackendType, DaemonConfig } from './config/schema.js';
+import type { BackendType } from './config/limits.js';
+import type { DaemonConfig } from './config/schema.js';
 import type { Backend, BackendKind } from './backend/kind.js';
 import { inlineBlobFiles } from './local-blobs.js';
 

@@ -3,7 +3,8 @@ import { NydusError } from '../../errors/errors.js';
 import type { Logger } from '../../log/logger.js';
 import type { BlobSource } from '../../storage/blob-source.js';
 import type { LoadedBootstrap } from '../../rafs/open.js';
-import type { BackendType, DaemonConfig } from '../config/schema.js';
+import type { BackendType } from '../config/limits.js';
+import type { DaemonConfig } from '../config/schema.js';
 
 /** The blob source of one mounted image, and what the daemon may do with it. */
 export interface Backend {

@@ -23,20 +23,6 @@ export const {
   daemonConfigSchema,
 } = defineSchemas(z);
 
-export {
-  BACKEND_TYPES,
-  CACHE_TYPE_NAMES,
-  DEFAULT_BATCH_SIZE,
-  DEFAULT_PREFETCH_THREADS,
-  MAX_BATCH_SIZE,
-  MAX_CONFIG_SIZE,
-  MAX_PREFETCH_THREADS,
-  PREFETCH_OFF,
-  RAFS_MODES,
-  type BackendType,
-  type CacheType,
-} from './limits.js';
-
 export type DaemonConfig = z.output<typeof daemonConfigSchema>;
 export type BackendConfig = DaemonConfig['backend'];
 export type CacheConfig = DaemonConfig['cache'];
