@@ -4,7 +4,7 @@ import type lz4Module from 'lz4-napi';
 import type zstdModule from 'zstd-napi/binding.js';
 import { errorText, NydusError } from '../errors/errors.js';
 import type { Compressor } from './algorithms.js';
-import { nativeLz4, nativeLz4Decoder, nativeZstd, nativeZstdDecoder } from './native.js';
+import { nativeLz4, nativeLz4Decoder, nativeZstd, nativeZstdDecoder, type NativeDecoder } from './native.js';
 
 /**
  * The bundled codecs, loaded at their first use: where the system libraries are there, a build's
@@ -87,6 +87,42 @@ export function decompress(algo: Compressor, src: Buffer, size: number): Buffer 
 /** Units at least this large are decoded on a worker thread when the system library is there. */
 const WORKER_DECODE_MIN = 64 * 1024;
 
+/** The system library's decoder for `algo`, when `size` bytes into `out` can use it. */
+function nativeDecoderFor(
+  algo: Compressor,
+  size: number,
+  out: Buffer | undefined,
+): NativeDecoder | undefined {
+  const native =
+    algo === 'zstd' ? nativeZstdDecoder() : algo === 'lz4_block' ? nativeLz4Decoder() : undefined;
+  if (native === undefined || size > MAX_DECOMPRESSED_SIZE * 64 || (out !== undefined && out.length < size))
+    return undefined;
+  return native;
+}
+
+/** `decompress` into `out` when it is big enough (its prefix is the result). */
+function decompressCopy(algo: Compressor, src: Buffer, size: number, out: Buffer | undefined): Buffer {
+  const data = decompress(algo, src, size);
+  if (out === undefined || out.length < size) return data;
+  data.copy(out, 0, 0, size);
+  return out.subarray(0, size);
+}
+
+function decodeFailed(algo: Compressor, src: Buffer, e: unknown): NydusError {
+  return new NydusError(
+    'ERR_DECOMPRESS',
+    `Cannot decompress ${algo} data of ${src.length} bytes: ${errorText(e)}`,
+    {
+      cause: e,
+    },
+  );
+}
+
+function checkDecoded(algo: Compressor, n: number, size: number): void {
+  if (n !== size)
+    throw new NydusError('ERR_DECOMPRESS', `${algo} data decompressed to ${n} bytes, expected ${size}`);
+}
+
 /**
  * Decompress one unit, as `decompress`, into `out` when given (a buffer of at least `size`
  * bytes; the result is its prefix) or else a new buffer. Large zstd and lz4_block units are
@@ -99,29 +135,34 @@ export async function decompressTo(
   size: number,
   out?: Buffer,
 ): Promise<Buffer> {
-  const native =
-    algo === 'zstd' ? nativeZstdDecoder() : algo === 'lz4_block' ? nativeLz4Decoder() : undefined;
-  if (native === undefined || size > MAX_DECOMPRESSED_SIZE * 64 || (out !== undefined && out.length < size)) {
-    const data = decompress(algo, src, size);
-    if (out === undefined || out.length < size) return data;
-    data.copy(out, 0, 0, size);
-    return out.subarray(0, size);
-  }
+  const native = nativeDecoderFor(algo, size, out);
+  if (native === undefined || size < WORKER_DECODE_MIN) return decompressNow(algo, src, size, out);
   const dst = out === undefined ? Buffer.allocUnsafe(size) : out.subarray(0, size);
   let n: number;
   try {
-    n = size >= WORKER_DECODE_MIN ? await native.decodeAsync(src, dst) : native.decode(src, dst);
+    n = await native.decodeAsync(src, dst);
   } catch (e) {
-    throw new NydusError(
-      'ERR_DECOMPRESS',
-      `Cannot decompress ${algo} data of ${src.length} bytes: ${errorText(e)}`,
-      {
-        cause: e,
-      },
-    );
+    throw decodeFailed(algo, src, e);
   }
-  if (n !== size)
-    throw new NydusError('ERR_DECOMPRESS', `${algo} data decompressed to ${n} bytes, expected ${size}`);
+  checkDecoded(algo, n, size);
+  return dst;
+}
+
+/**
+ * `decompressTo` on this thread whatever the size (no promise, no thread hop): for a caller
+ * that serves the bytes at once.
+ */
+export function decompressNow(algo: Compressor, src: Buffer, size: number, out?: Buffer): Buffer {
+  const native = nativeDecoderFor(algo, size, out);
+  if (native === undefined) return decompressCopy(algo, src, size, out);
+  const dst = out === undefined ? Buffer.allocUnsafe(size) : out.subarray(0, size);
+  let n: number;
+  try {
+    n = native.decode(src, dst);
+  } catch (e) {
+    throw decodeFailed(algo, src, e);
+  }
+  checkDecoded(algo, n, size);
   return dst;
 }
 

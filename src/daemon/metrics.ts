@@ -258,8 +258,18 @@ export class MeteredBlobSource implements BlobSource {
   async open(blob: BlobInfo): Promise<BlobReader> {
     const r = await this.#inner.open(blob);
     const m = this.metrics;
+    const now = r.readNow?.bind(r);
     return {
       size: r.size,
+      // A read that cannot be made at once is not counted: `read` then makes it.
+      ...(now !== undefined && {
+        readNow(offset: number, length: number, into?: Buffer): Buffer | undefined {
+          const t0 = performance.now();
+          const b = now(offset, length, into);
+          if (b !== undefined) m.record(b.length, true, performance.now() - t0);
+          return b;
+        },
+      }),
       async read(offset, length, into, opts): Promise<Buffer> {
         const t0 = performance.now();
         try {

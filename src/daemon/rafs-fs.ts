@@ -113,6 +113,8 @@ const EMPTY_ATTR: FuseAttr = toFuseAttr({
 export class RafsFs implements FuseHandler {
   readonly image: RafsImage;
   readonly #validate: boolean;
+  /** What every read asks of the image. */
+  readonly #readOpts: { readonly verify: boolean };
   readonly #xattr: boolean;
   readonly #ttl: number;
   readonly #root: number;
@@ -127,6 +129,7 @@ export class RafsFs implements FuseHandler {
   constructor(image: RafsImage, opts: RafsFsOptions = {}) {
     this.image = image;
     this.#validate = opts.validate ?? false;
+    this.#readOpts = { verify: this.#validate };
     this.#xattr = opts.enableXattr ?? false;
     this.#ttl = opts.timeoutSec ?? DAY;
     this.#root = image.bootstrap.rootIno;
@@ -275,11 +278,19 @@ export class RafsFs implements FuseHandler {
     return { fh: 0n, openFlags: FopenFlag.KEEP_CACHE, backingId: 0 };
   }
 
-  async read(req: ReadRequest): Promise<LentBytes> {
+  /**
+   * The bytes, at once when the image can serve them without waiting (a local blob in the page
+   * cache: no promise, no thread hop), else a promise of them.
+   */
+  read(req: ReadRequest): LentBytes | Promise<LentBytes> {
     const ino = this.inoOf(req.nodeid);
     if (!isReg(this.#attr(ino).mode))
       throw new FuseError('ERR_INODE_TYPE', 'Not a regular file', Errno.EINVAL);
-    return this.image.readFileShared(ino, req.offset, req.size, { verify: this.#validate });
+    const opts = this.#readOpts;
+    return (
+      this.image.readFileSharedNow(ino, req.offset, req.size, opts) ??
+      this.image.readFileShared(ino, req.offset, req.size, opts)
+    );
   }
 
   #dirEntries(

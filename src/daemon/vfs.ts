@@ -417,22 +417,39 @@ export class Vfs implements FuseHandler {
     return { fh: 0n, openFlags: 0, backingId: 0 };
   }
 
-  async read(req: ReadRequest): Promise<Buffer | LentBytes> {
+  /** The bytes, at once when the instance answers at once, else a promise of them. */
+  read(req: ReadRequest): Buffer | LentBytes | Promise<Buffer | LentBytes> {
     const r = this.#route(req.nodeid);
     if (!('inst' in r)) throw new FuseError('ERR_INODE_TYPE', 'Is a directory', Errno.EISDIR);
     const inst = r.inst;
     const t0 = performance.now();
+    let v: LentBytes | Promise<LentBytes>;
     try {
-      const v = await inst.fs.read(req);
-      inst.metrics.record('read', inst.fs.inoOf(req.nodeid), true, (performance.now() - t0) * 1000, v.length);
-      return v;
+      v = inst.fs.read(req);
     } catch (e) {
-      inst.metrics.record('read', inst.fs.inoOf(req.nodeid), false, (performance.now() - t0) * 1000);
-      if (e instanceof FuseError) throw e;
-      // A backend or digest failure: EIO for this read only, recorded as an event.
-      inst.onReadError?.(e);
-      throw new FuseError('ERR_IO', e instanceof Error ? e.message : String(e), Errno.EIO, { cause: e });
+      throw this.#readFailed(inst, req, t0, e);
     }
+    if (!(v instanceof Promise)) return this.#readDone(inst, req, t0, v);
+    return v.then(
+      (got) => this.#readDone(inst, req, t0, got),
+      (e: unknown) => {
+        throw this.#readFailed(inst, req, t0, e);
+      },
+    );
+  }
+
+  #readDone(inst: VfsInstance, req: ReadRequest, t0: number, v: LentBytes): LentBytes {
+    inst.metrics.record('read', inst.fs.inoOf(req.nodeid), true, (performance.now() - t0) * 1000, v.length);
+    return v;
+  }
+
+  /** The error a failed read answers with, once counted. */
+  #readFailed(inst: VfsInstance, req: ReadRequest, t0: number, e: unknown): FuseError {
+    inst.metrics.record('read', inst.fs.inoOf(req.nodeid), false, (performance.now() - t0) * 1000);
+    if (e instanceof FuseError) return e;
+    // A backend or digest failure: EIO for this read only, recorded as an event.
+    inst.onReadError?.(e);
+    return new FuseError('ERR_IO', e instanceof Error ? e.message : String(e), Errno.EIO, { cause: e });
   }
 
   #pseudoChildren(p: PseudoNode): { name: Buffer; node: bigint }[] {

@@ -1,7 +1,7 @@
 import { NydusError, FormatError } from '../errors/errors.js';
 import { isDir, isReg } from '../format/flags.js';
 import type { Bootstrap, ChunkInfo, DirEntry, InodeAttr } from '../format/model.js';
-import { BlobDevice, NOTHING_TO_RELEASE } from '../storage/blob-device.js';
+import { BlobDevice, NOTHING_TO_RELEASE, type PinnedChunks } from '../storage/blob-device.js';
 import type { BlobReader, BlobSource } from '../storage/blob-source.js';
 import type { ChunkCache } from '../storage/chunk-cache.js';
 import { loadBlobChunks } from './blob-chunks.js';
@@ -364,7 +364,41 @@ export class RafsImage {
     const chunks = await this.#fileChunks(ino);
     const wanted = chunksIn(chunks, offset, end);
     this.#maybeReadAhead(chunks, wanted);
-    const held = await this.device.readChunks(wanted, opts);
+    return this.#assemble(wanted, offset, end, await this.device.readChunks(wanted, opts));
+  }
+
+  /**
+   * `readFileShared` answered at once, with no promise, when the device can serve the chunks
+   * so (`BlobDevice.readChunksNow`: a local blob in the page cache, no cache storing data) and
+   * the file's chunk list is known; undefined otherwise, and `readFileShared` serves the read.
+   * Errors are thrown as `readFileShared` rejects with them.
+   */
+  readFileSharedNow(
+    ino: number,
+    offset: number,
+    length: number,
+    opts: ReadOptions = {},
+  ): SharedBytes | undefined {
+    const attr = this.bootstrap.getAttr(ino);
+    if (!isReg(attr.mode)) throw new NydusError('ERR_INODE_TYPE', `Inode ${ino} is not a regular file`);
+    if (offset >= attr.size || length <= 0) return owned(Buffer.alloc(0));
+    const end = Math.min(attr.size, offset + length);
+    const b = this.bootstrap;
+    if (hasV6Extras(b)) {
+      const inline = b.inlineData(ino);
+      if (inline !== undefined) return owned(Buffer.from(inline.subarray(offset, end)));
+    }
+    const chunks = this.#fileChunksNow(ino);
+    if (chunks === undefined) return undefined;
+    const wanted = chunksIn(chunks, offset, end);
+    const held = this.device.readChunksNow(wanted, opts);
+    if (held === undefined) return undefined;
+    this.#maybeReadAhead(chunks, wanted);
+    return this.#assemble(wanted, offset, end, held);
+  }
+
+  /** The bytes [offset, end) of a file from its chunks `wanted`, held: views, zeros for holes. */
+  #assemble(wanted: readonly ChunkInfo[], offset: number, end: number, held: PinnedChunks): SharedBytes {
     const parts: Buffer[] = [];
     let pos = offset;
     held.chunks.forEach((got, k) => {
@@ -456,13 +490,33 @@ export class RafsImage {
 
   /** `chunks(ino)`, remembered for the most recently read files. */
   async #fileChunks(ino: number): Promise<ChunkInfo[]> {
+    return this.#fileChunksNow(ino) ?? this.#keepChunks(ino, await this.chunks(ino));
+  }
+
+  /**
+   * `#fileChunks` when it needs no promise: remembered, or in the bootstrap's own tables;
+   * undefined when the chunks must be resolved through the blob's ci table.
+   */
+  #fileChunksNow(ino: number): ChunkInfo[] | undefined {
     const known = this.#chunkLists.get(ino);
     if (known !== undefined) {
       this.#chunkLists.delete(ino);
       this.#chunkLists.set(ino, known);
       return known;
     }
-    let list = await this.chunks(ino);
+    let list: ChunkInfo[];
+    try {
+      list = this.bootstrap.chunks(ino);
+    } catch (e) {
+      if (e instanceof NydusError && e.code === 'ERR_NOT_FOUND' && hasV6Extras(this.bootstrap))
+        return undefined;
+      throw e;
+    }
+    return this.#keepChunks(ino, list);
+  }
+
+  #keepChunks(ino: number, chunks: ChunkInfo[]): ChunkInfo[] {
+    let list = chunks;
     // chunksIn needs file order; an image that lists chunks otherwise still reads right.
     if (list.some((c, i) => i > 0 && c.fileOffset < list[i - 1]!.fileOffset))
       list = [...list].sort((a, b) => a.fileOffset - b.fileOffset);

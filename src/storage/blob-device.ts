@@ -1,5 +1,5 @@
 import { errorText, FormatError, NydusError } from '../errors/errors.js';
-import { decompressTo } from '../codec/compress.js';
+import { decompressNow, decompressTo } from '../codec/compress.js';
 import { ChunkFlag } from '../format/flags.js';
 import type { BlobInfo, ChunkInfo } from '../format/model.js';
 import type { BlobReader, BlobSource } from './blob-source.js';
@@ -19,6 +19,7 @@ import {
   prefetchMode,
   type Priority,
   READ_AHEAD,
+  MAX_MERGED_READ,
   type RunMode,
 } from './fetch-run.js';
 
@@ -80,6 +81,11 @@ const DEFAULT_RECENT_BYTES = 4 << 20;
 /** Bytes of free chunk buffers a device keeps for reuse, all sizes together. */
 const POOL_KEEP_BYTES = 4 << 20;
 const NO_OPTIONS: ChunkReadOptions = {};
+/**
+ * Most bytes `readChunksNow` decodes for one read on the calling thread (the event loop): a
+ * FUSE read of up to 1 MiB over two chunks of the default 1 MiB size, about 2 ms of zstd.
+ */
+const NOW_DECODE_MAX = 2 << 20;
 /** What a prefetch read tells the backend (a lower priority, a smaller retry budget). */
 const PREFETCH_READ = { prefetch: true } as const;
 
@@ -111,6 +117,8 @@ export class BlobDevice {
   readonly #table: BlobTable;
   readonly #source: BlobSource;
   readonly #readers = new Map<number, Promise<BlobReader>>();
+  /** The readers of #readers once open: what `readChunksNow` reads through. */
+  readonly #opened = new Map<number, BlobReader>();
   readonly #validate: boolean;
   readonly #untrusted: boolean;
   #refetches = 0;
@@ -199,8 +207,14 @@ export class BlobDevice {
       if (blob === undefined)
         return Promise.reject(new FormatError(`Chunk refers to blob index ${index}, which does not exist`));
       r = this.#source.open(blob);
+      const opening = r;
       // A failed open is not cached: the blob may appear later.
-      r.catch(() => this.#readers.delete(index));
+      r.then(
+        (reader) => {
+          if (this.#readers.get(index) === opening) this.#opened.set(index, reader);
+        },
+        () => this.#readers.delete(index),
+      );
       this.#readers.set(index, r);
     }
     return r;
@@ -228,6 +242,7 @@ export class BlobDevice {
     while (this.#background.size > 0) await Promise.allSettled([...this.#background]);
     const readers = [...this.#readers.values()];
     this.#readers.clear();
+    this.#opened.clear();
     this.#stores.clear();
     this.#recent.clear();
     this.#recentBytes = 0;
@@ -258,6 +273,11 @@ export class BlobDevice {
       else runs.push([c]);
     }
     const held = this.#takeAll(await Promise.allSettled(runs.map((r) => this.#readRun(r, check, ON_DEMAND))));
+    return this.#pinned(held);
+  }
+
+  /** Chunks got for a reader (each pinned once for it), with their release. */
+  #pinned(held: Fetched[]): PinnedChunks {
     if (!held.some((g) => g.slot !== undefined)) {
       // Nothing pooled: the bytes stay valid without pins.
       for (const g of held) this.#unpin(g);
@@ -270,6 +290,159 @@ export class BlobDevice {
       for (const g of held) this.#unpin(g);
     };
     return { chunks: held, release };
+  }
+
+  /**
+   * `readChunks` answered at once, with no promise, when it can be: the chunks are of one blob
+   * whose reader is open and can read without waiting (a local blob file: pages in the page
+   * cache), the device is trusted and stores nothing (no cache, or one that keeps no data), no
+   * chunk is in flight, and every chunk not in the recent memory (at most NOW_DECODE_MAX bytes
+   * of them) is read at once and decoded here. Otherwise undefined, with nothing kept or counted: `readChunks` then serves the read
+   * (and words any failure, which this path never throws).
+   */
+  readChunksNow(chunks: readonly ChunkInfo[], opts: ChunkReadOptions = NO_OPTIONS): PinnedChunks | undefined {
+    const first = chunks[0];
+    if (first === undefined || this.#untrusted || this.cache?.storesData === true) return undefined;
+    const reader = this.#opened.get(first.blobIndex);
+    const blob = this.#table.blobs[first.blobIndex];
+    if (reader?.readNow === undefined || blob === undefined) return undefined;
+    const check = this.#check(opts);
+    const n = chunks.length;
+    const keys: string[] = new Array<string>(n);
+    const got: (Fetched | undefined)[] = new Array<Fetched | undefined>(n);
+    let misses = 0;
+    let decode = 0;
+    try {
+      for (let i = 0; i < n; i++) {
+        const c = chunks[i]!;
+        if (c.blobIndex !== first.blobIndex) return undefined;
+        checkChunkRecord(c, blob, reader.size);
+        const key = chunkKey(c);
+        if (this.#inflight.has(key)) return undefined;
+        const hit = this.#recent.get(key);
+        if (hit === undefined) {
+          // The same chunk twice among the misses: left to the flights of readChunks.
+          for (let k = 0; k < i; k++) if (got[k] === undefined && keys[k] === key) return undefined;
+          misses++;
+          decode += c.uncompressedSize;
+          // Big chunks decode on worker threads (readChunks), not stalling this thread.
+          if (decode > NOW_DECODE_MAX) return undefined;
+        } else if (check !== 0 && !hit.verified) this.#verify(c, hit.data, check);
+        keys[i] = key;
+        got[i] = hit;
+      }
+    } catch {
+      return undefined;
+    }
+    const fresh = misses > 0 ? this.#fetchNow(chunks, got, reader, check) : [];
+    if (fresh === undefined) return undefined;
+    // Hits are pinned before fetched chunks enter the recent memory, which may evict them.
+    for (let i = 0; i < n; i++) {
+      const g = got[i]!;
+      if (g.kept) {
+        this.#recent.delete(keys[i]!);
+        this.#recent.set(keys[i]!, g);
+      }
+      g.pins++;
+    }
+    for (const i of fresh) this.#remember(keys[i]!, got[i]!);
+    this.cache?.noteRequest(n, misses > 0 ? 0 : n);
+    return this.#pinned(got as Fetched[]);
+  }
+
+  /**
+   * Fill the gaps of `got` (the chunks not in the recent memory) by reads that do not wait,
+   * contiguous chunks merged as `#fetch` merges them, decoded and checked here: the indexes
+   * filled. Undefined when a read could not be made at once or a chunk did not decode or pass
+   * its check: then every buffer taken is given back and nothing is counted.
+   */
+  #fetchNow(
+    chunks: readonly ChunkInfo[],
+    got: (Fetched | undefined)[],
+    reader: BlobReader,
+    check: Check,
+  ): number[] | undefined {
+    const pool = this.#pool;
+    const taken: Buffer[] = [];
+    const fresh: number[] = [];
+    const reads: number[] = [];
+    let ok = true;
+    try {
+      let i = 0;
+      while (ok && i < chunks.length) {
+        if (got[i] !== undefined) {
+          i++;
+          continue;
+        }
+        const start = chunks[i]!.compressedOffset;
+        let end = start + chunks[i]!.compressedSize;
+        let j = i + 1;
+        while (j < chunks.length && got[j] === undefined) {
+          const c = chunks[j]!;
+          if (c.compressedOffset !== end || c.compressedOffset + c.compressedSize - start > MAX_MERGED_READ)
+            break;
+          end = c.compressedOffset + c.compressedSize;
+          j++;
+        }
+        const length = end - start;
+        let rawSlot = pool?.serves(length) === true ? pool.take(length) : undefined;
+        if (rawSlot !== undefined) taken.push(rawSlot);
+        const raw = reader.readNow!(start, length, rawSlot);
+        if (raw === undefined) {
+          ok = false;
+          break;
+        }
+        reads.push(length);
+        if (rawSlot !== undefined && !landedIn(raw, rawSlot)) rawSlot = undefined;
+        for (let k = i; k < j; k++) {
+          const c = chunks[k]!;
+          const stored = raw.subarray(
+            c.compressedOffset - start,
+            c.compressedOffset - start + c.compressedSize,
+          );
+          let g: Fetched;
+          if ((c.flags & ChunkFlag.COMPRESSED) === 0 && (rawSlot === undefined || j - i === 1)) {
+            g = fetched(stored, false, rawSlot);
+            rawSlot = undefined;
+          } else {
+            const size = c.uncompressedSize;
+            const slot = pool?.serves(size) === true ? pool.take(size) : undefined;
+            if (slot !== undefined) taken.push(slot);
+            let data: Buffer;
+            if ((c.flags & ChunkFlag.COMPRESSED) === 0) {
+              data = slot === undefined ? Buffer.from(stored) : slot.subarray(0, size);
+              if (slot !== undefined) stored.copy(data);
+            } else data = decompressNow(this.#table.blobs[c.blobIndex]!.compressor, stored, size, slot);
+            g = fetched(data, false, slot !== undefined && landedIn(data, slot) ? slot : undefined);
+          }
+          this.#verify(c, g.data, check);
+          g.verified = check !== 0 && hasDigest(c);
+          got[k] = g;
+          fresh.push(k);
+        }
+        i = j;
+      }
+    } catch {
+      ok = false;
+    }
+    if (!ok) {
+      for (const k of fresh) got[k] = undefined;
+      for (const slot of taken) pool!.give(slot);
+      return undefined;
+    }
+    // Slots the chunks do not hold (a read that landed elsewhere, a merged read's raw bytes).
+    const held = new Set<Buffer>();
+    for (const k of fresh) {
+      const slot = got[k]!.slot;
+      if (slot !== undefined) held.add(slot);
+    }
+    for (const slot of taken) if (!held.has(slot)) pool!.give(slot);
+    for (const length of reads) {
+      this.#backendReads++;
+      this.#backendBytes += length;
+      this.cache?.noteBackendRead(length);
+    }
+    return fresh;
   }
 
   /** Whether chunk `c` is in the recent-chunk memory or being fetched. */

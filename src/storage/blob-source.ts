@@ -21,6 +21,12 @@ export interface BlobReader {
    * that prefix; a reader that cannot do that may answer with a buffer of its own.
    */
   read(offset: number, length: number, into?: Buffer, opts?: ReadOptions): Promise<Buffer>;
+  /**
+   * The same bytes at once when they can be had without waiting (a local file's pages in the
+   * page cache); undefined otherwise, or when the range is not inside the blob: `read` then
+   * answers (and words any error). Optional: a reader without it is always read with `read`.
+   */
+  readNow?(offset: number, length: number, into?: Buffer): Buffer | undefined;
   close(): Promise<void>;
 }
 

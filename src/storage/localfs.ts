@@ -54,6 +54,12 @@ export class FileBlobReader implements BlobReader {
     return buf;
   }
 
+  readNow(offset: number, length: number, into?: Buffer): Buffer | undefined {
+    if (offset < 0 || length <= 0 || offset + length > this.size) return undefined;
+    const buf = bufferFor(length, into);
+    return readCached(this.#fh.fd, buf, offset, length) >= length ? buf : undefined;
+  }
+
   async close(): Promise<void> {
     await this.#fh.close();
   }

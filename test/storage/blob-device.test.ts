@@ -369,3 +369,116 @@ test('chunk records the blob cannot hold are refused', async () => {
   );
   await dev.close();
 });
+
+/** A backend over one in-memory blob that also reads at once (as a local file in the page cache does) while `now`. */
+class NowSource extends GatedSource {
+  now = true;
+  nowReads = 0;
+  readonly #bytes: Buffer;
+
+  constructor(data: Buffer) {
+    super(data);
+    this.#bytes = data;
+  }
+
+  override async open(): Promise<BlobReader> {
+    const r = await super.open();
+    return {
+      ...r,
+      readNow: (offset: number, length: number, into?: Buffer): Buffer | undefined => {
+        if (!this.now || offset + length > this.#bytes.length) return undefined;
+        this.nowReads++;
+        const out =
+          into !== undefined && into.length >= length ? into.subarray(0, length) : Buffer.alloc(length);
+        this.#bytes.copy(out, 0, offset, offset + length);
+        return out;
+      },
+    };
+  }
+}
+
+test('readChunksNow serves a read at once from a reader that reads without waiting, as readChunks would', async () => {
+  for (const compressed of [true, false]) {
+    const t = makeBlob(6, compressed);
+    const src = new NowSource(t.data);
+    const dev = new BlobDevice([t.blob], src, { chunkSize: CHUNK, reuseBuffers: true });
+    // The reader is not open yet: nothing can be served at once.
+    assert.equal(dev.readChunksNow(t.chunks.slice(0, 2)), undefined);
+    const first = await dev.readChunks([t.chunks[5]!]);
+    first.release();
+    const got = dev.readChunksNow(t.chunks.slice(0, 3), { verify: true });
+    assert.ok(got !== undefined);
+    assert.deepEqual(
+      got.chunks.map((g) => g.data),
+      t.raw.slice(0, 3),
+    );
+    // The three contiguous chunks came in one merged read, counted like any backend read.
+    assert.equal(src.nowReads, 1);
+    assert.equal(dev.backendReads, 2);
+    got.release();
+    // Now in the recent memory: served again with no backend read.
+    const again = dev.readChunksNow(t.chunks.slice(1, 3));
+    assert.deepEqual(
+      again?.chunks.map((g) => g.data),
+      t.raw.slice(1, 3),
+    );
+    again?.release();
+    assert.equal(src.nowReads, 1);
+    assert.equal(src.reads.length, 1);
+    await dev.close();
+  }
+});
+
+test('readChunksNow leaves to readChunks what it cannot serve at once, and every failure', async () => {
+  const t = makeBlob(4, true);
+  const src = new NowSource(t.data);
+  const dev = new BlobDevice([t.blob], src, { chunkSize: CHUNK, reuseBuffers: true, recentBytes: 0 });
+  (await dev.readChunks([t.chunks[0]!])).release();
+  const idle = dev.bufferPool!.idle;
+  // Bytes not there without waiting.
+  src.now = false;
+  assert.equal(dev.readChunksNow([t.chunks[1]!]), undefined);
+  src.now = true;
+  // A chunk in flight is joined by readChunks, not read twice.
+  src.hold = true;
+  const pending = dev.readChunks([t.chunks[2]!]);
+  await until(() => src.waiting === 1);
+  assert.equal(dev.readChunksNow([t.chunks[1]!, t.chunks[2]!]), undefined);
+  src.releaseAll();
+  (await pending).release();
+  src.hold = false;
+  // A corrupt chunk: nothing at once, and readChunks words the failure.
+  const bad = { ...t.chunks[3]!, id: Buffer.alloc(32, 7) };
+  assert.equal(dev.readChunksNow([bad], { verify: true }), undefined);
+  await assert.rejects(dev.readChunks([bad], { verify: true }), /has digest/);
+  // A chunk record past the end of the blob, the same.
+  const past = { ...t.chunks[1]!, compressedOffset: t.data.length - 10 };
+  assert.equal(dev.readChunksNow([past]), undefined);
+  await assert.rejects(dev.readChunks([past]), /points past the end of blob/);
+  // Buffers taken on the way went back to the pool.
+  assert.ok(dev.bufferPool!.idle >= idle, `idle slots ${dev.bufferPool!.idle} < ${idle}`);
+  assert.equal(dev.backendReads, 2 + 1);
+  await dev.close();
+});
+
+test('readChunksNow is not used with a cache that stores chunks', async () => {
+  const t = makeBlob(2, true);
+  const dev = new BlobDevice([t.blob], new NowSource(t.data), {
+    chunkSize: CHUNK,
+    cache: new MemoryChunkCache(),
+  });
+  (await dev.readChunks([t.chunks[0]!])).release();
+  assert.equal(dev.readChunksNow([t.chunks[1]!]), undefined);
+  await dev.close();
+});
+
+test('readChunksNow leaves reads that would decode more than 2 MiB here to readChunks', async () => {
+  const t = makeBlob(40, true);
+  const dev = new BlobDevice([t.blob], new NowSource(t.data), { chunkSize: CHUNK });
+  (await dev.readChunks([t.chunks[39]!])).release();
+  assert.equal(dev.readChunksNow(t.chunks.slice(0, 33)), undefined);
+  const some = dev.readChunksNow(t.chunks.slice(0, 32));
+  assert.equal(some?.chunks.length, 32);
+  some?.release();
+  await dev.close();
+});
