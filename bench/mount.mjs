@@ -49,7 +49,7 @@ const CMD_TIMEOUT_MS = 20_000;
  * @property {string} label how it was made
  * @property {string} dir where its files are
  * @property {number} bytes its size on disk (ours: bootstrap + blobs)
- * @property {number} [bootstrapBytes] ours: the bootstrap's size (nydusd holds it in memory)
+ * @property {number} [bootstrapBytes] ours: the bootstrap's size (nydusd maps it; the pages it reads count in its RSS, file-backed)
  * @property {number} seconds how long making it took (0 when cached)
  * @property {boolean} cached
  * @property {string} [failed]

@@ -143,8 +143,9 @@ function bootstrapBytes(img) {
 }
 
 /**
- * For an RSS above its bar: how much of it is the bootstrap nydusd holds in memory (the image's
- * metadata, which grows with its file count), as " (its bootstrap ...; ... without it)".
+ * For an RSS above its bar: how big the image's bootstrap is (its metadata, which grows with its
+ * file count; nydusd maps it, and the pages it has read count in its RSS as file-backed
+ * memory), as " (its bootstrap ...; ... without it)".
  * @param {number} kib
  * @param {number} barMiB
  * @param {Image | undefined} img
@@ -153,7 +154,7 @@ function withoutBootstrap(kib, barMiB, img) {
   const rss = kib / 1024;
   const b = bootstrapBytes(img) / 1048576;
   if (!(rss > barMiB) || !Number.isFinite(b)) return '';
-  return ` (its bootstrap, held in memory: ${fx(b, 1)} MiB; ${fx(rss - b, 1)} without it)`;
+  return ` (its bootstrap, mapped, at most: ${fx(b, 1)} MiB; ${fx(rss - b, 1)} without it)`;
 }
 
 /** @param {number} r @param {number} bar */

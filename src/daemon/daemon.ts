@@ -37,7 +37,13 @@ import {
   memoryReport,
   MeteredBlobSource,
 } from './metrics.js';
-import { settleAfterMount, trimWhenQuiet, tuneMalloc } from './malloc.js';
+import {
+  DAEMON_MMAP_THRESHOLD,
+  DAEMON_TRIM_THRESHOLD,
+  settleAfterMount,
+  trimWhenQuiet,
+  tuneMalloc,
+} from './malloc.js';
 import { RafsFs } from './rafs-fs.js';
 import { pseudoPath, slotBase, Vfs, type VfsInstance, type VfsState } from './vfs.js';
 
@@ -88,6 +94,8 @@ type ConfigSource = { readonly text: string } | { readonly localfsDir: string };
 interface Instance extends VfsInstance {
   readonly mountpoint: string;
   readonly source: string;
+  /** Whether the bootstrap is mapped from its file (not held in the heap). */
+  readonly sourceMapped: boolean;
   readonly config: DaemonConfig;
   readonly configSource: ConfigSource;
   readonly prefetchFiles: readonly string[];
@@ -299,7 +307,7 @@ export class NydusDaemon implements DaemonControl {
     // Upgrade mode, or a predecessor that crashed: no mount, INIT until the takeover.
     if (opts.upgrade === true || (opts.apisock !== undefined && (await d.#predecessorCrashed()))) {
       mountpointPath(opts.mountpoint);
-      tuneMalloc(opts.logger);
+      tuneMalloc(opts.logger, DAEMON_MMAP_THRESHOLD, DAEMON_TRIM_THRESHOLD);
       d.#api = await startApiServer(opts.apisock!, d, d.#log);
       d.#log.info(
         `nydusd waits in state INIT for a takeover of ${opts.mountpoint} (supervisor ${opts.supervisor ?? 'none'})`,
@@ -307,7 +315,7 @@ export class NydusDaemon implements DaemonControl {
       return d;
     }
     checkMountpoint(opts.mountpoint);
-    tuneMalloc(opts.logger);
+    tuneMalloc(opts.logger, DAEMON_MMAP_THRESHOLD, DAEMON_TRIM_THRESHOLD);
     if (opts.bootstrap !== undefined) {
       const { config, source } = await d.#startupConfig();
       const prefetch =
@@ -412,7 +420,7 @@ export class NydusDaemon implements DaemonControl {
       throw new NydusError('ERR_UNSUPPORTED', 'cache type fscache is not supported');
     if (!(await isKind(bootstrap, 'file')))
       invalid(`Bootstrap "${bootstrap}" does not exist or is not a file`);
-    const loaded = await loadBootstrapFile(bootstrap);
+    const loaded = await loadBootstrapFile(bootstrap, { map: true });
     const backend = createBackend(config, loaded, this.#log, (m) => this.#event(m));
     const metrics = new BackendMetrics(backend.type);
     const source = new MeteredBlobSource(backend.source, metrics);
@@ -463,6 +471,7 @@ export class NydusDaemon implements DaemonControl {
       onReadError: (e) => this.#event(`${mountpoint}: ${errorText(e)}`),
       mountpoint,
       source: bootstrap,
+      sourceMapped: loaded.mapped === true,
       config,
       configSource,
       prefetchFiles: [...prefetchFiles],
@@ -988,7 +997,7 @@ export class NydusDaemon implements DaemonControl {
       mountpoint: i.mountpoint,
       bufferPool: i.image.device.bufferPool,
       memory: i.image.device.memory,
-      bootstrapBytes: size(i.source),
+      bootstrapBytes: i.sourceMapped ? 0 : size(i.source),
     }));
     return memoryReport(instances, { heapSpaces: getHeapSpaceStatistics() }, status);
   }

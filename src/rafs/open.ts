@@ -1,4 +1,5 @@
 import { createReadStream } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { createHash } from 'node:crypto';
 import { errorText, FormatError, NydusError } from '../errors/errors.js';
@@ -7,6 +8,7 @@ import { extractInlineBootstrap, isLikelyInlineMetaBlob } from '../format/blob/b
 import { BlobFeature } from '../format/flags.js';
 import type { Bootstrap } from '../format/model.js';
 import { FileBlobReader } from '../storage/localfs.js';
+import { mapFile } from '../util/mmap.js';
 
 /** Bootstraps larger than this are refused rather than read into memory. */
 export const MAX_BOOTSTRAP_SIZE = 1 << 30;
@@ -15,9 +17,39 @@ export interface LoadedBootstrap {
   bootstrap: Bootstrap;
   /** Set when the file was a data blob with inline metadata: that blob's index, id and file. */
   inlineBlob?: { index: number; blobId: string; path: string };
+  /** Whether the bootstrap's bytes are a mapping of the file (`LoadOptions.map`), not a copy in memory. */
+  mapped?: boolean;
+}
+
+export interface LoadOptions {
+  /**
+   * Map a bootstrap file into memory (util/mmap.ts) instead of reading it, where that is
+   * possible: only the pages used are then in memory, and they are the page cache's. For a
+   * long-lived reader such as the daemon (upstream nydusd maps v6 bootstraps too). A data blob
+   * with inline metadata is still read.
+   */
+  map?: boolean;
 }
 
 const HEX64 = /^[0-9a-f]{64}$/;
+
+/** The file at `path` mapped whole when it still has `size` bytes; null when it cannot be. */
+async function mapped(path: string, size: number): Promise<Buffer | null> {
+  let fh;
+  try {
+    fh = await open(path, 'r');
+  } catch {
+    return null;
+  }
+  try {
+    const st = await fh.stat();
+    return st.isFile() && st.size === size ? mapFile(fh.fd, size) : null;
+  } catch {
+    return null;
+  } finally {
+    await fh.close().catch(() => undefined);
+  }
+}
 
 async function sha256OfFile(path: string): Promise<string> {
   const h = createHash('sha256');
@@ -31,7 +63,7 @@ async function sha256OfFile(path: string): Promise<string> {
  * placeholder blob id inside is replaced by the blob's real id: its file name when that is a
  * sha256 hex digest, else the sha256 of the file.
  */
-export async function loadBootstrapFile(path: string): Promise<LoadedBootstrap> {
+export async function loadBootstrapFile(path: string, opts: LoadOptions = {}): Promise<LoadedBootstrap> {
   let reader: FileBlobReader;
   try {
     reader = await FileBlobReader.open(path);
@@ -45,6 +77,8 @@ export async function loadBootstrapFile(path: string): Promise<LoadedBootstrap> 
     if (detectRafsVersion(head) !== undefined) {
       if (size > MAX_BOOTSTRAP_SIZE)
         throw new FormatError(`Bootstrap "${path}" is too large (${size} bytes)`);
+      const map = opts.map === true ? await mapped(path, size) : null;
+      if (map !== null) return { bootstrap: parseBootstrap(map), mapped: true };
       return { bootstrap: parseBootstrap(await reader.read(0, size)) };
     }
     if (size >= 512 && isLikelyInlineMetaBlob(await reader.read(size - 512, 512))) {
