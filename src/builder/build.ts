@@ -6,7 +6,6 @@ import { createGunzip } from 'node:zlib';
 import type { Compressor, Digester } from '../codec/algorithms.js';
 import { sha256Hex } from '../codec/digest.js';
 import { errorText, NydusError } from '../errors/errors.js';
-import { parseBootstrap } from '../format/bootstrap.js';
 import { isDir, isReg } from '../format/flags.js';
 import type { BlobInfo, Bootstrap, ChunkInfo } from '../format/model.js';
 import type { Logger } from '../log/logger.js';
@@ -14,11 +13,8 @@ import { BlobWriter, type FinishedBlob } from './blob-writer.js';
 import type { BootstrapSpec } from './bootstrap-spec.js';
 import { ChunkPool, type FileStamp } from './chunk-pool.js';
 import { ChunkDict, ChunkSink } from './chunk-sink.js';
-import { applyLayer } from './merge-tree.js';
 import { scanDirectory, sourcePathOf, sourceStampOf } from './source-dir.js';
 import { findEntry, treeFromBootstrap, type BuildInode, type BuildTree } from './tree.js';
-import { writeV5Bootstrap } from './v5-writer.js';
-import { writeV6Bootstrap } from './v6-writer.js';
 import type { WhiteoutSpec } from './whiteout.js';
 
 export type SourceType = 'dir-rafs' | 'tar-rafs' | 'targz-rafs';
@@ -162,6 +158,33 @@ function* treeChunks(tree: BuildTree): Generator<ChunkInfo> {
   for (const f of filesInIndexOrder(tree)) yield* f.chunks ?? [];
 }
 
+/** A layer's tree put on its parent's (merge-tree.js, loaded only by builds on a parent). */
+async function onParent(parent: BuildTree, upper: BuildTree, spec: WhiteoutSpec): Promise<BuildTree> {
+  const { applyLayer } = await import('./merge-tree.js');
+  return applyLayer(parent, upper, spec);
+}
+
+/** What a build needs only once its data is chunked: the bootstrap writer and its check. */
+interface Finishers {
+  writeBootstrap: (s: BootstrapSpec) => Buffer;
+  parseBootstrap: ((bytes: Buffer) => { validate(): void }) | undefined;
+}
+
+/**
+ * The modules of the last steps. They are loaded while the first chunks are on the workers (see
+ * `build`), when the main thread waits for them anyway: start-up then loads only what the walk
+ * needs, and the workers start earlier.
+ */
+async function loadFinishers(v6: boolean, check: boolean): Promise<Finishers> {
+  const [writer, parse] = await Promise.all([
+    v6
+      ? import('./v6-writer.js').then((m) => m.writeV6Bootstrap)
+      : import('./v5-writer.js').then((m) => m.writeV5Bootstrap),
+    check ? import('../format/bootstrap.js').then((m) => m.parseBootstrap) : undefined,
+  ]);
+  return { writeBootstrap: writer, parseBootstrap: parse };
+}
+
 /** Tells apart the temporary blobs of builds started in the same millisecond. */
 let tmpSerial = 0;
 
@@ -220,7 +243,18 @@ export async function build(o: BuildOptions): Promise<BuildResult> {
   // Unique within the process too: the converter builds several layers at once.
   const tmpBlob = join(tmpDir, `.nydus-blob-${process.pid}-${Date.now()}-${++tmpSerial}.tmp`);
   let writer: BlobWriter | undefined;
+  let finishers: Promise<Finishers> | undefined;
+  const finishersNow = (): Promise<Finishers> => {
+    if (finishers === undefined) {
+      finishers = loadFinishers(v6, o.disableCheck !== true);
+      // A failure is thrown where they are awaited.
+      finishers.catch(() => undefined);
+    }
+    return finishers;
+  };
   const store = async (): Promise<BlobWriter> => {
+    // The first chunks are back from the workers: load the last steps' modules meanwhile.
+    void finishersNow();
     writer ??= await BlobWriter.create({
       path: tmpBlob,
       version: o.fsVersion,
@@ -261,7 +295,7 @@ export async function build(o: BuildOptions): Promise<BuildResult> {
             }
           : {}),
       });
-      tree = parent === undefined ? upper : applyLayer(parent, upper, o.whiteoutSpec);
+      tree = parent === undefined ? upper : await onParent(parent, upper, o.whiteoutSpec);
       if (!streaming) {
         const order = filesInIndexOrder(upper);
         const first = new Set<BuildInode>();
@@ -304,14 +338,15 @@ export async function build(o: BuildOptions): Promise<BuildResult> {
           return sink.pushBytes(inode, data, 'Tar entry');
         },
       });
-      tree = parent === undefined ? upper : applyLayer(parent, upper, o.whiteoutSpec);
+      tree = parent === undefined ? upper : await onParent(parent, upper, o.whiteoutSpec);
     }
     await sink.drain();
     if (o.alwaysWriteBlob === true) await store();
     const prefetch = resolvePrefetch(tree, o.prefetchPatterns, log);
     // Keep only blobs some chunk references (the parent's always stay), in their order.
     const used = new Set<number>();
-    for (const c of treeChunks(tree)) used.add(c.blobIndex);
+    // Only blobs before the new one can go unused (a build on nothing has none).
+    if (newIndex > parentBlobCount) for (const c of treeChunks(tree)) used.add(c.blobIndex);
     const finalIndex = new Map<number, number>();
     const table: BlobInfo[] = [];
     for (const b of blobs) {
@@ -340,7 +375,7 @@ export async function build(o: BuildOptions): Promise<BuildResult> {
       blobs: tableNow,
       prefetch,
     });
-    const writeBoot = (s: BootstrapSpec): Buffer => (v6 ? writeV6Bootstrap(s) : writeV5Bootstrap(s));
+    const { writeBootstrap: writeBoot, parseBootstrap } = await finishersNow();
     let finished: FinishedBlob | undefined;
     let bootstrap: Buffer;
     const w = writer;
@@ -364,7 +399,7 @@ export async function build(o: BuildOptions): Promise<BuildResult> {
       bootstrap = writeBoot(spec(table));
       if (o.inlineMeta) log.warn('The build stored no new chunk data: the bootstrap is written on its own');
     }
-    if (o.disableCheck !== true) {
+    if (parseBootstrap !== undefined) {
       try {
         parseBootstrap(bootstrap).validate();
       } catch (e) {

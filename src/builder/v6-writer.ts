@@ -202,6 +202,9 @@ class MetaSpace {
   }
 }
 
+/** Shared by every inode without xattrs (only ever read). */
+const NO_BYTES = Buffer.alloc(0);
+
 function invalid(message: string): NydusError {
   return new NydusError('ERR_INVALID_ARG', `Cannot write RAFS v6 bootstrap: ${message}`);
 }
@@ -308,7 +311,8 @@ class ChunkRecords {
   add(chunks: readonly ChunkInfo[]): void {
     for (const c of chunks) {
       const ext = this.#external[c.blobIndex] === true ? `:${c.index}` : '';
-      const key = `${c.id.toString('hex')}:${c.blobIndex}${ext}`;
+      // latin1: one code unit per byte, the cheapest exact string of the id.
+      const key = `${c.id.toString('latin1')}:${c.blobIndex}${ext}`;
       // A later occurrence replaces the record (the Map keeps the first key position, which
       // does not matter: records are sorted).
       this.#byKey.set(key, c);
@@ -527,7 +531,7 @@ function writeSlot(
 ): void {
   const { inode } = slot;
   const at = metaAddr + slot.pos;
-  const xattrs = encodeXattrIbody(inode.xattrs);
+  const xattrs = inode.xattrs.length === 0 ? NO_BYTES : encodeXattrIbody(inode.xattrs);
   const afterXattrs = at + EXTENDED_INODE_SIZE + xattrs.length;
   let size: number;
   let iu: number;
@@ -551,7 +555,7 @@ function writeSlot(
         BLOCK,
       );
     } else {
-      data = inode.target ?? Buffer.alloc(0);
+      data = inode.target ?? NO_BYTES;
     }
     if (data.length !== slot.dataSize) {
       throw invalid(`data of inode ${slot.ino} changed size from ${slot.dataSize} to ${data.length}`);
