@@ -1,7 +1,8 @@
 // The benchmarks of ../shared/docs/benchmarks.md that run on one machine, written to
 // BENCHMARKS.md at the project root:
 //   B1  build throughput: `nydus-image create` against mksquashfs and mkfs.erofs, from a
-//       directory, and from a tar file (`--type tar-rafs`) against `tar -xf` + mksquashfs;
+//       directory, and from a tar file (`--type tar-rafs`) against `tar -xf` + mksquashfs, and
+//       the Node.js floor of the build (b1-floor.mjs: walk, read, zstd, blake3, no RAFS);
 //   B2  metadata walk of a mounted image, B3 cold read of every file of it, B6 peak RSS of the
 //       daemon serving B2 and B3: our nydusd against squashfuse and kernel EROFS (mount.mjs);
 //   the request costs under B2/B3 (requests.mjs: per request type, ours against squashfuse and
@@ -117,6 +118,8 @@ import { renderReport } from './report.mjs';
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 /** The nydus-image CLI measured: the private build made at the start of the run. */
 let cli = '';
+/** The codec modules of the private build, which the Node.js floor (b1-floor.mjs) calls. */
+let floorCodec = '';
 
 /**
  * @param {string} name
@@ -173,7 +176,8 @@ const config = {
 /**
  * FULL_PLAN: how the full run keeps under 60 minutes on 2 cores. The rows a bar is judged on run
  * every round on every data set: in B1 ours with zstd from the directory and from the tar file,
- * `mksquashfs -Xcompression-level 3` and the tar floor; in B2/B3/B6 nydusd zstd, squashfuse and
+ * `mksquashfs -Xcompression-level 3`, the tar floor and the Node.js floor with blake3 (the one
+ * without blake3 runs FEW_ROUNDS); in B2/B3/B6 nydusd zstd, squashfuse and
  * kernel EROFS. The others run at most FEW_ROUNDS rounds, and in the full mode only on some data
  * sets (Tool.fullSets; the extra mount rows only on rootfs, FULL_FEW_MOUNT_SETS): the
  * default-level mksquashfs (B1's second bar, which ours passes by 2.5x to 11x in the quick mode)
@@ -196,7 +200,7 @@ const say = (msg) => console.log(`[bench ${new Date().toISOString().slice(11, 19
  * @typedef {object} Tool
  * @property {string} id
  * @property {string} label how the table names it
- * @property {'ours' | 'peer' | 'reference'} kind
+ * @property {'ours' | 'peer' | 'reference' | 'floor'} kind 'floor': the Node.js floor (b1-floor.mjs)
  * @property {'dir' | 'tar'} [source] what it reads: the data set's directory (default) or a tar
  *   file of it (made once and cached, tarOf)
  * @property {boolean} [few] a row no bar is judged on: at most FEW_ROUNDS rounds
@@ -232,6 +236,30 @@ const ours = (c, source = 'dir') => ({
     '-b',
     join(out, 'blob'),
     src,
+  ],
+});
+
+/**
+ * The Node.js floor (bench/b1-floor.mjs): walk, lstat, read, zstd level 3 with the builder's
+ * binding on the builder's chunks and worker setup, and with `digest` the blake3 chunk ids, the
+ * compressed bytes written to one file; no RAFS metadata. With the digests it is the floor the
+ * report compares ours with (every round); without, a row no bar is judged on.
+ * @param {boolean} digest
+ * @returns {Tool}
+ */
+const floor = (digest) => ({
+  id: digest ? 'floor-zstd-blake3' : 'floor-zstd',
+  label: `Node.js floor: walk + lstat + read + zstd level 3${digest ? ' + blake3' : ''} (bench/b1-floor.mjs)`,
+  kind: 'floor',
+  ...(!digest && { few: true }),
+  argv: (src, out) => [
+    process.execPath,
+    join(ROOT, 'bench', 'b1-floor.mjs'),
+    '--codec',
+    floorCodec,
+    ...(digest ? [] : ['--no-digest']),
+    src,
+    join(out, 'chunks.bin'),
   ],
 });
 
@@ -273,6 +301,8 @@ export const TOOLS = [
     fullSets: ['rootfs'],
     argv: (src) => ['sh', '-c', 'tar -cf - -C "$0" . | wc -c', src],
   },
+  floor(true),
+  floor(false),
   ours('zstd', 'tar'),
   {
     // The floor of a build from a tar stream: unpack, then the level-matched mksquashfs, timed
@@ -1165,10 +1195,10 @@ function estimateSeconds(id, sets) {
  * the bytes of the data set at hand.
  */
 const B1_SECONDS = {
-  rootfs: { bytes: 199e6, dir: [2.6, 2.5, 2.4, 10.6, 1.2, 11.6, 1.0], tar: [2.6, 2.4] },
-  'rootfs-large': { bytes: 605e6, dir: [7.5, 7.5, 7, 32, 3.6, 35, 3], tar: [7.5, 7] },
-  'big-files': { bytes: 403e6, dir: [1.8, 1.3, 2.2, 19.5, 0.9, 92, 1.2], tar: [2, 2.5] },
-  'many-small': { bytes: 163e6, dir: [6, 5, 5, 14.7, 3.2, 5.2, 2.8], tar: [5, 5] },
+  rootfs: { bytes: 199e6, dir: [2.6, 2.5, 2.4, 10.6, 1.2, 11.6, 1.0, 1.3, 1.2], tar: [2.6, 2.4] },
+  'rootfs-large': { bytes: 605e6, dir: [7.5, 7.5, 7, 32, 3.6, 35, 3, 3.3, 3], tar: [7.5, 7] },
+  'big-files': { bytes: 403e6, dir: [1.8, 1.3, 2.2, 19.5, 0.9, 92, 1.2, 1.3, 1.2], tar: [2, 2.5] },
+  'many-small': { bytes: 163e6, dir: [6, 5, 5, 14.7, 3.2, 5.2, 2.8, 2.5, 2.3], tar: [5, 5] },
 };
 
 /**
@@ -1291,6 +1321,7 @@ async function main() {
   const mach = machine();
   const build = privateBuild();
   cli = join(build, 'src', 'cli', 'nydus-image.js');
+  floorCodec = join(build, 'src', 'codec');
 
   // B4/B5/B7, B8, B9 and the request and memory parts need only the rootfs (made when it is not
   // among these).
