@@ -40,7 +40,7 @@ const DAEMON_NODE_FLAGS = [
 const MALLOC_ENV: Record<string, string> = {
   MALLOC_ARENA_MAX: '2',
   MALLOC_MMAP_THRESHOLD_: String(32 << 20),
-  MALLOC_TRIM_THRESHOLD_: String(2 << 20),
+  MALLOC_TRIM_THRESHOLD_: String(64 << 20),
 };
 
 /**

@@ -10,23 +10,22 @@ import type { Logger } from '../log/logger.js';
  *
  * Chunk data (1 MiB blob reads and decompressed chunks) lives in buffers from a pool; above
  * glibc's default threshold (128 KiB) each new one would be a fresh mmap whose pages fault in
- * one by one and go back to the kernel at free. Raising the mmap threshold lets the heap reuse
- * that memory instead (measured again in session 3 of issue #12, B3 on rootfs-large: with
- * glibc's defaults the daemon used 40-50% more CPU, 4.4-4.9 s against 2.8-3.3 s, for 7-9 MiB
- * less peak RSS: the raise still pays). The trim threshold stays low for the daemon
- * (`DAEMON_TRIM_THRESHOLD`): a burst of reads in flight (chunk buffers up to 16-21 MiB at once
- * during B3) leaves free memory at the top of the heap that a 64 MiB threshold kept for good
- * (B3 peak 2-4 MiB lower on rootfs-large and big-files with 2 MiB, about 1 on rootfs; more
- * page faults, daemon CPU within the noise; 512 KiB gained nothing more). `trimWhenQuiet` hands
- * the rest back (malloc_trim) once the daemon has been quiet for a while, and
- * `settleAfterMount` does the same, after a full collection, once the start-up garbage is
- * there to collect. Where mallopt cannot be called (not glibc, no koffi), nothing changes.
+ * one by one and go back to the kernel at free. Raising the mmap and trim thresholds lets the
+ * heap reuse that memory instead. Measured again in session 3 of issue #12 (B3, fresh daemon):
+ * with glibc's defaults the daemon used 40-50% more CPU on rootfs-large (4.4-4.9 s against
+ * 2.8-3.3 s) for 7-9 MiB less peak RSS, so the raised mmap threshold still pays; a 2 MiB trim
+ * threshold (with 2 MiB of recent chunks and pool) gave no lower peak once reads were answered
+ * at once, and on big-files cost about half more CPU (0.74 against 0.47 s, four times the page
+ * faults). The price is that glibc keeps what it freed: `trimWhenQuiet` hands it back
+ * (malloc_trim) once the daemon has been quiet for a while, and `settleAfterMount` does the
+ * same, after a full collection, once the start-up garbage is there to collect. Where mallopt
+ * cannot be called (not glibc, no koffi), nothing changes.
  */
 
 /** The daemon's glibc mmap threshold (the nydusd entry sets the same in the environment). */
 export const DAEMON_MMAP_THRESHOLD = 32 << 20;
 /** The daemon's glibc trim threshold (the nydusd entry sets the same in the environment). */
-export const DAEMON_TRIM_THRESHOLD = 2 << 20;
+export const DAEMON_TRIM_THRESHOLD = 64 << 20;
 
 const M_TRIM_THRESHOLD = -1;
 const M_MMAP_THRESHOLD = -3;
