@@ -352,15 +352,8 @@ export class RafsImage {
     length: number,
     opts: ReadOptions = {},
   ): Promise<SharedBytes> {
-    const attr = this.bootstrap.getAttr(ino);
-    if (!isReg(attr.mode)) throw new NydusError('ERR_INODE_TYPE', `Inode ${ino} is not a regular file`);
-    if (offset >= attr.size || length <= 0) return owned(Buffer.alloc(0));
-    const end = Math.min(attr.size, offset + length);
-    const b = this.bootstrap;
-    if (hasV6Extras(b)) {
-      const inline = b.inlineData(ino);
-      if (inline !== undefined) return owned(Buffer.from(inline.subarray(offset, end)));
-    }
+    const end = this.#readEnd(ino, offset, length);
+    if (typeof end !== 'number') return end;
     const chunks = await this.#fileChunks(ino);
     const wanted = chunksIn(chunks, offset, end);
     this.#maybeReadAhead(chunks, wanted);
@@ -379,6 +372,22 @@ export class RafsImage {
     length: number,
     opts: ReadOptions = {},
   ): SharedBytes | undefined {
+    const end = this.#readEnd(ino, offset, length);
+    if (typeof end !== 'number') return end;
+    const chunks = this.#fileChunksNow(ino);
+    if (chunks === undefined) return undefined;
+    const wanted = chunksIn(chunks, offset, end);
+    const held = this.device.readChunksNow(wanted, opts);
+    if (held === undefined) return undefined;
+    this.#maybeReadAhead(chunks, wanted);
+    return this.#assemble(wanted, offset, end, held);
+  }
+
+  /**
+   * Where a read of regular file `ino` ends (the file's size caps it), or the read's answer when
+   * it needs no chunk: nothing (at or past the end), or the file's inline data.
+   */
+  #readEnd(ino: number, offset: number, length: number): number | SharedBytes {
     const attr = this.bootstrap.getAttr(ino);
     if (!isReg(attr.mode)) throw new NydusError('ERR_INODE_TYPE', `Inode ${ino} is not a regular file`);
     if (offset >= attr.size || length <= 0) return owned(Buffer.alloc(0));
@@ -388,13 +397,7 @@ export class RafsImage {
       const inline = b.inlineData(ino);
       if (inline !== undefined) return owned(Buffer.from(inline.subarray(offset, end)));
     }
-    const chunks = this.#fileChunksNow(ino);
-    if (chunks === undefined) return undefined;
-    const wanted = chunksIn(chunks, offset, end);
-    const held = this.device.readChunksNow(wanted, opts);
-    if (held === undefined) return undefined;
-    this.#maybeReadAhead(chunks, wanted);
-    return this.#assemble(wanted, offset, end, held);
+    return end;
   }
 
   /** The bytes [offset, end) of a file from its chunks `wanted`, held: views, zeros for holes. */
