@@ -63,6 +63,10 @@ export class BlobWriter {
   #writeError: Error | undefined;
   /** From `finish` on, every write is made here and now. */
   #syncWrites = false;
+  /** Per buffer, its pieces not in the file yet (see `release`). */
+  readonly #unwritten = new Map<ArrayBufferLike, number>();
+  /** Buffers released while pieces of them were still to write: what to call once they are. */
+  readonly #onWritten = new Map<ArrayBufferLike, () => void>();
 
   private constructor(o: BlobWriterOptions, fd: number) {
     this.#o = o;
@@ -101,7 +105,10 @@ export class BlobWriter {
         last.byteOffset,
         last.length + data.length,
       );
-    else this.#pieces.push(data);
+    else {
+      this.#pieces.push(data);
+      this.#unwritten.set(data.buffer, (this.#unwritten.get(data.buffer) ?? 0) + 1);
+    }
     this.#piecesBytes += data.length;
     if (this.#piecesBytes >= FLUSH_BYTES || this.#pieces.length >= FLUSH_PIECES) this.#flush();
     return at;
@@ -120,13 +127,16 @@ export class BlobWriter {
     const at = this.#flushed;
     const len = pieces.reduce((n, p) => n + p.length, 0);
     this.#flushed += len;
-    if (this.#syncWrites || this.#writing.size >= MAX_WRITING) this.#writeAt(pieces, at);
-    else {
+    if (this.#syncWrites || this.#writing.size >= MAX_WRITING) {
+      this.#writeAt(pieces, at);
+      this.#written(pieces);
+    } else {
       const done = new Promise<void>((resolve) => {
         writev(this.#fd!, pieces, at, (e, n) => {
           try {
             if (e !== null) throw e;
             if (n < len) this.#writeAt(pieces, at, n);
+            this.#written(pieces);
           } catch (err) {
             this.#writeError ??= err instanceof Error ? err : new Error(String(err));
           }
@@ -136,6 +146,33 @@ export class BlobWriter {
       });
       this.#writing.add(done);
     }
+  }
+
+  /** `pieces` are in the file: call what waits for their buffers to have no piece left to write. */
+  #written(pieces: readonly Buffer[]): void {
+    for (const p of pieces) {
+      const n = (this.#unwritten.get(p.buffer) ?? 1) - 1;
+      if (n > 0) {
+        this.#unwritten.set(p.buffer, n);
+        continue;
+      }
+      this.#unwritten.delete(p.buffer);
+      const free = this.#onWritten.get(p.buffer);
+      if (free !== undefined) {
+        this.#onWritten.delete(p.buffer);
+        free();
+      }
+    }
+  }
+
+  /**
+   * The caller is done with `buffer` (it gave chunks in it to `addChunk`): `free` is called once
+   * every piece of it is in the file, at once when none is waiting. After a failed write it is
+   * never called (the build fails; the buffer is left to the garbage collector).
+   */
+  release(buffer: ArrayBufferLike, free: () => void): void {
+    if (this.#unwritten.has(buffer)) this.#onWritten.set(buffer, free);
+    else free();
   }
 
   /** Wait for the writes on the thread pool; throws the first failure. */

@@ -114,13 +114,15 @@ export class ChunkPool {
   /**
    * Digest and compress a batch of chunks on the least loaded worker. `transfer` lists the
    * ArrayBuffers of data jobs that move to the worker (they must not be used again); `slab`
-   * holds the data of slab jobs (its buffer must be in `transfer`).
+   * holds the data of slab jobs (its buffer must be in `transfer`). `out`, a buffer back from
+   * an earlier batch's `data`, moves to the worker for the results.
    */
   run(
     jobs: ChunkJob[],
     bytes: number,
     transfer: ArrayBuffer[] = [],
     slab?: Uint8Array,
+    out?: ArrayBuffer,
   ): Promise<BatchResult> {
     if (this.#failed !== undefined) return Promise.reject(this.#failed);
     if (this.#closed) return Promise.reject(new NydusError('ERR_IO', 'Chunk pool is closed'));
@@ -130,10 +132,11 @@ export class ChunkPool {
     const id = this.#seq++;
     const batch: ChunkBatch = { id, compressor: this.compressor, digester: this.digester, jobs };
     if (slab !== undefined) batch.slab = slab;
+    if (out !== undefined) batch.out = out;
     return new Promise((resolve, reject) => {
       this.#pending.set(id, { resolve, reject, w, bytes });
       this.#load[w]! += bytes;
-      this.#workers[w]!.postMessage(batch, transfer);
+      this.#workers[w]!.postMessage(batch, out === undefined ? transfer : [...transfer, out]);
     });
   }
 

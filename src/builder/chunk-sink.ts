@@ -34,6 +34,11 @@ export interface ChunkStore {
    * not change) and return its record (fileOffset 0: the caller sets it).
    */
   addChunk(p: ProcessedChunk): ChunkInfo;
+  /**
+   * The caller is done with `buffer`, which held chunks given to `addChunk`: `free` is called
+   * once the store no longer needs it either.
+   */
+  release?(buffer: ArrayBufferLike, free: () => void): void;
 }
 
 export interface SinkStats {
@@ -63,6 +68,12 @@ interface Batch {
 /** A batch is posted once it holds this many bytes of data (or `BATCH_JOBS` chunks). */
 const BATCH_BYTES = 512 * 1024;
 const BATCH_JOBS = 128;
+/**
+ * Result buffers kept for the workers. Buffers come free only once the blob writer has them in
+ * the file (it gathers 4 MiB before a write, with up to 4 writes on the thread pool), so about
+ * 20 of 1-2 MiB are between a worker and the file at a time; the rest of the circulation waits here.
+ */
+const FREE_OUT_KEEP = 32;
 
 /**
  * Feeds file data through the chunk pool and lands the results in blob order. Chunks go to the
@@ -84,6 +95,8 @@ export class ChunkSink {
   readonly #freeSlabs: ArrayBuffer[] = [];
   /** Chunk-size buffers back from the workers, for `pushStream` to fill again. */
   readonly #freeChunks: ArrayBuffer[] = [];
+  /** Result buffers the store is done with, for the workers to fill again. */
+  readonly #freeOut: ArrayBuffer[] = [];
   readonly stats: SinkStats = { chunks: 0, dedupChunks: 0, dedupBytes: 0, storedBytes: 0, sourceBytes: 0 };
   readonly chunkSize: number;
   /** Called after landed chunks with the bytes of source consumed so far. */
@@ -139,6 +152,12 @@ export class ChunkSink {
       // Records are never changed in place: a first chunk shares the dict's record.
       slot.inode.chunks![slot.k] = c.fileOffset === fileOffset ? c : { ...c, fileOffset };
     }
+    const out = r.data.buffer as ArrayBuffer;
+    const free = (): void => {
+      if (this.#freeOut.length < FREE_OUT_KEEP) this.#freeOut.push(out);
+    };
+    if (this.#store?.release !== undefined) this.#store.release(out, free);
+    else free();
     this.onProgress?.(this.stats.sourceBytes);
   }
 
@@ -147,7 +166,7 @@ export class ChunkSink {
     if (b === undefined) return;
     this.#open = undefined;
     const slab = b.slab === undefined ? undefined : new Uint8Array(b.slab.buffer, 0, b.slabUsed);
-    const result = this.#pool.run(b.jobs, b.bytes, b.transfer, slab);
+    const result = this.#pool.run(b.jobs, b.bytes, b.transfer, slab, this.#freeOut.pop());
     // Rejections surface when the batch lands; keep them from being reported as unhandled first.
     result.catch(() => undefined);
     this.#queue.push({ slots: b.slots, result });

@@ -48,6 +48,11 @@ export interface ChunkBatch {
   jobs: ChunkJob[];
   /** The data of the batch's slab jobs (moved to the worker with the batch). */
   slab?: Uint8Array;
+  /**
+   * A buffer for the results, back from an earlier batch (the sender is done with it): used
+   * when it is large enough, so the results need no fresh memory.
+   */
+  out?: ArrayBuffer;
 }
 
 /**
@@ -74,6 +79,9 @@ export interface BatchDone {
 }
 
 class FileProblem extends Error {}
+
+/** Least size of a new result buffer: a batch of 512 KiB of data, or one chunk of 1 MiB, fits. */
+const OUT_MIN = 2 * 1024 * 1024;
 
 /** Reused read buffer (grows to the largest chunk read). */
 let scratch = Buffer.allocUnsafeSlow(0);
@@ -169,7 +177,12 @@ function runBatch(b: ChunkBatch): { done: BatchDone; transfer: ArrayBuffer[] } {
     room += compressIntoBound(b.compressor, 'data' in j ? j.data.byteLength : j.len) + 1;
   const slab =
     b.slab === undefined ? undefined : Buffer.from(b.slab.buffer, b.slab.byteOffset, b.slab.byteLength);
-  const out = Buffer.allocUnsafeSlow(room);
+  // Fresh memory costs a page fault per page: buffers come back to be used again, and a new
+  // one has room enough for any batch of chunks of the default size.
+  const out =
+    b.out !== undefined && b.out.byteLength >= room
+      ? Buffer.from(b.out)
+      : Buffer.allocUnsafeSlow(Math.max(room, OUT_MIN));
   const ids = new Uint8Array(n * 32);
   const sizes = new Uint32Array(n);
   const compressed = new Uint8Array(n);
