@@ -1,4 +1,4 @@
-import { createReadStream } from 'node:fs';
+import { closeSync, createReadStream, fstatSync, openSync, read } from 'node:fs';
 import { rename, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -16,6 +16,7 @@ import { ChunkDict, ChunkSink } from './chunk-sink.js';
 import { scanDirectory, sourcePathOf, sourceStampOf } from './source-dir.js';
 import { findEntry, treeFromBootstrap, type BuildInode, type BuildTree } from './tree.js';
 import type { WhiteoutSpec } from './whiteout.js';
+import type { TarFile } from '../tar/reader.js';
 
 export type SourceType = 'dir-rafs' | 'tar-rafs' | 'targz-rafs';
 
@@ -185,6 +186,54 @@ async function loadFinishers(v6: boolean, check: boolean): Promise<Finishers> {
   return { writeBootstrap: writer, parseBootstrap: parse };
 }
 
+/** A tar file read at positions (`TarFile`), with what it looked like when opened. */
+interface OpenTarFile extends TarFile {
+  stamp: FileStamp;
+  close(): void;
+}
+
+/**
+ * `path` opened as a `TarFile` when it is a regular file; undefined for anything else (a pipe,
+ * a device), which is read as a stream.
+ */
+function openTarFile(path: string): OpenTarFile | undefined {
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch {
+    // The stream reports it in its own words.
+    return undefined;
+  }
+  const st = fstatSync(fd, { bigint: true });
+  if (!st.isFile()) {
+    closeSync(fd);
+    return undefined;
+  }
+  const size = Number(st.size);
+  const readAt = (buf: Buffer, at: number, pos: number): Promise<number> =>
+    new Promise((resolve, reject) =>
+      read(fd, buf, at, buf.length - at, pos, (e, n) => (e === null ? resolve(n) : reject(e))),
+    );
+  return {
+    size,
+    readSize: TAR_READ,
+    stamp: { size, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs },
+    async read(pos: number, n: number): Promise<Buffer> {
+      const buf = Buffer.allocUnsafeSlow(n);
+      let got = 0;
+      while (got < n) {
+        const k = await readAt(buf, got, pos + got);
+        if (k === 0) break;
+        got += k;
+      }
+      return got === n ? buf : buf.subarray(0, got);
+    },
+    close(): void {
+      closeSync(fd);
+    },
+  };
+}
+
 /** Tells apart the temporary blobs of builds started in the same millisecond. */
 let tmpSerial = 0;
 
@@ -272,6 +321,7 @@ export async function build(o: BuildOptions): Promise<BuildResult> {
   const sink = new ChunkSink(pool, dict, store, o.chunkSize);
   if (o.onProgress !== undefined) sink.onProgress = o.onProgress;
   const temps: string[] = [tmpBlob];
+  let tarFile: OpenTarFile | undefined;
   try {
     let tree: BuildTree;
     let files = 0;
@@ -321,12 +371,24 @@ export async function build(o: BuildOptions): Promise<BuildResult> {
         import('../tar/reader.js'),
         import('./source-tar.js'),
       ]);
-      const input: Readable =
-        o.input ??
-        (o.source === '-' ? process.stdin : createReadStream(o.source, { highWaterMark: TAR_READ }));
-      const stream = o.type === 'targz-rafs' ? input.pipe(createGunzip({ chunkSize: GUNZIP_CHUNK })) : input;
-      input.on('error', (e: Error) => stream.destroy(e));
-      const reader = new TarReader(stream);
+      // An uncompressed tar in a file is read at positions: the workers read the larger files
+      // straight from it, and this thread reads only headers and small files.
+      tarFile =
+        o.type === 'tar-rafs' && o.input === undefined && o.source !== '-'
+          ? openTarFile(o.source)
+          : undefined;
+      let reader: InstanceType<typeof TarReader>;
+      if (tarFile !== undefined) reader = new TarReader(tarFile);
+      else {
+        const input: Readable =
+          o.input ??
+          (o.source === '-' ? process.stdin : createReadStream(o.source, { highWaterMark: TAR_READ }));
+        const stream =
+          o.type === 'targz-rafs' ? input.pipe(createGunzip({ chunkSize: GUNZIP_CHUNK })) : input;
+        input.on('error', (e: Error) => stream.destroy(e));
+        reader = new TarReader(stream);
+      }
+      const inFile = tarFile;
       const upper = await treeFromTar(reader, {
         whiteoutSpec: o.whiteoutSpec,
         onFileData: async (inode, data) => {
@@ -337,6 +399,14 @@ export async function build(o: BuildOptions): Promise<BuildResult> {
           files++;
           return sink.pushBytes(inode, data, 'Tar entry');
         },
+        ...(inFile !== undefined
+          ? {
+              onFileAt: (inode: BuildInode, at: number) => {
+                files++;
+                return sink.pushRange(inode, o.source, at, inFile.size, inFile.stamp);
+              },
+            }
+          : {}),
       });
       tree = parent === undefined ? upper : await onParent(parent, upper, o.whiteoutSpec);
     }
@@ -445,6 +515,7 @@ export async function build(o: BuildOptions): Promise<BuildResult> {
     await writer?.abort();
     throw e;
   } finally {
+    tarFile?.close();
     await pool.close();
     for (const t of temps) await rm(t, { force: true });
   }

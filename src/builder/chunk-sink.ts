@@ -324,7 +324,22 @@ export class ChunkSink {
    * Chunk a regular file from the file system: the workers read it, refusing a file that
    * changes while it is read, or, given `stamp` (what the walk saw), since it was listed.
    */
-  async pushFile(inode: BuildInode, path: string | Buffer, stamp?: FileStamp): Promise<void> {
+  pushFile(inode: BuildInode, path: string | Buffer, stamp?: FileStamp): Promise<void> {
+    return this.pushRange(inode, path, 0, inode.size, stamp);
+  }
+
+  /**
+   * Chunk `inode.size` bytes at `at` of the file at `path` (`fileSize` bytes long: a file in a
+   * tar file, or the whole file), read by the workers, who refuse a file that changed (against
+   * `stamp`, or, without one, while it is read).
+   */
+  async pushRange(
+    inode: BuildInode,
+    path: string | Buffer,
+    at: number,
+    fileSize: number,
+    stamp?: FileStamp,
+  ): Promise<void> {
     const size = inode.size;
     inode.chunks = [];
     // A Buffer path is copied: posting a view of Node's allocation pool would clone all of it.
@@ -333,8 +348,8 @@ export class ChunkSink {
       const len = Math.min(this.chunkSize, size - off);
       const job: ReadJob =
         stamp === undefined
-          ? { path: p, offset: off, len, size }
-          : { path: p, offset: off, len, size, stamp };
+          ? { path: p, offset: at + off, len, size: fileSize }
+          : { path: p, offset: at + off, len, size: fileSize, stamp };
       await this.#add(inode, k, job, len);
     }
   }

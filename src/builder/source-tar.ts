@@ -32,6 +32,12 @@ export interface TarSourceOptions {
    * until the returned promise settles.
    */
   onFileBytes?: (inode: BuildInode, data: Buffer) => Promise<void> | undefined;
+  /**
+   * When set and the tar is a file (`TarReader.dataOffset`), takes the place of `onFileData`
+   * for a file of which at least `FILE_AT_MIN` bytes are not read yet: its data is at `offset`
+   * of the tar file, for the caller to read from there; the reader passes over it.
+   */
+  onFileAt?: (inode: BuildInode, offset: number) => Promise<void> | undefined;
   /** Recorded in every inode's `layer`. */
   layer?: number;
   signal?: AbortSignal;
@@ -45,7 +51,11 @@ export async function treeFromTar(reader: TarReader, opts: TarSourceOptions): Pr
     const inode = b.add(e);
     if (inode === undefined || !isReg(inode.mode)) continue;
     const now = opts.onFileBytes === undefined ? undefined : reader.takeData();
-    if (now === undefined) await opts.onFileData(inode, reader.data());
+    const at = now !== undefined || opts.onFileAt === undefined ? undefined : reader.dataOffset(FILE_AT_MIN);
+    if (at !== undefined) {
+      const wait = opts.onFileAt!(inode, at);
+      if (wait !== undefined) await wait;
+    } else if (now === undefined) await opts.onFileData(inode, reader.data());
     else {
       const wait = opts.onFileBytes!(inode, now);
       if (wait !== undefined) await wait;
@@ -53,6 +63,12 @@ export async function treeFromTar(reader: TarReader, opts: TarSourceOptions): Pr
   }
   return b.finish();
 }
+
+/**
+ * Least unread data of a file for `onFileAt`: smaller files are read with the archive (one
+ * read of the tar serves many of them), larger ones are read by whoever takes them.
+ */
+export const FILE_AT_MIN = 64 * 1024;
 
 /** Path components of a tar path, or a FormatError when it leaves the root. */
 export function normalizeTarPath(raw: Buffer, what = 'entry'): Buffer[] {

@@ -35,26 +35,67 @@ export function relativeEntryName(path: Buffer): string {
 export const MAX_LONG_NAME = 64 * 1024;
 
 /**
+ * A tar archive in a file, read at positions: what the reader skips (entry data the caller
+ * reads by itself, see `TarReader.dataOffset`) is never read.
+ */
+export interface TarFile {
+  /** Bytes [pos, pos + n) of the file: fewer only at its end. */
+  read(pos: number, n: number): Promise<Buffer>;
+  /** The file's size. */
+  readonly size: number;
+  /** Bytes asked for per read. */
+  readonly readSize: number;
+}
+
+/** Input of a TarReader: a stream of buffers, or a file read at positions. */
+export type TarInput = AsyncIterable<Buffer | Uint8Array | string> | TarFile;
+
+function isTarFile(src: TarInput): src is TarFile {
+  return typeof (src as Partial<TarFile>).read === 'function' && !(Symbol.asyncIterator in src);
+}
+
+/**
  * Pull-based byte reader over an async iterable of buffers: the tar reader asks for exact
  * amounts, so memory stays bounded by one source chunk plus what the caller asks for.
  */
 class ByteSource {
-  readonly #it: AsyncIterator<Buffer | Uint8Array | string>;
+  readonly #it: AsyncIterator<Buffer | Uint8Array | string> | undefined;
+  /** The file read at positions, instead of `#it`. */
+  readonly file: TarFile | undefined;
+  /** Where the file's next read starts (the end of what `#buf` holds). */
+  #filePos = 0;
   #buf: Buffer = Buffer.alloc(0);
   #pos = 0;
   #done = false;
   /** Bytes consumed so far. */
   offset = 0;
 
-  constructor(src: AsyncIterable<Buffer | Uint8Array | string>) {
-    this.#it = src[Symbol.asyncIterator]();
+  constructor(src: TarInput) {
+    if (isTarFile(src)) this.file = src;
+    else this.#it = src[Symbol.asyncIterator]();
+  }
+
+  /** Bytes buffered and not consumed yet. */
+  get buffered(): number {
+    return this.#buf.length - this.#pos;
+  }
+
+  async #next(): Promise<IteratorResult<Buffer | Uint8Array | string>> {
+    if (this.#it !== undefined) return this.#it.next();
+    const f = this.file!;
+    if (this.#filePos >= f.size) return { done: true, value: undefined };
+    const b = await f.read(this.#filePos, Math.min(f.readSize, f.size - this.#filePos));
+    // A file that got shorter ends here; the reader reports what it misses.
+    if (b.length === 0) return { done: true, value: undefined };
+    this.#filePos += b.length;
+    return { done: false, value: b };
   }
 
   async #fill(): Promise<boolean> {
     if (this.#done) return false;
     let r: IteratorResult<Buffer | Uint8Array | string>;
     try {
-      r = await this.#it.next();
+      r = await this.#next();
     } catch (e) {
       if (e instanceof NydusError) throw e;
       throw new FormatError(`Cannot read the tar stream: ${errorText(e)}`, this.offset, { cause: e });
@@ -112,6 +153,18 @@ class ByteSource {
 
   async skip(n: number): Promise<number> {
     let left = n;
+    const f = this.file;
+    if (f !== undefined && left > this.buffered) {
+      // A file: what is not buffered is passed over, not read (as far as the file goes).
+      left -= this.buffered;
+      this.offset += this.buffered;
+      this.#buf = Buffer.alloc(0);
+      this.#pos = 0;
+      const over = Math.min(left, Math.max(0, f.size - this.#filePos));
+      this.#filePos += over;
+      this.offset += over;
+      return n - left + over;
+    }
     while (left > 0) {
       const p = await this.some(left);
       if (p.length === 0) break;
@@ -144,13 +197,30 @@ export class TarReader {
   readonly #src: ByteSource;
   #pending = 0;
   #padding = 0;
+  /** Data bytes of the current entry (what `#pending` starts at). */
+  #entrySize = 0;
 
-  constructor(src: AsyncIterable<Buffer | Uint8Array | string>) {
+  constructor(src: TarInput) {
     this.#src = new ByteSource(src);
   }
 
   get offset(): number {
     return this.#src.offset;
+  }
+
+  /**
+   * For a tar file (a `TarFile` input), the offset in it of the current entry's data when none
+   * of it has been consumed and at least `min` bytes of it are not buffered: the caller may
+   * read it from the file itself, and the reader passes over it without reading it. Undefined
+   * otherwise (a stream, data already consumed or buffered, or a file too short to hold it).
+   */
+  dataOffset(min = 0): number | undefined {
+    const f = this.#src.file;
+    const n = this.#pending;
+    if (f === undefined || n === 0 || n !== this.#entrySize) return undefined;
+    if (n - this.#src.buffered < min) return undefined;
+    const at = this.#src.offset;
+    return at + n <= f.size ? at : undefined;
   }
 
   async #block(what: string): Promise<Buffer | undefined> {
@@ -262,6 +332,7 @@ export class TarReader {
       // The header's size says how many data bytes follow, whatever the type; only regular
       // files expose them as content.
       this.#pending = entry.size;
+      this.#entrySize = entry.size;
       this.#padding = (BLOCK - (this.#pending % BLOCK)) % BLOCK;
       if (entry.type !== TarType.FILE) entry.size = 0;
       return entry;

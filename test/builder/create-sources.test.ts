@@ -466,3 +466,67 @@ test('chunk dict: a second version stores only its new chunks', async () => {
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a tar file: large entries read by the workers from the file give the bytes of the same tar streamed', async () => {
+  const dir = tmp();
+  try {
+    const src = join(dir, 'src');
+    mkdirSync(join(src, 'd'), { recursive: true });
+    // Sizes around the hand-off threshold (64 KiB) and the chunk size (1 MiB), and data that
+    // compresses and data that does not.
+    const prng = (n: number, seed: number): Buffer => {
+      const b = Buffer.alloc(n);
+      let x = seed;
+      for (let i = 0; i < n; i++) {
+        x = (x * 1103515245 + 12345) >>> 0;
+        b[i] = x >>> 24;
+      }
+      return b;
+    };
+    writeFileSync(join(src, 'random-2.5m'), prng(2.5 * 1024 * 1024, 1));
+    writeFileSync(join(src, 'text-1m'), Buffer.alloc(1024 * 1024, 'line of text\n'));
+    writeFileSync(join(src, 'd', 'just-over'), prng(64 * 1024 + 1, 2));
+    writeFileSync(join(src, 'd', 'just-under'), prng(64 * 1024 - 1, 3));
+    writeFileSync(join(src, 'd', 'small'), 'small');
+    writeFileSync(join(src, 'empty'), '');
+    execFileSync('ln', [join(src, 'random-2.5m'), join(src, 'd', 'hardlink')]);
+    const tarFile = join(dir, 'src.tar');
+    execFileSync('tar', ['--format=gnu', '--numeric-owner', '-C', src, '-cf', tarFile, '.']);
+    // The same file appended again: a later entry replaces an earlier one.
+    execFileSync('tar', ['--format=gnu', '--numeric-owner', '-C', src, '-rf', tarFile, './text-1m']);
+    const fromFile = join(dir, 'file');
+    const fromPipe = join(dir, 'pipe');
+    mkdirSync(fromFile);
+    mkdirSync(fromPipe);
+    const r = await runBin('nydus-image', [
+      'create',
+      '--type',
+      'tar-rafs',
+      '-B',
+      join(fromFile, 'boot'),
+      '-D',
+      fromFile,
+      tarFile,
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    execFileSync(
+      'sh',
+      [
+        '-c',
+        `cat ${tarFile} | ${process.execPath} ${binPath('nydus-image')} create --type tar-rafs -B ${join(fromPipe, 'boot')} -D ${fromPipe} /dev/stdin`,
+      ],
+      { stdio: 'ignore' },
+    );
+    const blobOf = (d: string): string => readdirSync(d).find((n) => /^[0-9a-f]{64}$/.test(n)) ?? 'none';
+    assert.equal(blobOf(fromFile), blobOf(fromPipe));
+    assert.ok(
+      readFileSync(join(fromFile, blobOf(fromFile))).equals(readFileSync(join(fromPipe, blobOf(fromPipe)))),
+      'blob',
+    );
+    assert.ok(readFileSync(join(fromFile, 'boot')).equals(readFileSync(join(fromPipe, 'boot'))), 'bootstrap');
+    const st = await runBin('nydus-image', ['check', '-B', join(fromFile, 'boot'), '-D', fromFile]);
+    assert.equal(st.code, 0, st.stderr);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { NydusError } from '../../src/errors/errors.js';
 import { TarType } from '../../src/tar/header.js';
-import { TarReader, type TarReadEntry } from '../../src/tar/reader.js';
+import { TarReader, type TarFile, type TarReadEntry } from '../../src/tar/reader.js';
 import { FIXTURE, upstreamFixture } from '../helpers/fixtures.js';
 
 async function readAll(src: AsyncIterable<Buffer>): Promise<{ e: TarReadEntry; data: Buffer }[]> {
@@ -105,6 +105,90 @@ test('truncated and corrupt tars fail with a FormatError', async () => {
     await assert.rejects(readAll(asAsync([bad])), /checksum mismatch/);
     // A tar cut exactly at an entry boundary without end blocks is accepted (GNU tar does too).
     assert.equal((await readAll(asAsync([bytes.subarray(0, 512 + 3072)]))).length, 1);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/** A TarFile over bytes in memory that records the ranges read. */
+function tarFileOf(bytes: Buffer, readSize: number): TarFile & { reads: [number, number][] } {
+  const reads: [number, number][] = [];
+  return {
+    size: bytes.length,
+    readSize,
+    reads,
+    read(pos: number, n: number): Promise<Buffer> {
+      reads.push([pos, n]);
+      return Promise.resolve(Buffer.from(bytes.subarray(pos, pos + n)));
+    },
+  };
+}
+
+test('a tar file read at positions: same entries as the stream, and data handed off is never read', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'nydus-tarfile-'));
+  try {
+    const src = join(dir, 'src');
+    mkdirSync(src);
+    const big = Buffer.alloc(300 * 1024);
+    for (let i = 0; i < big.length; i++) big[i] = (i * 7919) >>> 3;
+    writeFileSync(join(src, 'big'), big);
+    writeFileSync(join(src, 'small'), 'small file');
+    writeFileSync(join(src, 'z-after'), 'after the big one');
+    const tarPath = join(dir, 'a.tar');
+    execFileSync('tar', ['--format=gnu', '-C', src, '-cf', tarPath, 'big', 'small', 'z-after']);
+    const bytes = readFileSync(tarPath);
+    const fromStream = await readAll(asAsync(pieces(bytes, 4096)));
+    // Read in pieces of 8 KiB: "big" is not buffered, so it can be handed off.
+    const f = tarFileOf(bytes, 8192);
+    const r = new TarReader(f);
+    const seen: { name: string; data: Buffer }[] = [];
+    let bigAt: number | undefined;
+    for (let e = await r.next(); e !== undefined; e = await r.next()) {
+      const name = e.path.toString();
+      const at = r.dataOffset(64 * 1024);
+      if (name === 'big') {
+        assert.notEqual(at, undefined);
+        bigAt = at;
+        seen.push({ name, data: bytes.subarray(at, at! + e.size) });
+        continue;
+      }
+      assert.equal(at, undefined, `${name} is small: read with the archive`);
+      const parts: Buffer[] = [];
+      for await (const p of r.data()) parts.push(Buffer.from(p));
+      seen.push({ name, data: Buffer.concat(parts) });
+    }
+    assert.deepEqual(
+      seen.map((s) => [s.name, s.data]),
+      fromStream.map(({ e, data }) => [e.path.toString(), data]),
+    );
+    assert.deepEqual(seen[0]!.data, big);
+    // No read touched the part of big's data past the first read.
+    const from = Math.max(bigAt!, 8192);
+    const to = bigAt! + big.length;
+    for (const [pos, n] of f.reads)
+      assert.ok(pos + n <= from || pos >= to, `read [${pos}, ${pos + n}) is inside big's data`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a truncated tar file: no data handed off past its end, and the truncation is reported', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'nydus-tarfile-'));
+  try {
+    writeFileSync(join(dir, 'big'), Buffer.alloc(200 * 1024, 1));
+    const tarPath = join(dir, 'a.tar');
+    execFileSync('tar', ['--format=gnu', '-C', dir, '-cf', tarPath, 'big']);
+    const bytes = readFileSync(tarPath).subarray(0, 100 * 1024);
+    const r = new TarReader(tarFileOf(bytes, 8192));
+    const e = await r.next();
+    assert.equal(e?.path.toString(), 'big');
+    assert.equal(r.dataOffset(), undefined);
+    await assert.rejects(async () => {
+      for await (const _ of r.data()) void _;
+    }, /Truncated tar/);
+    const r2 = new TarReader(tarFileOf(bytes, 8192));
+    await r2.next();
+    await assert.rejects(() => r2.next(), /Truncated tar/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
