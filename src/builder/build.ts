@@ -1,7 +1,7 @@
 import { closeSync, createReadStream, fstatSync, openSync, read } from 'node:fs';
 import { rename, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import type { Compressor, Digester } from '../codec/algorithms.js';
 import { sha256Hex } from '../codec/digest.js';
@@ -16,6 +16,7 @@ import { ChunkDict, ChunkSink } from './chunk-sink.js';
 import { scanDirectory, sourcePathOf, sourceStampOf } from './source-dir.js';
 import { findEntry, treeFromBootstrap, type BuildInode, type BuildTree } from './tree.js';
 import type { WhiteoutSpec } from './whiteout.js';
+import { fdChunks, growPipe } from '../util/fd-stream.js';
 import type { TarFile } from '../tar/reader.js';
 
 export type SourceType = 'dir-rafs' | 'tar-rafs' | 'targz-rafs';
@@ -234,6 +235,32 @@ function openTarFile(path: string): OpenTarFile | undefined {
   };
 }
 
+/**
+ * The source as a pipe to read with `fdChunks`: stdin ("-") or a path that is a FIFO or a
+ * character device (`/dev/stdin` on a pipe), its pipe buffer grown; undefined for anything else.
+ */
+function openPipe(path: string): { fd: number; close(): void } | undefined {
+  let fd = 0;
+  if (path !== '-') {
+    try {
+      fd = openSync(path, 'r');
+    } catch {
+      // The stream reports it in its own words.
+      return undefined;
+    }
+  }
+  const close = (): void => {
+    if (path !== '-') closeSync(fd);
+  };
+  const st = fstatSync(fd);
+  if (!st.isFIFO() && !st.isCharacterDevice()) {
+    close();
+    return undefined;
+  }
+  if (st.isFIFO()) growPipe(fd);
+  return { fd, close };
+}
+
 /** Tells apart the temporary blobs of builds started in the same millisecond. */
 let tmpSerial = 0;
 
@@ -322,6 +349,7 @@ export async function build(o: BuildOptions): Promise<BuildResult> {
   if (o.onProgress !== undefined) sink.onProgress = o.onProgress;
   const temps: string[] = [tmpBlob];
   let tarFile: OpenTarFile | undefined;
+  let piped: { fd: number; close(): void } | undefined;
   try {
     let tree: BuildTree;
     let files = 0;
@@ -380,9 +408,15 @@ export async function build(o: BuildOptions): Promise<BuildResult> {
       let reader: InstanceType<typeof TarReader>;
       if (tarFile !== undefined) reader = new TarReader(tarFile);
       else {
+        // A pipe (stdin, a FIFO) is read with fewer allocations and copies than a ReadStream's.
+        if (o.input === undefined) piped = openPipe(o.source);
         const input: Readable =
           o.input ??
-          (o.source === '-' ? process.stdin : createReadStream(o.source, { highWaterMark: TAR_READ }));
+          (piped !== undefined
+            ? Readable.from(fdChunks(piped.fd), { objectMode: false })
+            : o.source === '-'
+              ? process.stdin
+              : createReadStream(o.source, { highWaterMark: TAR_READ }));
         const stream =
           o.type === 'targz-rafs' ? input.pipe(createGunzip({ chunkSize: GUNZIP_CHUNK })) : input;
         input.on('error', (e: Error) => stream.destroy(e));
@@ -516,6 +550,7 @@ export async function build(o: BuildOptions): Promise<BuildResult> {
     throw e;
   } finally {
     tarFile?.close();
+    piped?.close();
     await pool.close();
     for (const t of temps) await rm(t, { force: true });
   }
