@@ -193,13 +193,23 @@ function reading(ds, results, probe, nproc) {
     out.push(`${s}.`);
   }
   const zt = get('nydus-tar-zstd');
+  const zs = get('nydus-tarstream-zstd');
   const fl = get('tar-x-mksquashfs-zstd-l3');
+  if (zs?.median !== undefined && fl?.median !== undefined) {
+    const rs = ratio(zs, fl);
+    out.push(
+      `From a tar stream (\`cat SET.tar | nydus-image create --type tar-rafs /dev/stdin\`, as \`nydusify ` +
+        `convert\` streams a layer): ${fx(zs.median.wall)} s (${fx(zs.median.cpu)} CPU s, with cat's) against ` +
+        `\`tar -xf\` + mksquashfs level 3 ${fx(fl.median.wall)} s: ratio **${fx(rs)}**, the bar (≥ 1.0) is ` +
+        `**${rs >= 1 ? 'met' : 'missed'}**.`,
+    );
+  }
   if (zt?.median !== undefined && fl?.median !== undefined) {
     const rt = ratio(zt, fl);
     out.push(
-      `From a tar file (\`--type tar-rafs\`): ${fx(zt.median.wall)} s (${fx(zt.median.cpu)} CPU s) against ` +
-        `\`tar -xf\` + mksquashfs level 3 ${fx(fl.median.wall)} s: ratio **${fx(rt)}**, the bar (≥ 1.0) is ` +
-        `**${rt >= 1 ? 'met' : 'missed'}**; from the directory we take ${fx(z.median.wall)} s.`,
+      `From the tar file itself (\`--type tar-rafs SET.tar\`, read at positions: the workers read the larger ` +
+        `files from it): ${fx(zt.median.wall)} s (${fx(zt.median.cpu)} CPU s), ratio **${fx(rt)}** ` +
+        `(${rt >= 1 ? 'at least as fast as' : 'slower than'} the floor); from the directory we take ${fx(z.median.wall)} s.`,
     );
   }
   if (er?.notRun !== undefined) out.push(`\`mkfs.erofs -zlz4hc\` ${er.notRun}.`);
@@ -582,9 +592,12 @@ function renderB1(o) {
       "irreducible: the tree, the bootstrap and its validation, the blob's sha256 and meta, " +
       'deduplication, the checks that a file did not change while it was read.',
     '- The tar path (what `nydusify convert` does per layer): a tar file of each data set (`tar -cf ' +
-      'SET.tar -C SRC .`, GNU format, made once and cached in the work directory) built by ' +
-      '`nydus-image create --type tar-rafs --compressor zstd --fs-version 6 -B OUT/bootstrap -b OUT/blob ' +
-      'SET.tar`, against its floor: `tar -xf SET.tar` into an empty directory then `mksquashfs` of it at ' +
+      'SET.tar -C SRC .`, GNU format, made once and cached in the work directory) streamed through a ' +
+      'pipe, as a layer comes from a registry (`cat SET.tar | nydus-image create --type tar-rafs ' +
+      '--compressor zstd --fs-version 6 -B OUT/bootstrap -b OUT/blob /dev/stdin`, one shell timed as one ' +
+      "run, cat's CPU included; the bar is judged on this row), and built from the file itself " +
+      '(`... SET.tar`: read at positions, the workers read the larger files straight from it), against ' +
+      'the floor: `tar -xf SET.tar` into an empty directory then `mksquashfs` of it at ' +
       'zstd level 3, one shell timed as one run (its output bytes are the image only). The cold caches ' +
       'hold for the tar file as for the directories.' +
       (o.measured.some((x) => x.tar !== undefined)
@@ -679,14 +692,22 @@ function renderB1(o) {
     const met = shown.filter((x) => x.r >= 1);
     return `met on ${met.length} of ${shown.length} data sets (${shown.map((x) => `${x.ds.name} ${fx(x.r)}`).join(', ')})`;
   };
-  const tarRatios = ratiosTo('nydus-tar-zstd', 'tar-x-mksquashfs-zstd-l3');
+  const tarRatios = ratiosTo('nydus-tarstream-zstd', 'tar-x-mksquashfs-zstd-l3');
+  const tarFileRatios = ratiosTo('nydus-tar-zstd', 'tar-x-mksquashfs-zstd-l3');
   L.push(
     `The bar (issue #12: \`nydus-image create\` with zstd at least as fast as \`mksquashfs -comp zstd ` +
       `-Xcompression-level 3\`, the same zstd level, on every data set) is ` +
       `${barText(ratiosTo('nydus-zstd', 'mksquashfs-zstd-l3'))}; against mksquashfs's default level (15, far more ` +
       `CPU per byte) it is ${barText(ratiosTo('nydus-zstd', 'mksquashfs-zstd'))}.` +
       (tarRatios.some((x) => Number.isFinite(x.r))
-        ? ` From a tar file, against \`tar -xf\` + mksquashfs level 3, it is ${barText(tarRatios)}.`
+        ? ` From a tar stream (a pipe, as \`nydusify convert\` streams a layer), against \`tar -xf\` + ` +
+          `mksquashfs level 3, it is ${barText(tarRatios)}.`
+        : '') +
+      (tarFileRatios.some((x) => Number.isFinite(x.r))
+        ? ` From the tar file itself (read at positions) the same ratio is ${tarFileRatios
+            .filter((x) => Number.isFinite(x.r))
+            .map((x) => `${x.ds.name} ${fx(x.r)}`)
+            .join(', ')}.`
         : ''),
     '',
   );
