@@ -10,6 +10,8 @@
  * started with `DAEMON_NODE_FLAGS` and `MALLOC_ENV`, which only take effect at start-up.
  * `NYDUSD_NODE_FLAGS=0` in the environment keeps the process as it is (Node's defaults).
  */
+// eslint-disable-next-line @typescript-eslint/no-require-imports -- the entry loads synchronously (CommonJS)
+import thresholds = require('../daemon/malloc-thresholds.cjs');
 
 /**
  * - `--max-semi-space-size=1`: V8's young generation capped at 1 MiB semi-spaces (default 16).
@@ -39,8 +41,8 @@ const DAEMON_NODE_FLAGS = [
  */
 const MALLOC_ENV: Record<string, string> = {
   MALLOC_ARENA_MAX: '2',
-  MALLOC_MMAP_THRESHOLD_: String(32 << 20),
-  MALLOC_TRIM_THRESHOLD_: String(64 << 20),
+  MALLOC_MMAP_THRESHOLD_: String(thresholds.DAEMON_MMAP_THRESHOLD),
+  MALLOC_TRIM_THRESHOLD_: String(thresholds.DAEMON_TRIM_THRESHOLD),
 };
 
 /**

@@ -37,13 +37,7 @@ import {
   memoryReport,
   MeteredBlobSource,
 } from './metrics.js';
-import {
-  DAEMON_MMAP_THRESHOLD,
-  DAEMON_TRIM_THRESHOLD,
-  settleAfterMount,
-  trimWhenQuiet,
-  tuneMalloc,
-} from './malloc.js';
+import { settleAfterMount, trimWhenQuiet, tuneMalloc } from './malloc.js';
 import { RafsFs } from './rafs-fs.js';
 import { pseudoPath, slotBase, Vfs, type VfsInstance, type VfsState } from './vfs.js';
 
@@ -307,7 +301,7 @@ export class NydusDaemon implements DaemonControl {
     // Upgrade mode, or a predecessor that crashed: no mount, INIT until the takeover.
     if (opts.upgrade === true || (opts.apisock !== undefined && (await d.#predecessorCrashed()))) {
       mountpointPath(opts.mountpoint);
-      tuneMalloc(opts.logger, DAEMON_MMAP_THRESHOLD, DAEMON_TRIM_THRESHOLD);
+      tuneMalloc(opts.logger);
       d.#api = await startApiServer(opts.apisock!, d, d.#log);
       d.#log.info(
         `nydusd waits in state INIT for a takeover of ${opts.mountpoint} (supervisor ${opts.supervisor ?? 'none'})`,
@@ -315,7 +309,7 @@ export class NydusDaemon implements DaemonControl {
       return d;
     }
     checkMountpoint(opts.mountpoint);
-    tuneMalloc(opts.logger, DAEMON_MMAP_THRESHOLD, DAEMON_TRIM_THRESHOLD);
+    tuneMalloc(opts.logger);
     if (opts.bootstrap !== undefined) {
       const { config, source } = await d.#startupConfig();
       const prefetch =

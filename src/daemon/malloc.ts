@@ -3,6 +3,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { errorText } from '../errors/errors.js';
 import type { Logger } from '../log/logger.js';
+import thresholds from './malloc-thresholds.cjs';
 
 /**
  * glibc's malloc, tuned for a daemon that streams chunk data, and given back to the system
@@ -22,10 +23,8 @@ import type { Logger } from '../log/logger.js';
  * cannot be called (not glibc, no koffi), nothing changes.
  */
 
-/** The daemon's glibc mmap threshold (the nydusd entry sets the same in the environment). */
-export const DAEMON_MMAP_THRESHOLD = 32 << 20;
-/** The daemon's glibc trim threshold (the nydusd entry sets the same in the environment). */
-export const DAEMON_TRIM_THRESHOLD = 64 << 20;
+/** The daemon's glibc thresholds (malloc-thresholds.cts, which the nydusd entry reads too). */
+export const { DAEMON_MMAP_THRESHOLD, DAEMON_TRIM_THRESHOLD } = thresholds;
 
 const M_TRIM_THRESHOLD = -1;
 const M_MMAP_THRESHOLD = -3;
@@ -70,7 +69,11 @@ function koffiLoaded(): boolean {
  * build of rootfs: about a quarter fewer page faults and 4% less CPU). The converter builds
  * inside nydusify's own process and does not call it.
  */
-export function tuneMalloc(log: Logger, mmapThreshold = 32 << 20, trimThreshold = 64 << 20): void {
+export function tuneMalloc(
+  log: Logger,
+  mmapThreshold = DAEMON_MMAP_THRESHOLD,
+  trimThreshold = DAEMON_TRIM_THRESHOLD,
+): void {
   // Started with the thresholds in the environment, which glibc read at start (the nydusd entry
   // does that): nothing to do, and no need to load koffi before the first read.
   // (Thresholds someone else chose that way are theirs to keep.)
