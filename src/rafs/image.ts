@@ -357,12 +357,15 @@ export class RafsImage {
     const chunks = await this.#fileChunks(ino);
     const wanted = chunksIn(chunks, offset, end);
     this.#maybeReadAhead(chunks, wanted);
-    return this.#assemble(wanted, offset, end, await this.device.readChunks(wanted, opts));
+    const held = await this.device.readChunks(wanted, opts);
+    // The chunks whose end this read reached: a sequential reader is done with them.
+    this.device.done(wanted.filter((c) => end >= c.fileOffset + c.uncompressedSize));
+    return this.#assemble(wanted, offset, end, held);
   }
 
   /**
    * `readFileShared` answered at once, with no promise, when the device can serve the chunks
-   * so (`BlobDevice.readChunksNow`: a local blob in the page cache, no cache storing data) and
+   * so (`BlobDevice.readChunkNow`: a local blob in the page cache, no cache storing data) and
    * the file's chunk list is known; undefined otherwise, and `readFileShared` serves the read.
    * Files of one chunk only (most files of a root file system): a longer file is read ahead in
    * the background, and serving its reads at once on this thread while that read-ahead runs
@@ -381,9 +384,13 @@ export class RafsImage {
     const chunks = this.#fileChunksNow(ino);
     if (chunks === undefined || chunks.length > 1) return undefined;
     const wanted = chunksIn(chunks, offset, end);
-    const held = this.device.readChunksNow(wanted, opts);
+    const only = wanted[0];
+    if (only === undefined) return undefined;
+    // A read reaching the end of the chunk is the last a sequential reader makes of it.
+    const held = this.device.readChunkNow(only, opts, end >= only.fileOffset + only.uncompressedSize);
     if (held === undefined) return undefined;
-    this.#maybeReadAhead(chunks, wanted);
+    // Nothing follows in the file to read ahead; in the blob there may be.
+    if (this.#blobReadAhead) this.#blobOrderReadAhead(only, only);
     return this.#assemble(wanted, offset, end, held);
   }
 

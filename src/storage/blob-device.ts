@@ -1,6 +1,7 @@
 import { errorText, FormatError, NydusError } from '../errors/errors.js';
 import { decompressNow, decompressTo } from '../codec/compress.js';
 import { ChunkFlag } from '../format/flags.js';
+import type { Compressor } from '../codec/algorithms.js';
 import type { BlobInfo, ChunkInfo } from '../format/model.js';
 import type { BlobReader, BlobSource } from './blob-source.js';
 import { BufferPool } from './buffer-pool.js';
@@ -19,7 +20,6 @@ import {
   prefetchMode,
   type Priority,
   READ_AHEAD,
-  MAX_MERGED_READ,
   type RunMode,
 } from './fetch-run.js';
 
@@ -87,8 +87,8 @@ const DEFAULT_RECENT_BYTES = 4 << 20;
 const POOL_KEEP_BYTES = 4 << 20;
 const NO_OPTIONS: ChunkReadOptions = {};
 /**
- * Most bytes `readChunksNow` decodes for one read on the calling thread (the event loop): a
- * FUSE read of up to 1 MiB over two chunks of the default 1 MiB size, about 2 ms of zstd.
+ * Largest chunk `readChunkNow` decodes on the calling thread (the event loop): about 2 ms of
+ * zstd; the default chunk is 1 MiB.
  */
 const NOW_DECODE_MAX = 2 << 20;
 /** What a prefetch read tells the backend (a lower priority, a smaller retry budget). */
@@ -113,16 +113,17 @@ type GroupResult = { ok: true; decoded: PromiseSettledResult<Fetched>[] } | { ok
  * - Verification (`validate`, a read's `verify`, the cache's `validate`, `untrusted`): a wrong
  *   chunk fails only the reads that need it and is never cached; from an untrusted backend it
  *   is fetched once more first.
- * - Memory: recently used chunks are kept (LRU, `recentBytes`); with `reuseBuffers` chunk bytes
- *   live in pool slots, pinned by every reader and cache write, back in the pool when the last
- *   one is done and the recent memory has let them go.
+ * - Memory: recently used chunks are kept (LRU, `recentBytes`) until a read reaches their end
+ *   (`done`, `readChunkNow`'s `last`: a sequential reader needs them no more); with
+ *   `reuseBuffers` chunk bytes live in pool slots, pinned by every reader and cache write, back
+ *   in the pool when the last one is done and the recent memory has let them go.
  */
 export class BlobDevice {
   readonly cache: ChunkCache | undefined;
   readonly #table: BlobTable;
   readonly #source: BlobSource;
   readonly #readers = new Map<number, Promise<BlobReader>>();
-  /** The readers of #readers once open: what `readChunksNow` reads through. */
+  /** The readers of #readers once open: what `readChunkNow` reads through. */
   readonly #opened = new Map<number, BlobReader>();
   readonly #validate: boolean;
   readonly #untrusted: boolean;
@@ -298,156 +299,98 @@ export class BlobDevice {
   }
 
   /**
-   * `readChunks` answered at once, with no promise, when it can be: the chunks are of one blob
-   * whose reader is open and can read without waiting (a local blob file: pages in the page
-   * cache), the device is trusted and stores nothing (no cache, or one that keeps no data), no
-   * chunk is in flight, and every chunk not in the recent memory (at most NOW_DECODE_MAX bytes
-   * of them) is read at once and decoded here. Otherwise undefined, with nothing kept or counted: `readChunks` then serves the read
-   * (and words any failure, which this path never throws).
+   * `readChunks` of one chunk answered at once, with no promise, when it can be: the chunk's
+   * blob reader is open and can read without waiting (a local blob file: pages in the page
+   * cache), the device is trusted and stores nothing (no cache, or one that keeps no data), the
+   * chunk is not in flight, and it is in the recent memory or is read at once and decoded here
+   * (at most NOW_DECODE_MAX bytes). Otherwise undefined, with nothing kept or counted:
+   * `readChunks` then serves the read (and words any failure, which this path never throws).
+   * `last`: the reader is done with the chunk after this read (a sequential read reaching its
+   * end), so the recent memory does not keep it (and lets it go if it held it).
    */
-  readChunksNow(chunks: readonly ChunkInfo[], opts: ChunkReadOptions = NO_OPTIONS): PinnedChunks | undefined {
-    const first = chunks[0];
-    if (first === undefined || this.#untrusted || this.cache?.storesData === true) return undefined;
-    const reader = this.#opened.get(first.blobIndex);
-    const blob = this.#table.blobs[first.blobIndex];
+  readChunkNow(c: ChunkInfo, opts: ChunkReadOptions = NO_OPTIONS, last = false): PinnedChunks | undefined {
+    if (this.#untrusted || this.cache?.storesData === true) return undefined;
+    const reader = this.#opened.get(c.blobIndex);
+    const blob = this.#table.blobs[c.blobIndex];
     if (reader?.readNow === undefined || blob === undefined) return undefined;
+    const key = chunkKey(c);
+    if (this.#inflight.has(key)) return undefined;
     const check = this.#check(opts);
-    const n = chunks.length;
-    const keys: string[] = new Array<string>(n);
-    const got: (Fetched | undefined)[] = new Array<Fetched | undefined>(n);
-    let misses = 0;
-    let decode = 0;
+    const hit = this.#recent.get(key);
+    let got: Fetched | undefined = hit;
     try {
-      for (let i = 0; i < n; i++) {
-        const c = chunks[i]!;
-        if (c.blobIndex !== first.blobIndex) return undefined;
-        checkChunkRecord(c, blob, reader.size);
-        const key = chunkKey(c);
-        if (this.#inflight.has(key)) return undefined;
-        const hit = this.#recent.get(key);
-        if (hit === undefined) {
-          // The same chunk twice among the misses: left to the flights of readChunks.
-          for (let k = 0; k < i; k++) if (got[k] === undefined && keys[k] === key) return undefined;
-          misses++;
-          decode += c.uncompressedSize;
-          // Big chunks decode on worker threads (readChunks), not stalling this thread.
-          if (decode > NOW_DECODE_MAX) return undefined;
-        } else if (check !== 0 && !hit.verified) this.#verify(c, hit.data, check);
-        keys[i] = key;
-        got[i] = hit;
+      checkChunkRecord(c, blob, reader.size);
+      if (hit !== undefined) {
+        if (check !== 0 && !hit.verified) this.#verify(c, hit.data, check);
+      } else if (c.uncompressedSize <= NOW_DECODE_MAX) {
+        // (Big chunks decode on worker threads, through readChunks, not stalling this thread.)
+        got = this.#fetchNow(c, reader, check);
       }
     } catch {
       return undefined;
     }
-    const fresh = misses > 0 ? this.#fetchNow(chunks, got, reader, check) : [];
-    if (fresh === undefined) return undefined;
-    // Hits are pinned before fetched chunks enter the recent memory, which may evict them.
-    for (let i = 0; i < n; i++) {
-      const g = got[i]!;
-      if (g.kept) {
-        this.#recent.delete(keys[i]!);
-        this.#recent.set(keys[i]!, g);
-      }
-      g.pins++;
+    if (got === undefined) return undefined;
+    // Pinned first: letting it go (or evicting to make room) must not recycle it.
+    got.pins++;
+    if (hit === undefined) {
+      if (!last) this.#remember(key, got);
+    } else {
+      this.#recent.delete(key);
+      if (last) this.#letGo(hit);
+      else this.#recent.set(key, hit);
     }
-    for (const i of fresh) this.#remember(keys[i]!, got[i]!);
-    this.cache?.noteRequest(n, misses > 0 ? 0 : n);
-    return this.#pinned(got as Fetched[]);
+    this.cache?.noteRequest(1, hit === undefined ? 0 : 1);
+    return this.#pinned([got]);
   }
 
   /**
-   * Fill the gaps of `got` (the chunks not in the recent memory) by reads that do not wait,
-   * contiguous chunks merged as `#fetch` merges them, decoded and checked here: the indexes
-   * filled. Undefined when a read could not be made at once or a chunk did not decode or pass
-   * its check: then every buffer taken is given back and nothing is counted.
+   * Chunk `c` read without waiting, decoded and checked here; undefined when its bytes could not
+   * be read at once. Counted as a backend read only when got; a buffer taken for a chunk that
+   * does not decode or pass its check goes back to the pool (and the failure is thrown).
    */
-  #fetchNow(
-    chunks: readonly ChunkInfo[],
-    got: (Fetched | undefined)[],
-    reader: BlobReader,
-    check: Check,
-  ): number[] | undefined {
+  #fetchNow(c: ChunkInfo, reader: BlobReader, check: Check): Fetched | undefined {
     const pool = this.#pool;
-    const taken: Buffer[] = [];
-    const fresh: number[] = [];
-    const reads: number[] = [];
-    let ok = true;
+    const offset = c.compressedOffset;
+    const length = c.compressedSize;
+    let rawSlot = pool?.serves(length) === true ? pool.take(length) : undefined;
+    let got: Fetched | undefined;
+    let ok = false;
     try {
-      let i = 0;
-      while (ok && i < chunks.length) {
-        if (got[i] !== undefined) {
-          i++;
-          continue;
-        }
-        const start = chunks[i]!.compressedOffset;
-        let end = start + chunks[i]!.compressedSize;
-        let j = i + 1;
-        while (j < chunks.length && got[j] === undefined) {
-          const c = chunks[j]!;
-          if (c.compressedOffset !== end || c.compressedOffset + c.compressedSize - start > MAX_MERGED_READ)
-            break;
-          end = c.compressedOffset + c.compressedSize;
-          j++;
-        }
-        const length = end - start;
-        let rawSlot = pool?.serves(length) === true ? pool.take(length) : undefined;
-        if (rawSlot !== undefined) taken.push(rawSlot);
-        const raw = reader.readNow!(start, length, rawSlot);
-        if (raw === undefined) {
-          ok = false;
-          break;
-        }
-        reads.push(length);
-        if (rawSlot !== undefined && !landedIn(raw, rawSlot)) rawSlot = undefined;
-        for (let k = i; k < j; k++) {
-          const c = chunks[k]!;
-          const stored = raw.subarray(
-            c.compressedOffset - start,
-            c.compressedOffset - start + c.compressedSize,
-          );
-          let g: Fetched;
-          if ((c.flags & ChunkFlag.COMPRESSED) === 0 && (rawSlot === undefined || j - i === 1)) {
-            g = fetched(stored, false, rawSlot);
-            rawSlot = undefined;
-          } else {
-            const size = c.uncompressedSize;
-            const slot = pool?.serves(size) === true ? pool.take(size) : undefined;
-            if (slot !== undefined) taken.push(slot);
-            let data: Buffer;
-            if ((c.flags & ChunkFlag.COMPRESSED) === 0) {
-              data = slot === undefined ? Buffer.from(stored) : slot.subarray(0, size);
-              if (slot !== undefined) stored.copy(data);
-            } else data = decompressNow(this.#table.blobs[c.blobIndex]!.compressor, stored, size, slot);
-            g = fetched(data, false, slot !== undefined && landedIn(data, slot) ? slot : undefined);
-          }
-          this.#verify(c, g.data, check);
-          g.verified = check !== 0 && hasDigest(c);
-          got[k] = g;
-          fresh.push(k);
-        }
-        i = j;
+      const raw = reader.readNow!(offset, length, rawSlot);
+      if (raw === undefined) return undefined;
+      if (rawSlot !== undefined && !landedIn(raw, rawSlot)) {
+        pool!.give(rawSlot);
+        rawSlot = undefined;
       }
-    } catch {
-      ok = false;
+      const algo = this.#table.blobs[c.blobIndex]!.compressor;
+      got = decodeChunk(c, algo, raw.subarray(0, length), rawSlot, true, pool, decompressNow);
+      this.#verify(c, got.data, check);
+      got.verified = check !== 0 && hasDigest(c);
+      ok = true;
+    } finally {
+      // Slots no chunk keeps: the read's (unless the chunk is a view of it), the chunk's own when
+      // it failed its check.
+      if (!ok && got?.slot !== undefined && got.slot !== rawSlot) pool!.give(got.slot);
+      if (rawSlot !== undefined && (!ok || got?.slot !== rawSlot)) pool!.give(rawSlot);
     }
-    if (!ok) {
-      for (const k of fresh) got[k] = undefined;
-      for (const slot of taken) pool!.give(slot);
-      return undefined;
+    this.#backendReads++;
+    this.#backendBytes += length;
+    this.cache?.noteBackendRead(length);
+    return got;
+  }
+
+  /**
+   * A reader is done with `chunks` (a read reached their end): the recent memory lets them go.
+   * Bytes still pinned stay valid until released.
+   */
+  done(chunks: readonly ChunkInfo[]): void {
+    for (const c of chunks) {
+      const key = chunkKey(c);
+      const got = this.#recent.get(key);
+      if (got === undefined) continue;
+      this.#recent.delete(key);
+      this.#letGo(got);
     }
-    // Slots the chunks do not hold (a read that landed elsewhere, a merged read's raw bytes).
-    const held = new Set<Buffer>();
-    for (const k of fresh) {
-      const slot = got[k]!.slot;
-      if (slot !== undefined) held.add(slot);
-    }
-    for (const slot of taken) if (!held.has(slot)) pool!.give(slot);
-    for (const length of reads) {
-      this.#backendReads++;
-      this.#backendBytes += length;
-      this.cache?.noteBackendRead(length);
-    }
-    return fresh;
   }
 
   /** Whether chunk `c` is in the recent-chunk memory or being fetched. */
@@ -705,37 +648,20 @@ export class BlobDevice {
       pool!.give(rawSlot);
       rawSlot = undefined;
     }
+    const lone = group.length === 1;
     const decoded = await Promise.allSettled(
       group.map(async ({ c }) => {
         const stored = raw.subarray(
           c.compressedOffset - offset,
           c.compressedOffset - offset + c.compressedSize,
         );
-        if ((c.flags & ChunkFlag.COMPRESSED) === 0) {
-          if (rawSlot === undefined) return fetched(stored, false);
-          if (group.length === 1) {
-            const slot = rawSlot;
-            rawSlot = undefined;
-            return fetched(stored, false, slot);
-          }
-        }
-        const size = c.uncompressedSize;
-        const slot = pool?.serves(size) === true ? pool.take(size) : undefined;
-        try {
-          if ((c.flags & ChunkFlag.COMPRESSED) === 0) {
-            const data = slot === undefined ? Buffer.from(stored) : slot.subarray(0, size);
-            if (slot !== undefined) stored.copy(data);
-            return fetched(data, false, slot);
-          }
-          const algo = this.#table.blobs[c.blobIndex]!.compressor;
-          return fetched(await decompressTo(algo, stored, size, slot), false, slot);
-        } catch (e) {
-          if (slot !== undefined) pool!.give(slot);
-          throw e;
-        }
+        const algo = this.#table.blobs[c.blobIndex]!.compressor;
+        return decodeChunk(c, algo, stored, rawSlot, lone, pool, decompressTo);
       }),
     );
-    if (rawSlot !== undefined) pool!.give(rawSlot);
+    // The raw bytes' slot, unless a chunk kept it.
+    if (rawSlot !== undefined && !decoded.some((r) => r.status === 'fulfilled' && r.value.slot === rawSlot))
+      pool!.give(rawSlot);
     return { ok: true, decoded };
   }
 
@@ -877,9 +803,7 @@ export class BlobDevice {
     const old = this.#recent.get(key);
     if (old !== undefined) {
       this.#recent.delete(key);
-      this.#recentBytes -= this.#footprint(old);
-      old.kept = false;
-      this.#recycle(old);
+      this.#letGo(old);
     }
     got.kept = true;
     this.#recent.set(key, got);
@@ -887,10 +811,15 @@ export class BlobDevice {
     for (const [k, v] of this.#recent) {
       if (this.#recentBytes <= this.#recentLimit) break;
       this.#recent.delete(k);
-      this.#recentBytes -= this.#footprint(v);
-      v.kept = false;
-      this.#recycle(v);
+      this.#letGo(v);
     }
+  }
+
+  /** A chunk just taken out of the recent memory: no longer counted there, and recycled. */
+  #letGo(got: Fetched): void {
+    this.#recentBytes -= this.#footprint(got);
+    got.kept = false;
+    this.#recycle(got);
   }
 
   #fail(cl: Claim, e: unknown): void {
@@ -906,6 +835,71 @@ export class BlobDevice {
   #verify(c: ChunkInfo, data: Buffer, check: Check): void {
     if (check === 0) return;
     verifyChunk(this.#table.blobs[c.blobIndex]!, c, data, check);
+  }
+}
+
+/** Decodes a compressed chunk's bytes, into `into` when given. */
+type Decoder<R> = (algo: Compressor, src: Buffer, size: number, into?: Buffer) => R;
+
+/**
+ * Chunk `c` from `stored`, its bytes as the backend read them (compressed with `algo` or not),
+ * decoded by `decode`: at once (`decompressNow`) or on a worker thread (`decompressTo`), the only
+ * difference between the device's two ways to fetch. `rawSlot` is the pool slot holding the
+ * backend read, if any, and `lone` whether the chunk was all of that read. An uncompressed chunk
+ * is a view of the read when no slot holds it or it was all of it (then it keeps the slot);
+ * any other chunk is decoded or copied into a slot of its own when the pool serves its size
+ * (given back if decoding fails), into a new buffer otherwise.
+ */
+function decodeChunk(
+  c: ChunkInfo,
+  algo: Compressor,
+  stored: Buffer,
+  rawSlot: Buffer | undefined,
+  lone: boolean,
+  pool: BufferPool | undefined,
+  decode: Decoder<Buffer>,
+): Fetched;
+function decodeChunk(
+  c: ChunkInfo,
+  algo: Compressor,
+  stored: Buffer,
+  rawSlot: Buffer | undefined,
+  lone: boolean,
+  pool: BufferPool | undefined,
+  decode: Decoder<Promise<Buffer>>,
+): Promise<Fetched>;
+function decodeChunk(
+  c: ChunkInfo,
+  algo: Compressor,
+  stored: Buffer,
+  rawSlot: Buffer | undefined,
+  lone: boolean,
+  pool: BufferPool | undefined,
+  decode: Decoder<Buffer | Promise<Buffer>>,
+): Fetched | Promise<Fetched> {
+  const compressed = (c.flags & ChunkFlag.COMPRESSED) !== 0;
+  if (!compressed && (rawSlot === undefined || lone)) return fetched(stored, false, rawSlot);
+  const size = c.uncompressedSize;
+  const slot = pool?.serves(size) === true ? pool.take(size) : undefined;
+  const done = (data: Buffer): Fetched => {
+    if (slot === undefined || landedIn(data, slot)) return fetched(data, false, slot);
+    pool!.give(slot);
+    return fetched(data, false);
+  };
+  const failed = (e: unknown): never => {
+    if (slot !== undefined) pool!.give(slot);
+    throw e;
+  };
+  try {
+    if (!compressed) {
+      const data = slot === undefined ? Buffer.from(stored) : slot.subarray(0, size);
+      if (slot !== undefined) stored.copy(data);
+      return fetched(data, false, slot);
+    }
+    const data = decode(algo, stored, size, slot);
+    return data instanceof Promise ? data.then(done, failed) : done(data);
+  } catch (e) {
+    return failed(e);
   }
 }
 

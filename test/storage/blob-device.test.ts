@@ -397,88 +397,163 @@ class NowSource extends GatedSource {
   }
 }
 
-test('readChunksNow serves a read at once from a reader that reads without waiting, as readChunks would', async () => {
+test('readChunkNow serves a read at once from a reader that reads without waiting, as readChunks would', async () => {
   for (const compressed of [true, false]) {
     const t = makeBlob(6, compressed);
     const src = new NowSource(t.data);
     const dev = new BlobDevice([t.blob], src, { chunkSize: CHUNK, reuseBuffers: true });
     // The reader is not open yet: nothing can be served at once.
-    assert.equal(dev.readChunksNow(t.chunks.slice(0, 2)), undefined);
+    assert.equal(dev.readChunkNow(t.chunks[0]!), undefined);
     const first = await dev.readChunks([t.chunks[5]!]);
     first.release();
-    const got = dev.readChunksNow(t.chunks.slice(0, 3), { verify: true });
+    const got = dev.readChunkNow(t.chunks[1]!, { verify: true });
     assert.ok(got !== undefined);
     assert.deepEqual(
       got.chunks.map((g) => g.data),
-      t.raw.slice(0, 3),
+      [t.raw[1]],
     );
-    // The three contiguous chunks came in one merged read, counted like any backend read.
+    // Read at once, counted like any backend read.
     assert.equal(src.nowReads, 1);
     assert.equal(dev.backendReads, 2);
+    // A second reader of the pinned chunk shares it.
+    const shared = dev.readChunkNow(t.chunks[1]!);
+    assert.equal(shared?.chunks[0]!.data, got.chunks[0]!.data);
+    shared?.release();
     got.release();
-    // Now in the recent memory: served again with no backend read.
-    const again = dev.readChunksNow(t.chunks.slice(1, 3));
-    assert.deepEqual(
-      again?.chunks.map((g) => g.data),
-      t.raw.slice(1, 3),
-    );
+    // Now in the recent memory: served again with no backend read, and readChunks finds it too.
+    const again = dev.readChunkNow(t.chunks[1]!, { verify: true });
+    assert.deepEqual(again?.chunks[0]!.data, t.raw[1]);
     again?.release();
+    (await dev.readChunks([t.chunks[1]!])).release();
     assert.equal(src.nowReads, 1);
     assert.equal(src.reads.length, 1);
     await dev.close();
   }
 });
 
-test('readChunksNow leaves to readChunks what it cannot serve at once, and every failure', async () => {
-  const t = makeBlob(4, true);
-  const src = new NowSource(t.data);
-  const dev = new BlobDevice([t.blob], src, { chunkSize: CHUNK, reuseBuffers: true, recentBytes: 0 });
-  (await dev.readChunks([t.chunks[0]!])).release();
-  const idle = dev.bufferPool!.idle;
-  // Bytes not there without waiting.
-  src.now = false;
-  assert.equal(dev.readChunksNow([t.chunks[1]!]), undefined);
-  src.now = true;
-  // A chunk in flight is joined by readChunks, not read twice.
-  src.hold = true;
-  const pending = dev.readChunks([t.chunks[2]!]);
-  await until(() => src.waiting === 1);
-  assert.equal(dev.readChunksNow([t.chunks[1]!, t.chunks[2]!]), undefined);
-  src.releaseAll();
-  (await pending).release();
-  src.hold = false;
-  // A corrupt chunk: nothing at once, and readChunks words the failure.
-  const bad = { ...t.chunks[3]!, id: Buffer.alloc(32, 7) };
-  assert.equal(dev.readChunksNow([bad], { verify: true }), undefined);
-  await assert.rejects(dev.readChunks([bad], { verify: true }), /has digest/);
-  // A chunk record past the end of the blob, the same.
-  const past = { ...t.chunks[1]!, compressedOffset: t.data.length - 10 };
-  assert.equal(dev.readChunksNow([past]), undefined);
-  await assert.rejects(dev.readChunks([past]), /points past the end of blob/);
-  // Buffers taken on the way went back to the pool.
-  assert.ok(dev.bufferPool!.idle >= idle, `idle slots ${dev.bufferPool!.idle} < ${idle}`);
-  assert.equal(dev.backendReads, 2 + 1);
-  await dev.close();
+test('readChunkNow leaves to readChunks what it cannot serve at once, and every failure', async () => {
+  for (const compressed of [true, false]) {
+    const t = makeBlob(4, compressed);
+    const src = new NowSource(t.data);
+    const dev = new BlobDevice([t.blob], src, { chunkSize: CHUNK, reuseBuffers: true, recentBytes: 0 });
+    (await dev.readChunks([t.chunks[0]!])).release();
+    const idle = dev.bufferPool!.idle;
+    // Bytes not there without waiting.
+    src.now = false;
+    assert.equal(dev.readChunkNow(t.chunks[1]!), undefined);
+    src.now = true;
+    // A chunk in flight is joined by readChunks, not read twice.
+    src.hold = true;
+    const pending = dev.readChunks([t.chunks[2]!]);
+    await until(() => src.waiting === 1);
+    assert.equal(dev.readChunkNow(t.chunks[2]!), undefined);
+    src.releaseAll();
+    (await pending).release();
+    src.hold = false;
+    // A corrupt chunk: nothing at once, and readChunks words the failure.
+    const bad = { ...t.chunks[3]!, id: Buffer.alloc(32, 7) };
+    assert.equal(dev.readChunkNow(bad, { verify: true }), undefined);
+    await assert.rejects(dev.readChunks([bad], { verify: true }), /has digest/);
+    // A chunk record past the end of the blob, the same.
+    const past = { ...t.chunks[1]!, compressedOffset: t.data.length - 10 };
+    assert.equal(dev.readChunkNow(past), undefined);
+    await assert.rejects(dev.readChunks([past]), /points past the end of blob/);
+    // Buffers taken on the way went back to the pool, and only reads made were counted.
+    assert.ok(dev.bufferPool!.idle >= idle, `idle slots ${dev.bufferPool!.idle} < ${idle}`);
+    assert.equal(dev.backendReads, 2 + 1);
+    await dev.close();
+  }
 });
 
-test('readChunksNow is not used with a cache that stores chunks', async () => {
+test('readChunkNow is not used with a cache that stores chunks', async () => {
   const t = makeBlob(2, true);
   const dev = new BlobDevice([t.blob], new NowSource(t.data), {
     chunkSize: CHUNK,
     cache: new MemoryChunkCache(),
   });
   (await dev.readChunks([t.chunks[0]!])).release();
-  assert.equal(dev.readChunksNow([t.chunks[1]!]), undefined);
+  assert.equal(dev.readChunkNow(t.chunks[1]!), undefined);
   await dev.close();
 });
 
-test('readChunksNow leaves reads that would decode more than 2 MiB here to readChunks', async () => {
-  const t = makeBlob(40, true);
-  const dev = new BlobDevice([t.blob], new NowSource(t.data), { chunkSize: CHUNK });
-  (await dev.readChunks([t.chunks[39]!])).release();
-  assert.equal(dev.readChunksNow(t.chunks.slice(0, 33)), undefined);
-  const some = dev.readChunksNow(t.chunks.slice(0, 32));
-  assert.equal(some?.chunks.length, 32);
-  some?.release();
+test('readChunkNow leaves a chunk that would decode more than 2 MiB here to readChunks', async () => {
+  const big = Buffer.alloc((2 << 20) + 4096, 0x61);
+  const packed = compress('zstd', big);
+  const c: ChunkInfo = {
+    id: digest('blake3', big),
+    blobIndex: 0,
+    flags: ChunkFlag.COMPRESSED,
+    compressedOffset: 0,
+    compressedSize: packed.length,
+    uncompressedOffset: 0,
+    uncompressedSize: big.length,
+    fileOffset: 0,
+    index: 0,
+    crc32: 0,
+  };
+  const blob = blobInfo(0, 'b'.repeat(64), {
+    chunkSize: 4 << 20,
+    chunkCount: 1,
+    compressor: 'zstd',
+    compressedSize: packed.length,
+    uncompressedSize: big.length,
+  });
+  const src = new NowSource(packed);
+  const dev = new BlobDevice([blob], src, { chunkSize: 4 << 20, recentBytes: 0 });
+  (await dev.readChunks([c])).release();
+  assert.equal(dev.readChunkNow(c), undefined);
+  assert.equal(src.nowReads, 0);
+  const got = await dev.readChunks([c], { verify: true });
+  assert.ok(got.chunks[0]!.data.equals(big));
+  await dev.close();
+});
+
+test('readChunkNow of the last read of a chunk does not keep it in the recent memory', async () => {
+  const t = makeBlob(3, true);
+  const src = new NowSource(t.data);
+  const dev = new BlobDevice([t.blob], src, { chunkSize: CHUNK, reuseBuffers: true });
+  (await dev.readChunks([t.chunks[2]!])).release();
+  assert.equal(dev.memory.recentChunks, 1);
+  // A first part of chunk 0: kept for the reads that follow.
+  const part = dev.readChunkNow(t.chunks[0]!);
+  assert.deepEqual(part?.chunks[0]!.data, t.raw[0]);
+  part?.release();
+  assert.equal(dev.memory.recentChunks, 2);
+  // Its last part: served from the memory, which lets it go; the bytes stay valid while pinned.
+  const idle = dev.bufferPool!.idle;
+  const rest = dev.readChunkNow(t.chunks[0]!, {}, true);
+  assert.equal(dev.memory.recentChunks, 1);
+  assert.equal(dev.memory.recentBytes, CHUNK);
+  assert.equal(src.nowReads, 1);
+  // A chunk read whole at once is not kept at all (and takes a slot other than the pinned one).
+  const whole = dev.readChunkNow(t.chunks[1]!, { verify: true }, true);
+  assert.deepEqual(whole?.chunks[0]!.data, t.raw[1]);
+  assert.deepEqual(rest?.chunks[0]!.data, t.raw[0]);
+  whole?.release();
+  rest?.release();
+  assert.ok(dev.bufferPool!.idle > idle, 'the slots went back to the pool');
+  assert.equal(dev.memory.recentChunks, 1);
+  assert.equal(src.nowReads, 2);
+  assert.equal(dev.backendReads, 3);
+  await dev.close();
+});
+
+test('done lets chunks go from the recent memory; pinned bytes stay valid until released', async () => {
+  const t = makeBlob(3, true);
+  const dev = new BlobDevice([t.blob], new GatedSource(t.data), { chunkSize: CHUNK, reuseBuffers: true });
+  const held = await dev.readChunks([t.chunks[0]!]);
+  assert.equal(dev.memory.recentChunks, 1);
+  dev.done([t.chunks[0]!, t.chunks[1]!]);
+  assert.equal(dev.memory.recentChunks, 0);
+  assert.equal(dev.memory.recentBytes, 0);
+  // Other chunks take slots meanwhile: not the one still pinned.
+  const other = await dev.readChunks([t.chunks[1]!, t.chunks[2]!]);
+  assert.deepEqual(held.chunks[0]!.data, t.raw[0]);
+  held.release();
+  other.release();
+  // Read again: fetched again.
+  const reads = dev.backendReads;
+  (await dev.readChunks([t.chunks[0]!])).release();
+  assert.equal(dev.backendReads, reads + 1);
   await dev.close();
 });
