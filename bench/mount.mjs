@@ -89,15 +89,15 @@ export const MOUNT_TOOLS = [
     few: true,
   },
   {
-    // nydusd sets its mount's read-ahead to 4 MiB: the same for squashfuse shows what that
+    // nydusd sets its mount's read-ahead to 1 MiB: the same for squashfuse shows what that
     // setting alone is worth.
-    id: 'squashfuse-ra4m',
-    label: 'squashfuse, zstd, read-ahead 4 MiB',
+    id: 'squashfuse-ra1m',
+    label: 'squashfuse, zstd, read-ahead 1 MiB',
     kind: 'extra',
     image: 'squashfs-zstd',
     how: 'fuse',
     bin: 'squashfuse',
-    readAheadKb: 4096,
+    readAheadKb: 1024,
     few: true,
   },
   {

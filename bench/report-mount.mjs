@@ -88,7 +88,7 @@ export function perImageKiB(memory) {
 }
 
 /** The FUSE daemons in C measured beside ours (peers and context rows). */
-const FUSE_PEERS = ['squashfuse', 'squashfuse_ll', 'squashfuse-ra4m'];
+const FUSE_PEERS = ['squashfuse', 'squashfuse_ll', 'squashfuse-ra1m'];
 
 /**
  * The floor of the EROFS bar measured in the same run: the fastest FUSE daemon in C against
@@ -174,7 +174,7 @@ const RATIO_COLUMNS = [
   { id: 'squashfuse', head: `ours/squashfuse (bar ≤ ${fx(BAR.squashfuse, 1)})` },
   { id: 'erofs', head: `ours/kernel EROFS (bar ≤ ${fx(BAR.erofs, 1)})` },
   { id: 'squashfuse_ll', head: 'ours/squashfuse_ll' },
-  { id: 'squashfuse-ra4m', head: 'ours/squashfuse read-ahead 4 MiB' },
+  { id: 'squashfuse-ra1m', head: 'ours/squashfuse read-ahead 1 MiB' },
 ];
 
 /**
@@ -404,9 +404,10 @@ export function renderMounts(o, sub = {}) {
       '`squashfuse -f IMG MNT` (the peer of the bar) and `squashfuse_ll -f IMG MNT` (its low-level-API ' +
       'variant, for context only), both in the foreground so the pid is the daemon; kernel EROFS by ' +
       '`mount -t erofs -o loop,ro IMG MNT`.',
-    "- Kernel read-ahead: nydusd sets its own mount's to 4 MiB (the bdi's `read_ahead_kb`; the kernel's " +
-      'default for FUSE is 128 KiB), so a sequential reader has up to four 1 MiB reads in flight. The peers ' +
-      'run at their defaults; the extra row "squashfuse, zstd, read-ahead 4 MiB" is squashfuse with the ' +
+    "- Kernel read-ahead: nydusd sets its own mount's to 1 MiB (the bdi's `read_ahead_kb`; the kernel's " +
+      "default for FUSE is 128 KiB), so a sequential reader's reads grow to whole 1 MiB chunks while the " +
+      "daemon reads the file's next chunk ahead itself. The peers " +
+      'run at their defaults; the extra row "squashfuse, zstd, read-ahead 1 MiB" is squashfuse with the ' +
       'harness setting the same on its mount, to show what the setting alone is worth. The memory tables ' +
       "give each mount's read-ahead as read back from sysfs.",
     `- ${plural(o.config.rounds, 'round')} per data set` +
