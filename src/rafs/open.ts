@@ -1,5 +1,4 @@
 import { createReadStream } from 'node:fs';
-import { open } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { createHash } from 'node:crypto';
 import { errorText, FormatError, NydusError } from '../errors/errors.js';
@@ -33,21 +32,15 @@ export interface LoadOptions {
 
 const HEX64 = /^[0-9a-f]{64}$/;
 
-/** The file at `path` mapped whole when it still has `size` bytes; null when it cannot be. */
-async function mapped(path: string, size: number): Promise<Buffer | null> {
-  let fh;
+/**
+ * The file open in `reader` mapped whole (`reader.size` bytes, what the reader saw when it
+ * opened it); null when it cannot be. The mapping outlives the descriptor.
+ */
+function mapped(reader: FileBlobReader): Buffer | null {
   try {
-    fh = await open(path, 'r');
+    return mapFile(reader.fd, reader.size);
   } catch {
     return null;
-  }
-  try {
-    const st = await fh.stat();
-    return st.isFile() && st.size === size ? mapFile(fh.fd, size) : null;
-  } catch {
-    return null;
-  } finally {
-    await fh.close().catch(() => undefined);
   }
 }
 
@@ -77,7 +70,7 @@ export async function loadBootstrapFile(path: string, opts: LoadOptions = {}): P
     if (detectRafsVersion(head) !== undefined) {
       if (size > MAX_BOOTSTRAP_SIZE)
         throw new FormatError(`Bootstrap "${path}" is too large (${size} bytes)`);
-      const map = opts.map === true ? await mapped(path, size) : null;
+      const map = opts.map === true ? mapped(reader) : null;
       if (map !== null) return { bootstrap: parseBootstrap(map), mapped: true };
       return { bootstrap: parseBootstrap(await reader.read(0, size)) };
     }

@@ -18,6 +18,11 @@ export class FileBlobReader implements BlobReader {
     this.path = path;
   }
 
+  /** The open file's descriptor (valid until `close`). */
+  get fd(): number {
+    return this.#fh.fd;
+  }
+
   static async open(path: string): Promise<FileBlobReader> {
     let fh: FileHandle;
     try {
