@@ -363,7 +363,10 @@ export class BlobDevice {
         rawSlot = undefined;
       }
       const algo = this.#table.blobs[c.blobIndex]!.compressor;
-      got = decodeChunk(c, algo, raw.subarray(0, length), rawSlot, true, pool, decompressNow);
+      got = decodeChunk(
+        { c, algo, stored: raw.subarray(0, length), rawSlot, lone: true, pool },
+        decompressNow,
+      );
       this.#verify(c, got.data, check);
       got.verified = check !== 0 && hasDigest(c);
       ok = true;
@@ -656,7 +659,7 @@ export class BlobDevice {
           c.compressedOffset - offset + c.compressedSize,
         );
         const algo = this.#table.blobs[c.blobIndex]!.compressor;
-        return decodeChunk(c, algo, stored, rawSlot, lone, pool, decompressTo);
+        return decodeChunk({ c, algo, stored, rawSlot, lone, pool }, decompressTo);
       }),
     );
     // The raw bytes' slot, unless a chunk kept it.
@@ -841,40 +844,30 @@ export class BlobDevice {
 /** Decodes a compressed chunk's bytes, into `into` when given. */
 type Decoder<R> = (algo: Compressor, src: Buffer, size: number, into?: Buffer) => R;
 
+/** A chunk's bytes as the backend read them, to decode (see `decodeChunk`). */
+interface StoredChunk {
+  c: ChunkInfo;
+  /** What the chunk is compressed with, when it is. */
+  algo: Compressor;
+  stored: Buffer;
+  /** The pool slot holding the backend read, if any. */
+  rawSlot: Buffer | undefined;
+  /** Whether the chunk was all of that read. */
+  lone: boolean;
+  pool: BufferPool | undefined;
+}
+
 /**
- * Chunk `c` from `stored`, its bytes as the backend read them (compressed with `algo` or not),
- * decoded by `decode`: at once (`decompressNow`) or on a worker thread (`decompressTo`), the only
- * difference between the device's two ways to fetch. `rawSlot` is the pool slot holding the
- * backend read, if any, and `lone` whether the chunk was all of that read. An uncompressed chunk
- * is a view of the read when no slot holds it or it was all of it (then it keeps the slot);
- * any other chunk is decoded or copied into a slot of its own when the pool serves its size
- * (given back if decoding fails), into a new buffer otherwise.
+ * Chunk `c` from `stored`, decoded by `decode`: at once (`decompressNow`) or on a worker thread
+ * (`decompressTo`), the only difference between the device's two ways to fetch. An uncompressed
+ * chunk is a view of the read when no slot holds it or it was all of it (then it keeps the
+ * slot); any other chunk is decoded or copied into a slot of its own when the pool serves its
+ * size (given back if decoding fails), into a new buffer otherwise.
  */
+function decodeChunk(s: StoredChunk, decode: Decoder<Buffer>): Fetched;
+function decodeChunk(s: StoredChunk, decode: Decoder<Promise<Buffer>>): Promise<Fetched>;
 function decodeChunk(
-  c: ChunkInfo,
-  algo: Compressor,
-  stored: Buffer,
-  rawSlot: Buffer | undefined,
-  lone: boolean,
-  pool: BufferPool | undefined,
-  decode: Decoder<Buffer>,
-): Fetched;
-function decodeChunk(
-  c: ChunkInfo,
-  algo: Compressor,
-  stored: Buffer,
-  rawSlot: Buffer | undefined,
-  lone: boolean,
-  pool: BufferPool | undefined,
-  decode: Decoder<Promise<Buffer>>,
-): Promise<Fetched>;
-function decodeChunk(
-  c: ChunkInfo,
-  algo: Compressor,
-  stored: Buffer,
-  rawSlot: Buffer | undefined,
-  lone: boolean,
-  pool: BufferPool | undefined,
+  { c, algo, stored, rawSlot, lone, pool }: StoredChunk,
   decode: Decoder<Buffer | Promise<Buffer>>,
 ): Fetched | Promise<Fetched> {
   const compressed = (c.flags & ChunkFlag.COMPRESSED) !== 0;
