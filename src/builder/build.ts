@@ -190,24 +190,47 @@ async function loadFinishers(v6: boolean, check: boolean): Promise<Finishers> {
 /** A tar file read at positions (`TarFile`), with what it looked like when opened. */
 interface OpenTarFile extends TarFile {
   stamp: FileStamp;
+}
+
+/** The tar source, opened once (a FIFO must not be opened twice: its writer would see no reader). */
+interface TarSource {
+  /** A regular file, read at positions. */
+  file?: OpenTarFile;
+  /** A pipe (stdin, a FIFO, `/dev/stdin` on a pipe), read with `fdChunks`. */
+  pipe?: number;
   close(): void;
 }
 
 /**
- * `path` opened as a `TarFile` when it is a regular file; undefined for anything else (a pipe,
- * a device), which is read as a stream.
+ * Open a tar source to read it as a file at positions (`positions`: an uncompressed tar named
+ * by a path) or as a pipe; undefined when it is neither, or cannot be opened (then a stream
+ * opens it and reports any failure in its own words).
  */
-function openTarFile(path: string): OpenTarFile | undefined {
-  let fd: number;
+function openTarSource(path: string, positions: boolean): TarSource | undefined {
+  let fd = 0;
+  if (path !== '-') {
+    try {
+      fd = openSync(path, 'r');
+    } catch {
+      return undefined;
+    }
+  }
+  const close = (): void => {
+    if (path !== '-') closeSync(fd);
+  };
+  let st;
   try {
-    fd = openSync(path, 'r');
+    st = fstatSync(fd, { bigint: true });
   } catch {
-    // The stream reports it in its own words.
+    close();
     return undefined;
   }
-  const st = fstatSync(fd, { bigint: true });
-  if (!st.isFile()) {
-    closeSync(fd);
+  if (st.isFIFO() || st.isCharacterDevice()) {
+    if (st.isFIFO()) growPipe(fd);
+    return { pipe: fd, close };
+  }
+  if (!positions || path === '-' || !st.isFile()) {
+    close();
     return undefined;
   }
   const size = Number(st.size);
@@ -215,7 +238,7 @@ function openTarFile(path: string): OpenTarFile | undefined {
     new Promise((resolve, reject) =>
       read(fd, buf, at, buf.length - at, pos, (e, n) => (e === null ? resolve(n) : reject(e))),
     );
-  return {
+  const file: OpenTarFile = {
     size,
     readSize: TAR_READ,
     stamp: { size, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs },
@@ -229,36 +252,8 @@ function openTarFile(path: string): OpenTarFile | undefined {
       }
       return got === n ? buf : buf.subarray(0, got);
     },
-    close(): void {
-      closeSync(fd);
-    },
   };
-}
-
-/**
- * The source as a pipe to read with `fdChunks`: stdin ("-") or a path that is a FIFO or a
- * character device (`/dev/stdin` on a pipe), its pipe buffer grown; undefined for anything else.
- */
-function openPipe(path: string): { fd: number; close(): void } | undefined {
-  let fd = 0;
-  if (path !== '-') {
-    try {
-      fd = openSync(path, 'r');
-    } catch {
-      // The stream reports it in its own words.
-      return undefined;
-    }
-  }
-  const close = (): void => {
-    if (path !== '-') closeSync(fd);
-  };
-  const st = fstatSync(fd);
-  if (!st.isFIFO() && !st.isCharacterDevice()) {
-    close();
-    return undefined;
-  }
-  if (st.isFIFO()) growPipe(fd);
-  return { fd, close };
+  return { file, close };
 }
 
 /** Tells apart the temporary blobs of builds started in the same millisecond. */
@@ -348,8 +343,7 @@ export async function build(o: BuildOptions): Promise<BuildResult> {
   const sink = new ChunkSink(pool, dict, store, o.chunkSize);
   if (o.onProgress !== undefined) sink.onProgress = o.onProgress;
   const temps: string[] = [tmpBlob];
-  let tarFile: OpenTarFile | undefined;
-  let piped: { fd: number; close(): void } | undefined;
+  let opened: TarSource | undefined;
   try {
     let tree: BuildTree;
     let files = 0;
@@ -400,20 +394,17 @@ export async function build(o: BuildOptions): Promise<BuildResult> {
         import('./source-tar.js'),
       ]);
       // An uncompressed tar in a file is read at positions: the workers read the larger files
-      // straight from it, and this thread reads only headers and small files.
-      tarFile =
-        o.type === 'tar-rafs' && o.input === undefined && o.source !== '-'
-          ? openTarFile(o.source)
-          : undefined;
+      // straight from it, and this thread reads only headers and small files. A pipe (stdin, a
+      // FIFO) is read with fewer allocations and copies than a ReadStream's.
+      opened = o.input === undefined ? openTarSource(o.source, o.type === 'tar-rafs') : undefined;
+      const inFile = opened?.file;
       let reader: InstanceType<typeof TarReader>;
-      if (tarFile !== undefined) reader = new TarReader(tarFile);
+      if (inFile !== undefined) reader = new TarReader(inFile);
       else {
-        // A pipe (stdin, a FIFO) is read with fewer allocations and copies than a ReadStream's.
-        if (o.input === undefined) piped = openPipe(o.source);
         const input: Readable =
           o.input ??
-          (piped !== undefined
-            ? Readable.from(fdChunks(piped.fd), { objectMode: false })
+          (opened?.pipe !== undefined
+            ? Readable.from(fdChunks(opened.pipe), { objectMode: false })
             : o.source === '-'
               ? process.stdin
               : createReadStream(o.source, { highWaterMark: TAR_READ }));
@@ -422,7 +413,6 @@ export async function build(o: BuildOptions): Promise<BuildResult> {
         input.on('error', (e: Error) => stream.destroy(e));
         reader = new TarReader(stream);
       }
-      const inFile = tarFile;
       const upper = await treeFromTar(reader, {
         whiteoutSpec: o.whiteoutSpec,
         onFileData: async (inode, data) => {
@@ -549,8 +539,7 @@ export async function build(o: BuildOptions): Promise<BuildResult> {
     await writer?.abort();
     throw e;
   } finally {
-    tarFile?.close();
-    piped?.close();
+    opened?.close();
     await pool.close();
     for (const t of temps) await rm(t, { force: true });
   }

@@ -524,6 +524,21 @@ test('a tar file: large entries read by the workers from the file give the bytes
       'blob',
     );
     assert.ok(readFileSync(join(fromFile, 'boot')).equals(readFileSync(join(fromPipe, 'boot'))), 'bootstrap');
+    // A FIFO named on the command line: opened once (a second open would leave its writer
+    // without a reader for a moment, and kill it with SIGPIPE).
+    const fifo = join(dir, 'fifo');
+    const fromFifo = join(dir, 'fifo-out');
+    mkdirSync(fromFifo);
+    execFileSync('mkfifo', [fifo]);
+    execFileSync(
+      'sh',
+      [
+        '-c',
+        `cat ${tarFile} > ${fifo} & ${process.execPath} ${binPath('nydus-image')} create --type tar-rafs -B ${join(fromFifo, 'boot')} -D ${fromFifo} ${fifo}; r=$?; wait $! || exit 9; exit $r`,
+      ],
+      { stdio: 'ignore' },
+    );
+    assert.equal(blobOf(fromFifo), blobOf(fromFile));
     const st = await runBin('nydus-image', ['check', '-B', join(fromFile, 'boot'), '-D', fromFile]);
     assert.equal(st.code, 0, st.stderr);
   } finally {
