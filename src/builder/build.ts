@@ -1,4 +1,4 @@
-import { closeSync, createReadStream, fstatSync, openSync, read } from 'node:fs';
+import { closeSync, createReadStream, fstatSync, openSync } from 'node:fs';
 import { rename, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -16,7 +16,7 @@ import { ChunkDict, ChunkSink } from './chunk-sink.js';
 import { scanDirectory, sourcePathOf, sourceStampOf } from './source-dir.js';
 import { findEntry, treeFromBootstrap, type BuildInode, type BuildTree } from './tree.js';
 import type { WhiteoutSpec } from './whiteout.js';
-import { fdChunks, growPipe } from '../util/fd-stream.js';
+import { fdChunks, growPipe, readFd } from '../util/fd-stream.js';
 import type { TarFile } from '../tar/reader.js';
 
 export type SourceType = 'dir-rafs' | 'tar-rafs' | 'targz-rafs';
@@ -234,10 +234,6 @@ function openTarSource(path: string, positions: boolean): TarSource | undefined 
     return undefined;
   }
   const size = Number(st.size);
-  const readAt = (buf: Buffer, at: number, pos: number): Promise<number> =>
-    new Promise((resolve, reject) =>
-      read(fd, buf, at, buf.length - at, pos, (e, n) => (e === null ? resolve(n) : reject(e))),
-    );
   const file: OpenTarFile = {
     size,
     readSize: TAR_READ,
@@ -246,7 +242,7 @@ function openTarSource(path: string, positions: boolean): TarSource | undefined 
       const buf = Buffer.allocUnsafeSlow(n);
       let got = 0;
       while (got < n) {
-        const k = await readAt(buf, got, pos + got);
+        const k = await readFd(fd, buf, got, pos + got);
         if (k === 0) break;
         got += k;
       }

@@ -40,9 +40,13 @@ export function growPipe(fd: number, bytes = SLAB): boolean {
   return fcntlFn !== null && fcntlFn(fd, F_SETPIPE_SZ, bytes) >= 0;
 }
 
-function readInto(fd: number, buf: Buffer, at: number): Promise<number> {
+/**
+ * One read(2) of `fd` into `buf` from `at` to its end, on the thread pool: at `pos` of the file,
+ * or (null) at the descriptor's current position. The bytes read (0 at the end).
+ */
+export function readFd(fd: number, buf: Buffer, at: number, pos: number | null): Promise<number> {
   return new Promise((resolve, reject) =>
-    read(fd, buf, at, buf.length - at, null, (e, n) => (e === null ? resolve(n) : reject(e))),
+    read(fd, buf, at, buf.length - at, pos, (e, n) => (e === null ? resolve(n) : reject(e))),
   );
 }
 
@@ -58,7 +62,7 @@ export async function* fdChunks(fd: number): AsyncGenerator<Buffer> {
       slab = Buffer.allocUnsafeSlow(SLAB);
       used = 0;
     }
-    const n = await readInto(fd, slab, used);
+    const n = await readFd(fd, slab, used, null);
     if (n === 0) return;
     yield slab.subarray(used, used + n);
     used += n;
