@@ -23,9 +23,6 @@ import thresholds from './malloc-thresholds.cjs';
  * cannot be called (not glibc, no koffi), nothing changes.
  */
 
-/** The daemon's glibc thresholds (malloc-thresholds.cts, which the nydusd entry reads too). */
-export const { DAEMON_MMAP_THRESHOLD, DAEMON_TRIM_THRESHOLD } = thresholds;
-
 const M_TRIM_THRESHOLD = -1;
 const M_MMAP_THRESHOLD = -3;
 
@@ -62,18 +59,14 @@ function koffiLoaded(): boolean {
 }
 
 /**
- * Raise glibc's mmap and trim thresholds (above; the daemon passes its own, a build keeps the
- * defaults here). nydusd, and `nydus-image create`, whose
+ * Raise glibc's mmap and trim thresholds to the daemon's (malloc-thresholds.cts, which the
+ * nydusd entry puts in the environment instead): for nydusd, and `nydus-image create`, whose
  * chunk and tar buffers (about 1 MiB each) are allocated and freed all through a build: with
  * the thresholds raised the heap reuses them instead of mapping fresh pages each time (tar
  * build of rootfs: about a quarter fewer page faults and 4% less CPU). The converter builds
  * inside nydusify's own process and does not call it.
  */
-export function tuneMalloc(
-  log: Logger,
-  mmapThreshold = DAEMON_MMAP_THRESHOLD,
-  trimThreshold = DAEMON_TRIM_THRESHOLD,
-): void {
+export function tuneMalloc(log: Logger): void {
   // Started with the thresholds in the environment, which glibc read at start (the nydusd entry
   // does that): nothing to do, and no need to load koffi before the first read.
   // (Thresholds someone else chose that way are theirs to keep.)
@@ -85,7 +78,8 @@ export function tuneMalloc(
   const c = libc(log);
   if (c === null) return;
   const ok =
-    c.mallopt(M_MMAP_THRESHOLD, mmapThreshold) === 1 && c.mallopt(M_TRIM_THRESHOLD, trimThreshold) === 1;
+    c.mallopt(M_MMAP_THRESHOLD, thresholds.DAEMON_MMAP_THRESHOLD) === 1 &&
+    c.mallopt(M_TRIM_THRESHOLD, thresholds.DAEMON_TRIM_THRESHOLD) === 1;
   if (!ok) log.debug('mallopt refused the thresholds; the defaults stay');
 }
 
