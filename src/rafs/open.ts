@@ -32,18 +32,6 @@ export interface LoadOptions {
 
 const HEX64 = /^[0-9a-f]{64}$/;
 
-/**
- * The file open in `reader` mapped whole (`reader.size` bytes, what the reader saw when it
- * opened it); null when it cannot be. The mapping outlives the descriptor.
- */
-function mapped(reader: FileBlobReader): Buffer | null {
-  try {
-    return mapFile(reader.fd, reader.size);
-  } catch {
-    return null;
-  }
-}
-
 async function sha256OfFile(path: string): Promise<string> {
   const h = createHash('sha256');
   for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
@@ -70,7 +58,8 @@ export async function loadBootstrapFile(path: string, opts: LoadOptions = {}): P
     if (detectRafsVersion(head) !== undefined) {
       if (size > MAX_BOOTSTRAP_SIZE)
         throw new FormatError(`Bootstrap "${path}" is too large (${size} bytes)`);
-      const map = opts.map === true ? mapped(reader) : null;
+      // Mapped through the reader's descriptor: its size is what the reader saw when it opened it.
+      const map = opts.map === true ? mapFile(reader.fd, size) : null;
       if (map !== null) return { bootstrap: parseBootstrap(map), mapped: true };
       return { bootstrap: parseBootstrap(await reader.read(0, size)) };
     }
