@@ -111,8 +111,10 @@ type ChunkCache = ReturnType<typeof createChunkCache>;
  * than through a C daemon). 4 MiB (four 1 MiB reads in flight) read no faster and held more
  * chunk memory at once: B3 peak RSS on rootfs-large 90 against 80 MiB, big-files 75 against
  * 66 MiB, same read time and CPU (issue #12, session 4). A daemon started with an image on a
- * remote backend keeps the kernel's default instead, so a lazy start fetches little more than
- * it reads (benchmark B5).
+ * remote backend, or with no image at all (shared mode, images mounted later through the API),
+ * keeps the kernel's default instead, so a lazy start fetches little more than it reads
+ * (benchmark B5) and a shared daemon holds less per image (B8: 11.5 against 7.3 MiB per image
+ * when it took 1 MiB).
  */
 const FUSE_READ_AHEAD_KB = 1024;
 
@@ -327,10 +329,12 @@ export class NydusDaemon implements DaemonControl {
         threads: opts.threads ?? 4,
         logger: d.#log,
         source: 'nydusfs',
-        // Remote blobs: the kernel's own read-ahead, so a lazy start fetches no more than it reads.
-        ...([...d.#instances.values()].some((i) => !i.blobs.local)
-          ? {}
-          : { readAheadKb: FUSE_READ_AHEAD_KB }),
+        // Only a daemon started with local images gets the larger read-ahead. Remote blobs, or
+        // no image yet (a shared daemon whose images come later through the API, most often
+        // from a registry), keep the kernel's own, so a lazy start fetches no more than it reads.
+        ...(d.#instances.size > 0 && [...d.#instances.values()].every((i) => i.blobs.local)
+          ? { readAheadKb: FUSE_READ_AHEAD_KB }
+          : {}),
       });
       d.#watch(d.#session);
       d.#state = 'RUNNING';

@@ -8,6 +8,7 @@ import {
   canFuse,
   cleanup,
   md5sUnder,
+  mountReadAheadKb,
   mounted,
   sh,
   startDaemon,
@@ -111,6 +112,8 @@ for (const [version, compressor, useConfig] of [
         ? ['--config', v1Config(dir, blobDir, { enable_xattr: true, digest_validate: true })]
         : ['-D', blobDir];
       d = await startDaemon(mnt, [...args, '--bootstrap', boot]);
+      // A daemon started with a local image reads ahead a whole 1 MiB chunk.
+      assert.equal(mountReadAheadKb(mnt), 1024);
       const want = snapshot(src, { skipRoot: true });
       const got = snapshot(mnt, { skipRoot: true });
       if (useConfig) assert.deepEqual(diffSnapshots(want, got), []);

@@ -1,11 +1,12 @@
 import type { TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
+import { mountAt } from '../../src/fuse/session.js';
 import { localfsConfigText } from './api.js';
 import { IN_CI } from './fixtures.js';
 import { needRoot } from './env.js';
@@ -141,4 +142,11 @@ export function md5All(dir: string): Promise<string> {
       else reject(new Error(`md5sum in ${dir} exited ${code}: ${err}`));
     });
   });
+}
+
+/** The kernel read-ahead of the mount at `mnt` in KiB: its bdi's read_ahead_kb. */
+export function mountReadAheadKb(mnt: string): number {
+  const at = mountAt(realpathSync(mnt));
+  assert.ok(at !== undefined, `no mount at ${mnt}`);
+  return Number(readFileSync(`/sys/class/bdi/${at.major}:${at.minor}/read_ahead_kb`, 'utf8').trim());
 }
