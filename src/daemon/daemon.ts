@@ -37,7 +37,7 @@ import {
   memoryReport,
   MeteredBlobSource,
 } from './metrics.js';
-import { settleAfterMount, trimWhenQuiet, tuneMalloc } from './malloc.js';
+import { settleAfterMount, trimMalloc, trimWhenQuiet, tuneMalloc } from './malloc.js';
 import { RafsFs } from './rafs-fs.js';
 import { pseudoPath, slotBase, Vfs, type VfsInstance, type VfsState } from './vfs.js';
 
@@ -113,10 +113,12 @@ type ChunkCache = ReturnType<typeof createChunkCache>;
  * 66 MiB, same read time and CPU (issue #12, session 4). A daemon started with an image on a
  * remote backend, or with no image at all (shared mode, images mounted later through the API),
  * keeps the kernel's default instead, so a lazy start fetches little more than it reads
- * (benchmark B5) and a shared daemon holds less per image (B8: 11.5 against 7.3 MiB per image
- * when it took 1 MiB).
+ * (benchmark B5).
  */
 const FUSE_READ_AHEAD_KB = 1024;
+
+/** How often the daemon looks for images no one reads (#releaseIdleImages). */
+const IDLE_CHECK_MS = 2000;
 
 const HOT_CONFIG_KEYS = ['registry_auth', 'proxy_url', 'dragonfly_scheduler_endpoint'];
 
@@ -245,7 +247,7 @@ export class NydusDaemon implements DaemonControl {
   readonly #ended: { promise: Promise<void>; resolve: () => void; reject: (e: unknown) => void };
   #api: { close(): Promise<void> } | undefined;
   #stopping: Promise<void> | undefined;
-  /** Stops the quiet-time trim of malloc (see #settleMemory). */
+  /** Stops the quiet-time trim of malloc and the release of idle images' memory (see #settleMemory). */
   #stopQuietTrim: (() => void) | undefined;
   /** Mount/umount requests run one at a time. */
   #queue: Promise<unknown> = Promise.resolve();
@@ -529,7 +531,39 @@ export class NydusDaemon implements DaemonControl {
     setImmediate(() => {
       if (this.#stopping === undefined) settleAfterMount(this.#log);
     });
-    this.#stopQuietTrim ??= trimWhenQuiet(this.#log);
+    if (this.#stopQuietTrim === undefined) {
+      const stopTrim = trimWhenQuiet(this.#log);
+      const stopRelease = this.#releaseIdleImages();
+      this.#stopQuietTrim = () => {
+        stopTrim();
+        stopRelease();
+      };
+    }
+  }
+
+  /**
+   * Every IDLE_CHECK_MS, the images no one read since the previous check let go of their chunk
+   * memory (recent chunks, pooled buffers; BlobDevice.releaseIdle) and glibc gets it back: in a
+   * shared daemon each image read once (a container started) would otherwise keep up to 8 MiB
+   * for good, so the daemon grew by that much per image. A read after it costs a fresh buffer.
+   */
+  #releaseIdleImages(): () => void {
+    const seen = new WeakMap<Instance, number>();
+    const timer = setInterval(() => {
+      let released = 0;
+      for (const inst of this.#instances.values()) {
+        const device = inst.image.device;
+        const uses = device.uses;
+        if (seen.get(inst) === uses) released += device.releaseIdle();
+        seen.set(inst, uses);
+      }
+      if (released > 0) {
+        trimMalloc(this.#log);
+        this.#log.debug(`idle images let go of ${(released / 2 ** 20).toFixed(1)} MiB of chunk memory`);
+      }
+    }, IDLE_CHECK_MS);
+    timer.unref();
+    return () => clearInterval(timer);
   }
 
   /** Run mount changes one at a time. */

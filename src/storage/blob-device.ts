@@ -141,6 +141,8 @@ export class BlobDevice {
   readonly #recent = new Map<string, Fetched>();
   #recentBytes = 0;
   readonly #recentLimit: number;
+  /** Reads asked of the device so far, of any kind (see `uses`). */
+  #uses = 0;
   readonly #pool: BufferPool | undefined;
 
   constructor(blobs: BlobTable | readonly BlobInfo[], source: BlobSource, opts: BlobDeviceOptions) {
@@ -241,6 +243,26 @@ export class BlobDevice {
       this.#stores.set(index, s);
     }
     return s;
+  }
+
+  /** Reads asked of the device so far, of any kind: a count that stands still means no one reads. */
+  get uses(): number {
+    return this.#uses;
+  }
+
+  /**
+   * Let go of the recent-chunk memory and of the pool's free buffers (freed at once), for a
+   * device no one reads now: an image left idle in a shared daemon then holds only its
+   * metadata, not up to 4 MiB of recent chunks and 4 MiB of pooled buffers. Chunks in flight and
+   * bytes a reader still holds stay. Returns the bytes held before (0: nothing to let go).
+   */
+  releaseIdle(): number {
+    const held = this.#recentBytes + (this.#pool?.idleBytes ?? 0);
+    if (held === 0) return 0;
+    for (const got of this.#recent.values()) this.#letGo(got);
+    this.#recent.clear();
+    this.#pool?.drain();
+    return held;
   }
 
   /** Wait for chunks still being stored in the cache, then close the blob readers. */
@@ -438,6 +460,8 @@ export class BlobDevice {
 
   /** The digest check a read gets: rafs validate or the read's own ask, else the cache's. */
   #check(opts: ChunkReadOptions): Check {
+    // Every read of any kind asks for its check first: counted here, once per read.
+    this.#uses++;
     if (opts.verify === true || this.#validate) return 2;
     return this.cache?.validate === true ? 1 : 0;
   }

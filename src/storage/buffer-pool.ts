@@ -78,6 +78,14 @@ export class BufferPool {
     return n;
   }
 
+  /** Free every slot held now (`freeNow`); returns their bytes. */
+  drain(): number {
+    const bytes = this.#idleBytes;
+    for (const list of this.#free.values()) for (const slot of list.splice(0)) freeNow(slot);
+    this.#idleBytes = 0;
+    return bytes;
+  }
+
   /** Bytes of the free slots held now. */
   get idleBytes(): number {
     return this.#idleBytes;

@@ -99,6 +99,31 @@ test('nydusd without --bootstrap: curl mounts images at /a and /b/c, both read r
       [],
     );
 
+    // Chunk memory an image holds after its reads (recent chunks, free pooled buffers) goes once
+    // no one has read it for a few seconds: a shared daemon keeps no MiB per image it served once.
+    interface Mem {
+      instances: {
+        mountpoint: string;
+        recent: { chunks: number };
+        buffer_pool: { idle_slots: number } | null;
+      }[];
+    }
+    const heldBy = async (mp: string): Promise<number> => {
+      const r = await curl(sock, 'GET', '/api/v1/daemon/memory');
+      assert.equal(r.status, 200, r.body);
+      const i = (r.json as Mem).instances.find((x) => x.mountpoint === mp);
+      assert.ok(i !== undefined, `no instance ${mp} in ${r.body}`);
+      return i.recent.chunks + (i.buffer_pool?.idle_slots ?? 0);
+    };
+    assert.ok((await heldBy('/b/c')) > 0, 'chunk memory held right after the reads');
+    const until = Date.now() + WAIT_MS;
+    while ((await heldBy('/b/c')) + (await heldBy('/a')) > 0 && Date.now() < until) await sleep(250);
+    assert.equal(
+      (await heldBy('/b/c')) + (await heldBy('/a')),
+      0,
+      'idle images let go of their chunk memory',
+    );
+
     // nydusctl shows both mounts.
     const ctl = await runBin('nydusctl', ['--sock', sock, 'info'], { timeoutMs: WAIT_MS });
     assert.equal(ctl.code, 0, ctl.stderr);

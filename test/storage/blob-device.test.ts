@@ -557,3 +557,30 @@ test('done lets chunks go from the recent memory; pinned bytes stay valid until 
   assert.equal(dev.backendReads, reads + 1);
   await dev.close();
 });
+
+test('releaseIdle lets go of the recent chunks and the free pool buffers; bytes still pinned stay valid', async () => {
+  const t = makeBlob(3, true);
+  const dev = new BlobDevice([t.blob], new GatedSource(t.data), { chunkSize: CHUNK, reuseBuffers: true });
+  assert.equal(dev.releaseIdle(), 0, 'nothing held yet');
+  const uses = dev.uses;
+  (await dev.readChunks([t.chunks[0]!, t.chunks[1]!])).release();
+  const held = await dev.readChunks([t.chunks[2]!]);
+  assert.equal(dev.uses, uses + 2, 'each read counts once');
+  assert.equal(dev.memory.recentChunks, 3);
+  assert.ok(dev.releaseIdle() >= 3 * CHUNK);
+  assert.equal(dev.memory.recentChunks, 0);
+  assert.equal(dev.memory.recentBytes, 0);
+  assert.equal(dev.bufferPool!.idle, 0, 'no free buffer kept');
+  assert.equal(dev.bufferPool!.idleBytes, 0);
+  // The pinned chunk's bytes are untouched; once released, its slot waits in the pool again.
+  assert.deepEqual(held.chunks[0]!.data, t.raw[2]);
+  held.release();
+  assert.equal(dev.bufferPool!.idle, 1);
+  // Read again: fetched again, same bytes.
+  const reads = dev.backendReads;
+  const again = await dev.readChunks([t.chunks[0]!]);
+  assert.deepEqual(again.chunks[0]!.data, t.raw[0]);
+  again.release();
+  assert.equal(dev.backendReads, reads + 1);
+  await dev.close();
+});

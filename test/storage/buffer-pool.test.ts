@@ -31,6 +31,13 @@ test('BufferPool: power-of-two slots from 4 KiB to the largest, reused, with a b
   // A buffer of no class size is not kept.
   pool.give(Buffer.allocUnsafeSlow(5000));
   assert.equal(pool.idle, 17);
+  // Drained: every free slot goes, and the next take allocates.
+  assert.equal(pool.drain(), (68 << 10) + (1 << 20));
+  assert.equal(pool.idle, 0);
+  assert.equal(pool.idleBytes, 0);
+  const created = pool.created;
+  pool.take(4096);
+  assert.equal(pool.created, created + 1);
 });
 
 test('BufferPool: a largest slot that is not a power of two is its own class', () => {
