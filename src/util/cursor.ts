@@ -63,7 +63,7 @@ export class Cursor {
   /** A u64 that must fit in a safe JS number (all sizes and offsets in real images do). */
   u64(what = 'u64'): number {
     const at = this.#need(8, what);
-    return toSafe(this.buf.readBigUInt64LE(at), what, this.base + at);
+    return safeU64(this.buf, at, what, this.base + at);
   }
 
   big64(what = 'u64'): bigint {
@@ -86,7 +86,20 @@ export function toSafe(v: bigint, what: string, offset?: number): number {
 /** Read a u64 at `off` of `buf` as a safe number (bounds-checked). */
 export function readU64(buf: Buffer, off: number, what: string, base = 0): number {
   if (off < 0 || off + 8 > buf.length) throw new FormatError(`Truncated data: ${what}`, base + off);
-  return toSafe(buf.readBigUInt64LE(off), what, base + off);
+  return safeU64(buf, off, what, base + off);
+}
+
+/** The largest high word of a u64 that is still a safe number: 2^53 - 1 = 0x1fffff * 2^32 + 0xffffffff. */
+const MAX_SAFE_HIGH = 0x1f_ffff;
+
+/**
+ * The u64 at `off` (inside `buf`) as a number, failing like `toSafe` above 2^53 - 1: read as two
+ * 32-bit halves, with no BigInt made (metadata decoding reads one or more per inode and chunk).
+ */
+function safeU64(buf: Buffer, off: number, what: string, offset: number): number {
+  const high = buf.readUInt32LE(off + 4);
+  if (high > MAX_SAFE_HIGH) return toSafe(buf.readBigUInt64LE(off), what, offset);
+  return high * 0x1_0000_0000 + buf.readUInt32LE(off);
 }
 
 export function align(x: number, a: number): number {

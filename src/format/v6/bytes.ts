@@ -56,7 +56,10 @@ export function putU64(buf: Buffer, off: number, v: number | bigint, what: strin
     }
     buf.writeBigUInt64LE(v, off);
   } else {
-    buf.writeBigUInt64LE(BigInt(uint(v, Number.MAX_SAFE_INTEGER, what)), off);
+    // Two 32-bit halves: no BigInt made (encoders write one or more per inode, reply or dirent).
+    uint(v, Number.MAX_SAFE_INTEGER, what);
+    buf.writeUInt32LE(v % 0x1_0000_0000, off);
+    buf.writeUInt32LE(Math.floor(v / 0x1_0000_0000), off + 4);
   }
 }
 
