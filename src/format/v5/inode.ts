@@ -2,7 +2,7 @@ import { FormatError } from '../../errors/errors.js';
 import { CHUNK_RECORD_SIZE, encodeChunkRecord } from '../chunk-record.js';
 import { InodeFlag, isReg } from '../flags.js';
 import type { ChunkInfo, XattrPair } from '../model.js';
-import { align } from '../../util/cursor.js';
+import { align, readU64 } from '../../util/cursor.js';
 import { encodeV5Xattrs, v5XattrTableEnd } from './xattr.js';
 
 /**
@@ -59,22 +59,6 @@ export interface V5InodeFixed {
   readonly mtime: number;
 }
 
-/** Largest high word of a u64 that still fits a safe JS number (2^53 - 1). */
-const MAX_SAFE_HIGH = 0x1f_ffff;
-
-/**
- * A u64 as a number, from two u32 reads (the fixed part is on the hot path of every lookup, and
- * this avoids a BigInt per field); values beyond 2^53 - 1 are rejected.
- */
-function u64(buf: Buffer, off: number, what: string): number {
-  const lo = buf.readUInt32LE(off);
-  const hi = buf.readUInt32LE(off + 4);
-  if (hi > MAX_SAFE_HIGH) {
-    throw new FormatError(`Value of ${what} is too large: ${buf.readBigUInt64LE(off)}`, off);
-  }
-  return hi * 0x1_0000_0000 + lo;
-}
-
 /** Decode the fixed part at `off`; the digest is a view of `buf`. */
 export function decodeV5InodeFixed(buf: Buffer, off: number): V5InodeFixed {
   if (off < 0 || off + V5_INODE_SIZE > buf.length) {
@@ -82,15 +66,15 @@ export function decodeV5InodeFixed(buf: Buffer, off: number): V5InodeFixed {
   }
   return {
     digest: buf.subarray(off, off + V5_INODE_DIGEST_SIZE),
-    parent: u64(buf, off + 32, 'inode parent'),
-    ino: u64(buf, off + 40, 'inode ino'),
+    parent: readU64(buf, off + 32, 'inode parent'),
+    ino: readU64(buf, off + 40, 'inode ino'),
     uid: buf.readUInt32LE(off + 48),
     gid: buf.readUInt32LE(off + 52),
     projid: buf.readUInt32LE(off + 56),
     mode: buf.readUInt32LE(off + 60),
-    size: u64(buf, off + 64, 'inode size'),
-    blocks: u64(buf, off + 72, 'inode blocks'),
-    flags: u64(buf, off + 80, 'inode flags'),
+    size: readU64(buf, off + 64, 'inode size'),
+    blocks: readU64(buf, off + 72, 'inode blocks'),
+    flags: readU64(buf, off + 80, 'inode flags'),
     nlink: buf.readUInt32LE(off + 88),
     childIndex: buf.readUInt32LE(off + 92),
     childCount: buf.readUInt32LE(off + 96),
@@ -98,7 +82,7 @@ export function decodeV5InodeFixed(buf: Buffer, off: number): V5InodeFixed {
     symlinkSize: buf.readUInt16LE(off + 102),
     rdev: buf.readUInt32LE(off + 104),
     mtimeNsec: buf.readUInt32LE(off + 108),
-    mtime: u64(buf, off + 112, 'inode mtime'),
+    mtime: readU64(buf, off + 112, 'inode mtime'),
   };
 }
 

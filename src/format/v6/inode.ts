@@ -134,11 +134,11 @@ export function decodeInode(buf: Buffer, off: number): V6Inode {
       xattrIcount,
       mode,
       iu,
-      size: u64At(buf, off + 8, 'inode i_size'),
+      size: readU64(buf, off + 8, 'inode i_size'),
       ino: buf.readUInt32LE(off + 20),
       uid: buf.readUInt32LE(off + 24),
       gid: buf.readUInt32LE(off + 28),
-      mtime: u64At(buf, off + 32, 'inode i_mtime'),
+      mtime: readU64(buf, off + 32, 'inode i_mtime'),
       mtimeNsec: buf.readUInt32LE(off + 40),
       nlink: buf.readUInt32LE(off + 44),
     };
@@ -157,12 +157,6 @@ export function decodeInode(buf: Buffer, off: number): V6Inode {
     mtimeNsec: 0,
     nlink: buf.readUInt16LE(off + 6),
   };
-}
-
-/** readU64 without a BigInt when the value is a safe integer (the bounds are checked already). */
-function u64At(buf: Buffer, off: number, what: string): number {
-  const hi = buf.readUInt32LE(off + 4);
-  return hi <= 0x1f_ffff ? hi * 0x1_0000_0000 + buf.readUInt32LE(off) : readU64(buf, off, what);
 }
 
 /** Encode `inode` at `off`; returns the bytes written (32 or 64). */
