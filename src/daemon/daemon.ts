@@ -248,7 +248,7 @@ export class NydusDaemon implements DaemonControl {
   #api: { close(): Promise<void> } | undefined;
   #stopping: Promise<void> | undefined;
   /** Stops the quiet-time trim of malloc and the release of idle images' memory (see #settleMemory). */
-  #stopQuietTrim: (() => void) | undefined;
+  #stopMemoryTimers: (() => void) | undefined;
   /** Mount/umount requests run one at a time. */
   #queue: Promise<unknown> = Promise.resolve();
 
@@ -531,10 +531,10 @@ export class NydusDaemon implements DaemonControl {
     setImmediate(() => {
       if (this.#stopping === undefined) settleAfterMount(this.#log);
     });
-    if (this.#stopQuietTrim === undefined) {
+    if (this.#stopMemoryTimers === undefined) {
       const stopTrim = trimWhenQuiet(this.#log);
       const stopRelease = this.#releaseIdleImages();
-      this.#stopQuietTrim = () => {
+      this.#stopMemoryTimers = () => {
         stopTrim();
         stopRelease();
       };
@@ -576,7 +576,7 @@ export class NydusDaemon implements DaemonControl {
   /** Unmount everything and close the API; idempotent. */
   stop(): Promise<void> {
     return (this.#stopping ??= (async () => {
-      this.#stopQuietTrim?.();
+      this.#stopMemoryTimers?.();
       await this.#api?.close().catch((e: unknown) => this.#log.warn(`closing the API: ${errorText(e)}`));
       await this.#session?.stop();
       for (const inst of this.#instances.values()) await this.#closeInstance(inst);
@@ -863,7 +863,7 @@ export class NydusDaemon implements DaemonControl {
    */
   #leave(): Promise<void> {
     return (this.#stopping ??= (async () => {
-      this.#stopQuietTrim?.();
+      this.#stopMemoryTimers?.();
       await this.#api?.close().catch((e: unknown) => this.#log.warn(`closing the API: ${errorText(e)}`));
       this.#left = this.#session !== undefined;
       await this.#session?.detach();
