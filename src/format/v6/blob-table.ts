@@ -10,7 +10,7 @@ import { FormatError } from '../../errors/errors.js';
 import { readU64 } from '../../util/cursor.js';
 import { BLOB_FEATURES_INCOMPAT_UNKNOWN, BlobFeature, Limits } from '../flags.js';
 import type { BlobInfo } from '../model.js';
-import { fieldString, need, putBytes, putString, putU32, putU64 } from './bytes.js';
+import { fieldString, need, putBytes, putString, putU32, putU64, putZeros } from './bytes.js';
 import type { DeviceSlot } from './device-table.js';
 import { BLOB_ENTRY_SIZE } from './superblock.js';
 
@@ -125,7 +125,7 @@ export function encodeBlobEntry(e: BlobTableEntry, buf: Buffer, off: number): vo
   putU64(buf, off + 200, e.metaSize, 'blob_meta_size');
   putBytes(buf, off + 208, e.cipherIv, 8, 'blob cipher_iv');
   putU32(buf, off + 216, e.cipher, 'blob cipher_algo');
-  putBytes(buf, off + 220, Buffer.alloc(0), 36, 'blob entry reserved');
+  putZeros(buf, off + 220, 36, 'blob entry reserved');
 }
 
 /**

@@ -76,6 +76,12 @@ export function putBytes(buf: Buffer, off: number, src: Uint8Array, size: number
   buf.fill(0, off + src.length, off + size);
 }
 
+/** A reserved field of `size` zero bytes (no source buffer: encoders write one or more per inode). */
+export function putZeros(buf: Buffer, off: number, size: number, what: string): void {
+  room(buf, off, size, what);
+  buf.fill(0, off, off + size);
+}
+
 /** A NUL-padded string field (bytes as latin1, so any decoded field re-encodes to itself). */
 export function putString(buf: Buffer, off: number, s: string, size: number, what: string): void {
   putBytes(buf, off, Buffer.from(s, 'latin1'), size, what);

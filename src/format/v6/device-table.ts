@@ -1,5 +1,5 @@
 import { FormatError } from '../../errors/errors.js';
-import { fieldString, need, putBytes, putString, putU32 } from './bytes.js';
+import { fieldString, need, putString, putU32, putZeros } from './bytes.js';
 import { DEVICE_SLOT_SIZE, DEVICE_TABLE_OFFSET } from './superblock.js';
 
 /**
@@ -39,7 +39,7 @@ export function encodeDeviceSlot(slot: DeviceSlot, buf: Buffer, off: number): vo
   putString(buf, off, slot.blobId, BLOB_ID_FIELD_SIZE, 'device slot blob id');
   putU32(buf, off + 64, slot.blocks, 'device slot blocks');
   putU32(buf, off + 68, slot.mappedBlkaddr, 'device slot mapped_blkaddr');
-  putBytes(buf, off + 72, Buffer.alloc(0), 56, 'device slot reserved');
+  putZeros(buf, off + 72, 56, 'device slot reserved');
 }
 
 /** Reader checks of rafs-format.md 3.16 for slot `index` at `off`. */

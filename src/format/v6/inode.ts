@@ -1,7 +1,7 @@
 import { FormatError, NydusError } from '../../errors/errors.js';
 import { readU64 } from '../../util/cursor.js';
 import { isValidFileType } from '../flags.js';
-import { need, putBytes, putU16, putU32, putU64 } from './bytes.js';
+import { need, putU16, putU32, putU64, putZeros } from './bytes.js';
 
 /**
  * RAFS v6 inodes (rafs-format.md 3.8): EROFS compact (32 bytes) and extended (64 bytes) inodes,
@@ -174,7 +174,7 @@ export function encodeInode(inode: V6Inode, buf: Buffer, off: number): number {
     putU64(buf, off + 32, inode.mtime, 'inode i_mtime');
     putU32(buf, off + 40, inode.mtimeNsec, 'inode i_mtime_nsec');
     putU32(buf, off + 44, inode.nlink, 'inode i_nlink');
-    putBytes(buf, off + 48, Buffer.alloc(0), 16, 'inode reserved');
+    putZeros(buf, off + 48, 16, 'inode reserved');
     return EXTENDED_INODE_SIZE;
   }
   if (inode.mtime !== 0 || inode.mtimeNsec !== 0) {
@@ -187,6 +187,6 @@ export function encodeInode(inode: V6Inode, buf: Buffer, off: number): number {
   putU32(buf, off + 20, inode.ino, 'inode i_ino');
   putU16(buf, off + 24, inode.uid, 'compact inode i_uid');
   putU16(buf, off + 26, inode.gid, 'compact inode i_gid');
-  putBytes(buf, off + 28, Buffer.alloc(0), 4, 'inode reserved');
+  putZeros(buf, off + 28, 4, 'inode reserved');
   return COMPACT_INODE_SIZE;
 }

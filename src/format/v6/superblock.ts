@@ -3,7 +3,7 @@ import { FormatError } from '../../errors/errors.js';
 import { compressorOfFlags, digesterOfFlags, Limits, SUPER_FLAGS_KNOWN, SuperFlag } from '../flags.js';
 import { CHUNK_RECORD_SIZE } from '../chunk-record.js';
 import { isPowerOfTwo, readU64 } from '../../util/cursor.js';
-import { need, putBytes, putU16, putU32, putU64, putU8 } from './bytes.js';
+import { need, putBytes, putU16, putU32, putU64, putU8, putZeros } from './bytes.js';
 
 /**
  * The two superblocks of a RAFS v6 bootstrap (rafs-format.md 3.2, 3.3).
@@ -158,7 +158,7 @@ export function encodeErofsSuper(sb: ErofsSuperblock, buf: Buffer, off = EROFS_S
   putU16(buf, off + 84, sb.u1, 'superblock u1');
   putU16(buf, off + 86, sb.extraDevices, 'superblock extra_devices');
   putU16(buf, off + 88, sb.devtSlotoff, 'superblock devt_slotoff');
-  putBytes(buf, off + 90, Buffer.alloc(0), 38, 'superblock reserved');
+  putZeros(buf, off + 90, 38, 'superblock reserved');
 }
 
 /** Decode the RAFS extended superblock at `off` (1152 in a bootstrap); checks length only. */
@@ -185,7 +185,7 @@ export function encodeRafsExtSuper(ext: RafsExtSuperblock, buf: Buffer, off = RA
   putU64(buf, off + 32, ext.chunkTableSize, 'ext superblock chunk_table_size');
   putU64(buf, off + 40, ext.prefetchTableOffset, 'ext superblock prefetch_table_offset');
   putU32(buf, off + 48, ext.prefetchTableSize, 'ext superblock prefetch_table_size');
-  putBytes(buf, off + 52, Buffer.alloc(0), 204, 'ext superblock reserved');
+  putZeros(buf, off + 52, 204, 'ext superblock reserved');
 }
 
 /** What the superblock checks establish, for the rest of the reader. */

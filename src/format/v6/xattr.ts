@@ -1,7 +1,7 @@
 import { FormatError, NydusError } from '../../errors/errors.js';
 import { Limits } from '../flags.js';
 import type { XattrPair } from '../model.js';
-import { need, putBytes, putU16, putU32, putU8 } from './bytes.js';
+import { need, putBytes, putU16, putU32, putU8, putZeros } from './bytes.js';
 
 /**
  * EROFS inline xattrs (rafs-format.md 3.9): directly after the inode comes the xattr ibody of
@@ -177,7 +177,7 @@ export function decodeXattrIbody(buf: Buffer, off: number, size: number): XattrI
 export function encodeXattrIbodyHeader(sharedIds: readonly number[], buf: Buffer, off: number): number {
   putU32(buf, off, 0, 'xattr name_filter');
   putU8(buf, off + 4, sharedIds.length, 'xattr shared_count');
-  putBytes(buf, off + 5, Buffer.alloc(0), 7, 'xattr ibody reserved');
+  putZeros(buf, off + 5, 7, 'xattr ibody reserved');
   sharedIds.forEach((id, i) => putU32(buf, off + XATTR_IBODY_HEADER_SIZE + 4 * i, id, 'shared xattr id'));
   return XATTR_IBODY_HEADER_SIZE + 4 * sharedIds.length;
 }
