@@ -2,6 +2,7 @@ import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { NydusError } from '../errors/errors.js';
 import type { Compressor, Digester } from '../codec/algorithms.js';
+import { movable } from '../util/shared-buffer.js';
 import type { BatchDone, ChunkBatch, ChunkJob } from './chunk-worker.js';
 
 export type { FileStamp } from './chunk-worker.js';
@@ -24,9 +25,9 @@ export interface BatchResult {
   /** The stored bytes of every chunk, one after the other. */
   data: Buffer;
   /** The whole buffer of the batch's slab, back from the worker for reuse. */
-  slab?: ArrayBuffer;
+  slab?: ArrayBufferLike;
   /** The buffers of the batch's data jobs, back from the worker for reuse. */
-  returned?: ArrayBuffer[];
+  returned?: ArrayBufferLike[];
 }
 
 interface Pending {
@@ -100,7 +101,7 @@ export class ChunkPool {
       compressed: m.compressed,
       data: Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength),
     };
-    if (m.slab !== undefined) r.slab = m.slab.buffer as ArrayBuffer;
+    if (m.slab !== undefined) r.slab = m.slab.buffer;
     if (m.returned !== undefined) r.returned = m.returned;
     p.resolve(r);
   }
@@ -114,15 +115,16 @@ export class ChunkPool {
   /**
    * Digest and compress a batch of chunks on the least loaded worker. `transfer` lists the
    * ArrayBuffers of data jobs that move to the worker (they must not be used again); `slab`
-   * holds the data of slab jobs (its buffer must be in `transfer`). `out`, a buffer back from
-   * an earlier batch's `data`, moves to the worker for the results.
+   * holds the data of slab jobs (its buffer must be in `transfer` unless it is shared). `out`,
+   * a buffer back from an earlier batch's `data`, goes to the worker for the results (the
+   * caller does not touch it until the batch is back).
    */
   run(
     jobs: ChunkJob[],
     bytes: number,
     transfer: ArrayBuffer[] = [],
     slab?: Uint8Array,
-    out?: ArrayBuffer,
+    out?: ArrayBufferLike,
   ): Promise<BatchResult> {
     if (this.#failed !== undefined) return Promise.reject(this.#failed);
     if (this.#closed) return Promise.reject(new NydusError('ERR_IO', 'Chunk pool is closed'));
@@ -136,7 +138,10 @@ export class ChunkPool {
     return new Promise((resolve, reject) => {
       this.#pending.set(id, { resolve, reject, w, bytes });
       this.#load[w]! += bytes;
-      this.#workers[w]!.postMessage(batch, out === undefined ? transfer : [...transfer, out]);
+      this.#workers[w]!.postMessage(
+        batch,
+        out === undefined || !movable(out) ? transfer : [...transfer, out],
+      );
     });
   }
 

@@ -1,6 +1,7 @@
 import { NydusError } from '../errors/errors.js';
 import type { ChunkInfo } from '../format/model.js';
 import type { BatchResult, ChunkPool, FileStamp, ProcessedChunk } from './chunk-pool.js';
+import { movable, sharedBuffer } from '../util/shared-buffer.js';
 import type { ChunkJob, ReadJob } from './chunk-worker.js';
 import type { BuildInode } from './tree.js';
 
@@ -92,11 +93,11 @@ export class ChunkSink {
   #open: Batch | undefined;
   #flushScheduled = false;
   /** Slabs back from the workers, for the next batches (fresh memory costs page faults). */
-  readonly #freeSlabs: ArrayBuffer[] = [];
+  readonly #freeSlabs: ArrayBufferLike[] = [];
   /** Chunk-size buffers back from the workers, for `pushStream` to fill again. */
-  readonly #freeChunks: ArrayBuffer[] = [];
+  readonly #freeChunks: ArrayBufferLike[] = [];
   /** Result buffers the store is done with, for the workers to fill again. */
-  readonly #freeOut: ArrayBuffer[] = [];
+  readonly #freeOut: ArrayBufferLike[] = [];
   readonly stats: SinkStats = { chunks: 0, dedupChunks: 0, dedupBytes: 0, storedBytes: 0, sourceBytes: 0 };
   readonly chunkSize: number;
   /** Called after landed chunks with the bytes of source consumed so far. */
@@ -152,7 +153,7 @@ export class ChunkSink {
       // Records are never changed in place: a first chunk shares the dict's record.
       slot.inode.chunks![slot.k] = c.fileOffset === fileOffset ? c : { ...c, fileOffset };
     }
-    const out = r.data.buffer as ArrayBuffer;
+    const out = r.data.buffer;
     const free = (): void => {
       if (this.#freeOut.length < FREE_OUT_KEEP) this.#freeOut.push(out);
     };
@@ -216,16 +217,17 @@ export class ChunkSink {
 
   /**
    * Queue chunk k of `inode` (data of at most chunkSize bytes). With `transferable`, `data` is
-   * a view of an ArrayBuffer the caller owns whole (`Buffer.allocUnsafeSlow`, or a buffer back
-   * from a worker), which moves to the worker; any other buffer is copied first (it may be a
-   * slice of Node's shared allocation pool).
+   * a view of a buffer the caller owns whole and leaves alone from now on (`sharedBuffer`,
+   * `Buffer.allocUnsafeSlow`, or a buffer back from a worker), which the worker gets as it is
+   * (shared, or moved); any other buffer is copied first (it may be a slice of Node's shared
+   * allocation pool).
    */
   async push(inode: BuildInode, k: number, data: Buffer, transferable = false): Promise<void> {
     inode.chunks ??= [];
     const own = transferable
       ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
       : new Uint8Array(data);
-    await this.#add(inode, k, { data: own }, own.byteLength, own.buffer as ArrayBuffer);
+    await this.#add(inode, k, { data: own }, own.byteLength, movable(own.buffer) ? own.buffer : undefined);
   }
 
   /**
@@ -260,8 +262,8 @@ export class ChunkSink {
     b = this.#batch();
     if (b.slab === undefined) {
       const free = len <= BATCH_BYTES ? this.#freeSlabs.pop() : undefined;
-      b.slab = free === undefined ? Buffer.allocUnsafeSlow(Math.max(BATCH_BYTES, len)) : Buffer.from(free);
-      b.transfer.push(b.slab.buffer as ArrayBuffer);
+      b.slab = free === undefined ? sharedBuffer(Math.max(BATCH_BYTES, len)) : Buffer.from(free);
+      if (movable(b.slab.buffer)) b.transfer.push(b.slab.buffer);
     }
     const at = b.slabUsed;
     data.copy(b.slab, at);
@@ -271,7 +273,7 @@ export class ChunkSink {
 
   /**
    * Chunk a stream of file data (pieces of any size) into fixed-size chunks. Each chunk is
-   * gathered into a buffer of its own, which then moves to a worker without another copy.
+   * gathered into a buffer of its own, which the worker then reads where it is (shared memory, no copy).
    */
   async pushStream(inode: BuildInode, data: AsyncIterable<Buffer>, what: string): Promise<number> {
     inode.chunks = [];
@@ -295,7 +297,7 @@ export class ChunkSink {
           const len = Math.min(this.chunkSize, left);
           // A buffer back from a worker when there is one: fresh memory costs page faults.
           const free = this.#freeChunks.pop();
-          chunk = free === undefined ? Buffer.allocUnsafeSlow(len) : Buffer.from(free, 0, len);
+          chunk = free === undefined ? sharedBuffer(len) : Buffer.from(free, 0, len);
           filled = 0;
         }
         const n = Math.min(chunk.length - filled, piece.length - at);

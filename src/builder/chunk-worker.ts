@@ -5,6 +5,7 @@ import { compressInto, compressIntoBound } from '../codec/compress.js';
 import { nativeWillNeed } from '../codec/native.js';
 import { digest } from '../codec/digest.js';
 import { errorText } from '../errors/errors.js';
+import { movable, sharedBuffer } from '../util/shared-buffer.js';
 
 /** What a file looked like when the build listed it; a read that finds otherwise fails. */
 export interface FileStamp {
@@ -52,7 +53,7 @@ export interface ChunkBatch {
    * A buffer for the results, back from an earlier batch (the sender is done with it): used
    * when it is large enough, so the results need no fresh memory.
    */
-  out?: ArrayBuffer;
+  out?: ArrayBufferLike;
 }
 
 /**
@@ -69,7 +70,7 @@ export interface BatchDone {
   /** The batch's slab, handed back for reuse. */
   slab?: Uint8Array;
   /** The buffers of the batch's data jobs, handed back for reuse (a finished batch only). */
-  returned?: ArrayBuffer[];
+  returned?: ArrayBufferLike[];
   /** Chunks done (all of them unless `error` or `fileError`). */
   count: number;
   /** Worker failure (a bug or a codec error). */
@@ -182,7 +183,7 @@ function runBatch(b: ChunkBatch): { done: BatchDone; transfer: ArrayBuffer[] } {
   const out =
     b.out !== undefined && b.out.byteLength >= room
       ? Buffer.from(b.out)
-      : Buffer.allocUnsafeSlow(Math.max(room, OUT_MIN));
+      : sharedBuffer(Math.max(room, OUT_MIN));
   const ids = new Uint8Array(n * 32);
   const sizes = new Uint32Array(n);
   const compressed = new Uint8Array(n);
@@ -225,20 +226,20 @@ function runBatch(b: ChunkBatch): { done: BatchDone; transfer: ArrayBuffer[] } {
     const d = done();
     if (e instanceof FileProblem) d.fileError = e.message;
     else d.error = String(e);
-    return { done: d, transfer: [out.buffer] };
+    return { done: d, transfer: movable(out.buffer) ? [out.buffer] : [] };
   }
   const d = done();
-  const transfer: ArrayBuffer[] = [out.buffer];
+  const transfer: ArrayBuffer[] = movable(out.buffer) ? [out.buffer] : [];
   // Data jobs' buffers go back too: the sender fills them again instead of fresh memory.
   for (const j of b.jobs) {
-    if ('data' in j && j.data.buffer.byteLength > 0 && !transfer.includes(j.data.buffer as ArrayBuffer)) {
-      (d.returned ??= []).push(j.data.buffer as ArrayBuffer);
-      transfer.push(j.data.buffer as ArrayBuffer);
-    }
+    const buf = 'data' in j ? j.data.buffer : undefined;
+    if (buf === undefined || buf.byteLength === 0 || d.returned?.includes(buf) === true) continue;
+    (d.returned ??= []).push(buf);
+    if (movable(buf)) transfer.push(buf);
   }
   if (b.slab === undefined) return { done: d, transfer };
   d.slab = b.slab;
-  transfer.push(b.slab.buffer as ArrayBuffer);
+  if (movable(b.slab.buffer)) transfer.push(b.slab.buffer);
   return { done: d, transfer };
 }
 
