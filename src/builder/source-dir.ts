@@ -1,10 +1,19 @@
 import { isUtf8 } from 'node:buffer';
-import { lstatSync, readdirSync, readlinkSync, realpathSync, type BigIntStats } from 'node:fs';
+import {
+  closeSync,
+  constants as fsConstants,
+  lstatSync,
+  openSync,
+  readdirSync,
+  readlinkSync,
+  realpathSync,
+  type BigIntStats,
+} from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import type * as napiXattrModule from '@napi-rs/xattr';
 import { errorText, NydusError } from '../errors/errors.js';
-import { isDir, isReg, isSymlink, S_IFBLK, S_IFCHR, S_IFMT } from '../format/flags.js';
+import { isDir, isReg, isSymlink, S_IFBLK, S_IFCHR, S_IFMT, S_IFREG } from '../format/flags.js';
 import type { XattrPair } from '../format/model.js';
 import type { FileStamp } from './chunk-worker.js';
 import { compareNames, type BuildEntry, type BuildInode, type BuildTree } from './tree.js';
@@ -116,12 +125,13 @@ export async function scanDirectory(root: string | Buffer, opts: ScanOptions): P
   const st = ioSync(rootPath, () => lstatSync(rootPath, { bigint: true }));
   if (!isDir(Number(st.mode)))
     throw new NydusError('ERR_INVALID_ARG', `Source "${given.toString()}" is not a directory`);
-  const rootInode = inodeOf(rootPath, Buffer.concat([rootPath, NUL]), st, opts);
+  const rootInode = inodeOf(rootPath, Buffer.concat([rootPath, NUL]), entryStatOf(st), opts);
   rootInode.mtime = 0;
   rootInode.mtimeNsec = 0;
   rootInode.children = [];
   const hardlinks = new Map<string, BuildInode>();
   const stack: Pending[] = [{ path: rootPath, inode: rootInode }];
+  const at = nativeAt();
   while (stack.length > 0) {
     opts.signal?.throwIfAborted();
     const { path: dirPath, inode: dir, names: listing } = stack.pop()!;
@@ -133,38 +143,51 @@ export async function scanDirectory(root: string | Buffer, opts: ScanOptions): P
     const prefix = dirPath[dirPath.length - 1] === 0x2f ? dirPath : Buffer.concat([dirPath, SLASH]);
     const entries: BuildEntry[] = [];
     const subdirs: Pending[] = [];
-    for (const name of names) {
-      // The path with a NUL after it, for libc.
-      const cpath = Buffer.allocUnsafe(prefix.length + name.length + 1);
-      prefix.copy(cpath, 0);
-      name.copy(cpath, prefix.length);
-      cpath[cpath.length - 1] = 0;
-      const path = cpath.subarray(0, cpath.length - 1);
-      const s = ioSync(path, () => lstatSync(path, { bigint: true }));
-      const mode = Number(s.mode);
-      if (opts.whiteouts === 'drop' && isDroppedMarker(name, mode, s, opts.whiteoutSpec)) continue;
-      const linkKey = isReg(mode) && s.nlink > 1n ? `${s.dev}:${s.ino}` : undefined;
-      const shared = linkKey === undefined ? undefined : hardlinks.get(linkKey);
-      if (shared !== undefined) {
-        entries.push({ name, inode: shared });
-        continue;
+    // The entries are looked at relative to their directory (see nativeAt), through a
+    // descriptor of it; without one (no koffi, or it cannot be opened), by their whole path.
+    const dirFd = at === undefined || names.length === 0 ? undefined : openDirectory(dirPath);
+    try {
+      for (const name of names) {
+        // The path with a NUL after it, for libc; its tail is the name with a NUL after it.
+        const cpath = Buffer.allocUnsafe(prefix.length + name.length + 1);
+        prefix.copy(cpath, 0);
+        name.copy(cpath, prefix.length);
+        cpath[cpath.length - 1] = 0;
+        const path = cpath.subarray(0, cpath.length - 1);
+        const where: EntryPath = { path, cpath, dirFd, cname: cpath.subarray(prefix.length) };
+        const s = dirFd === undefined ? lstatPath(path) : at!.lstat(dirFd, where.cname, path);
+        const mode = s.mode;
+        if (opts.whiteouts === 'drop' && markerOfNode(name, mode, s.rdev, opts.whiteoutSpec) !== undefined)
+          continue;
+        const linkKey = s.linkId;
+        const shared = linkKey === undefined ? undefined : hardlinks.get(linkKey);
+        if (shared !== undefined) {
+          entries.push({ name, inode: shared });
+          continue;
+        }
+        const inode = inodeOf(path, cpath, s, opts, where);
+        entries.push({ name, inode });
+        if (linkKey !== undefined) hardlinks.set(linkKey, inode);
+        if (isDir(mode)) {
+          inode.children = [];
+          subdirs.push({ path, inode });
+        } else if (isReg(mode)) {
+          if (isUtf8(path)) inode.sourcePath = path.toString();
+          else sourcePaths.set(inode, path);
+          const stamp: FileStamp = {
+            size: inode.size,
+            mtimeNs: nanoseconds(s.mtimeSec, s.mtimeNsec),
+            ctimeNs: nanoseconds(s.ctimeSec, s.ctimeNsec),
+          };
+          if (opts.onFile !== undefined) {
+            // Handed over: nothing keeps it (or the path) once the file is chunked.
+            const r = opts.onFile(inode, path, stamp);
+            if (r instanceof Promise) await r;
+          } else sourceStamps.set(inode, stamp);
+        }
       }
-      const inode = inodeOf(path, cpath, s, opts);
-      entries.push({ name, inode });
-      if (linkKey !== undefined) hardlinks.set(linkKey, inode);
-      if (isDir(mode)) {
-        inode.children = [];
-        subdirs.push({ path, inode });
-      } else if (isReg(mode)) {
-        if (isUtf8(path)) inode.sourcePath = path.toString();
-        else sourcePaths.set(inode, path);
-        const stamp: FileStamp = { size: inode.size, mtimeNs: s.mtimeNs, ctimeNs: s.ctimeNs };
-        if (opts.onFile !== undefined) {
-          // Handed over: nothing keeps it (or the path) once the file is chunked.
-          const r = opts.onFile(inode, path, stamp);
-          if (r instanceof Promise) await r;
-        } else sourceStamps.set(inode, stamp);
-      }
+    } finally {
+      if (dirFd !== undefined) closeSync(dirFd);
     }
     if (opts.whiteouts === 'drop') dir.xattrs = xattrsWithoutOpaque(dir, opts.whiteoutSpec);
     dir.children = entries;
@@ -225,27 +248,107 @@ async function io<T>(path: Buffer, p: Promise<T>): Promise<T> {
 
 const SLASH = Buffer.from('/');
 
-function isDroppedMarker(name: Buffer, mode: number, s: BigIntStats, spec: WhiteoutSpec): boolean {
-  // Number() of a non-zero dev_t is never 0, so the 0/0 test survives any rounding.
-  return markerOfNode(name, mode, Number(s.rdev), spec) !== undefined;
+/**
+ * What the walk keeps of an entry's lstat, as numbers: a BigIntStats per entry (a dozen BigInts)
+ * cost the walk more than the system call.
+ */
+interface EntryStat {
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  /** Seconds (negative before 1970) and nanoseconds. */
+  mtimeSec: number;
+  mtimeNsec: number;
+  ctimeSec: number;
+  ctimeNsec: number;
+  /** The dev_t of a device node; 0 for every other type. */
+  rdev: number;
+  /** A regular file with more than one link: its (device, inode number), as a string. */
+  linkId: string | undefined;
 }
 
-function inodeOf(path: Buffer, cpath: Buffer, s: BigIntStats, opts: ScanOptions): BuildInode {
+/** Where an entry is: its path (bare and NUL-terminated), and its directory's descriptor and name. */
+interface EntryPath {
+  path: Buffer;
+  cpath: Buffer;
+  dirFd: number | undefined;
+  /** The name with a NUL after it (the tail of `cpath`). */
+  cname: Buffer;
+}
+
+function entryStatOf(s: BigIntStats): EntryStat {
   const mode = Number(s.mode);
-  const ns = s.mtimeNs;
-  // Times before 1970 are clamped to 0, like the tar source does.
-  const mtime = ns < 0n ? 0 : Number(ns / 1_000_000_000n);
-  const mtimeNsec = ns < 0n ? 0 : Number(ns % 1_000_000_000n);
   const type = mode & S_IFMT;
-  const inode: BuildInode = {
+  const nsec = (ns: bigint): number => Number(((ns % 1_000_000_000n) + 1_000_000_000n) % 1_000_000_000n);
+  const sec = (ns: bigint): number => Number((ns - BigInt(nsec(ns))) / 1_000_000_000n);
+  return {
     mode,
     uid: Number(s.uid),
     gid: Number(s.gid),
-    mtime,
-    mtimeNsec,
+    size: Number(s.size),
+    mtimeSec: sec(s.mtimeNs),
+    mtimeNsec: nsec(s.mtimeNs),
+    ctimeSec: sec(s.ctimeNs),
+    ctimeNsec: nsec(s.ctimeNs),
+    // Number() of a non-zero dev_t is never 0, so the 0/0 test of whiteouts survives any rounding.
+    rdev: type === S_IFCHR || type === S_IFBLK ? Number(s.rdev) : 0,
+    linkId:
+      type === S_IFREG && s.nlink > 1n
+        ? linkIdOf(
+            Number(((s.dev >> 8n) & 0xfffn) | ((s.dev >> 32n) & ~0xfffn)),
+            Number((s.dev & 0xffn) | ((s.dev >> 12n) & ~0xffn)),
+            Number(s.ino >> 32n),
+            Number(s.ino & 0xffff_ffffn),
+          )
+        : undefined,
+  };
+}
+
+/** The identity of a hard-linked file, the same from statx (major, minor) as from lstat (dev_t). */
+function linkIdOf(devMajor: number, devMinor: number, inoHigh: number, inoLow: number): string {
+  return `${devMajor}:${devMinor}:${inoHigh}:${inoLow}`;
+}
+
+function lstatPath(path: Buffer): EntryStat {
+  return entryStatOf(ioSync(path, () => lstatSync(path, { bigint: true })));
+}
+
+/** The nanoseconds since 1970 of a time given as (seconds, nanoseconds). */
+function nanoseconds(sec: number, nsec: number): bigint {
+  return BigInt(sec) * 1_000_000_000n + BigInt(nsec);
+}
+
+/** A descriptor of a directory to look at its entries through, or undefined when it cannot be had. */
+function openDirectory(path: Buffer): number | undefined {
+  try {
+    return openSync(path, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY);
+  } catch {
+    // The listing was read, so this is a race or a limit: the walk goes on by whole paths.
+    return undefined;
+  }
+}
+
+function inodeOf(
+  path: Buffer,
+  cpath: Buffer,
+  s: EntryStat,
+  opts: ScanOptions,
+  where?: EntryPath,
+): BuildInode {
+  const mode = s.mode;
+  // Times before 1970 are clamped to 0, like the tar source does.
+  const before1970 = s.mtimeSec < 0;
+  const type = mode & S_IFMT;
+  const inode: BuildInode = {
+    mode,
+    uid: s.uid,
+    gid: s.gid,
+    mtime: before1970 ? 0 : s.mtimeSec,
+    mtimeNsec: before1970 ? 0 : s.mtimeNsec,
     rdev: type === S_IFCHR || type === S_IFBLK ? devNumber(path, s.rdev) : 0,
-    size: isReg(mode) ? Number(s.size) : 0,
-    xattrs: readXattrs(path, cpath),
+    size: isReg(mode) ? s.size : 0,
+    xattrs: readXattrs(path, cpath, where),
   };
   if (opts.layer !== undefined) inode.layer = opts.layer;
   if (isSymlink(mode)) {
@@ -256,13 +359,13 @@ function inodeOf(path: Buffer, cpath: Buffer, s: BigIntStats, opts: ScanOptions)
   return inode;
 }
 
-function devNumber(path: Buffer, rdev: bigint): number {
-  if (rdev > BigInt(Number.MAX_SAFE_INTEGER))
+function devNumber(path: Buffer, rdev: number): number {
+  if (!Number.isSafeInteger(rdev))
     throw new NydusError(
       'ERR_UNSUPPORTED',
       `Cannot read "${path.toString()}": device number ${rdev} is too large`,
     );
-  return Number(rdev);
+  return rdev;
 }
 
 function ioSync<T>(path: Buffer, fn: () => T): T {
@@ -295,9 +398,9 @@ const ENOTSUP = 95;
  * takes). libc's llistxattr/lgetxattr through koffi answer in one call each with a reused
  * buffer (no xattrs, the common case, is one system call); without koffi, @napi-rs/xattr.
  */
-function readXattrs(path: Buffer, cpath: Buffer): XattrPair[] {
+function readXattrs(path: Buffer, cpath: Buffer, where?: EntryPath): XattrPair[] {
   const libc = libcXattr();
-  if (libc !== undefined) return filterXattrs(libc.read(path, cpath));
+  if (libc !== undefined) return filterXattrs(libc.read(path, cpath, where));
   const asString = utf8Exact(path);
   const fromNapi = asString === undefined ? undefined : napiXattrs(path, asString);
   if (fromNapi === undefined)
@@ -344,7 +447,8 @@ function osErrno(e: unknown): number | undefined {
 }
 
 interface LibcXattr {
-  read(path: Buffer, cpath: Buffer): XattrPair[];
+  /** The xattrs of `path`; listed through `where` (its directory's descriptor) when given. */
+  read(path: Buffer, cpath: Buffer, where?: EntryPath): XattrPair[];
 }
 
 let libcLoaded: { value: LibcXattr | undefined } | undefined;
@@ -379,6 +483,9 @@ function loadLibcXattr(): LibcXattr | undefined {
   } catch {
     return undefined;
   }
+  const listAt = nativeAt()?.listxattr;
+  /** listxattrat answers (a kernel before 6.13, or a sandbox, refuses it: then by path, for good). */
+  let atWorks = listAt !== undefined;
   const fail = (path: Buffer, what: string, errno: number): never => {
     throw new NydusError('ERR_IO', `Cannot read "${path.toString()}": ${what} failed with errno ${errno}`);
   };
@@ -412,9 +519,21 @@ function loadLibcXattr(): LibcXattr | undefined {
     return fail(path, what, ERANGE);
   };
   return {
-    read(path: Buffer, cpath: Buffer): XattrPair[] {
+    read(path: Buffer, cpath: Buffer, where?: EntryPath): XattrPair[] {
       const out: XattrPair[] = [];
-      const listed = call(path, 'llistxattr', (b, n) => Number(llistxattr(cpath, b, n)));
+      let listed: Buffer | undefined;
+      const dirFd = where?.dirFd;
+      if (atWorks && dirFd !== undefined) {
+        // Relative to the directory: the kernel resolves one name, not the whole path.
+        const n = listAt!(dirFd, where!.cname, shared, shared.length);
+        if (n >= 0) listed = shared.subarray(0, n);
+        else {
+          const errno = koffi.errno();
+          if (errno === ENOSYS || errno === EPERM) atWorks = false;
+          // Anything else (ERANGE, ENOTSUP...) is answered by the path call below.
+        }
+      }
+      listed ??= call(path, 'llistxattr', (b, n) => Number(llistxattr(cpath, b, n)));
       if (listed === undefined || listed.length === 0) return out;
       // Copied: the shared buffer is reused for the values.
       const list = Buffer.from(listed);
@@ -435,4 +554,98 @@ function loadLibcXattr(): LibcXattr | undefined {
 }
 
 const ERANGE = 34;
+const EPERM = 1;
+const ENOSYS = 38;
 const NUL = Buffer.from([0]);
+
+// ---------------------------------------------------------------------------------------------
+// Looking at entries relative to their directory.
+//
+// lstat(2) and llistxattr(2) of a whole path resolve every component of it again for every
+// entry (6-7 µs each on a rootfs, most of it the path walk); statx(2) and listxattrat(2) on a
+// descriptor of the directory resolve one name (2-3 µs), and statx fills a buffer the walk
+// reads the fields it needs from, with no BigIntStats made.
+
+interface NativeAt {
+  /** lstat of `cname` (a NUL-terminated name) in the directory `dirFd`; `path` names it in errors. */
+  lstat(dirFd: number, cname: Buffer, path: Buffer): EntryStat;
+  /** listxattrat(dirFd, cname, AT_SYMLINK_NOFOLLOW, list, size), when libc has syscall(2). */
+  listxattr: ((dirFd: number, cname: Buffer, list: Buffer, size: number) => number) | undefined;
+}
+
+const AT_SYMLINK_NOFOLLOW = 0x100;
+/** lstat does not trigger an automount of the entry either. */
+const AT_NO_AUTOMOUNT = 0x800;
+/** STATX_BASIC_STATS, and what a build needs of it: type, mode, nlink, uid, gid, mtime, ctime, ino, size. */
+const STATX_BASIC_STATS = 0x7ff;
+const STATX_NEEDED = 0x3df;
+/** The listxattrat system call (Linux 6.13; the same number on every architecture). */
+const SYS_LISTXATTRAT = 465;
+
+let atLoaded: { value: NativeAt | undefined } | undefined;
+
+function nativeAt(): NativeAt | undefined {
+  atLoaded ??= { value: loadNativeAt() };
+  return atLoaded.value;
+}
+
+function u64At(b: Buffer, off: number): number {
+  return b.readUInt32LE(off + 4) * 0x1_0000_0000 + b.readUInt32LE(off);
+}
+
+function i64At(b: Buffer, off: number): number {
+  return b.readInt32LE(off + 4) * 0x1_0000_0000 + b.readUInt32LE(off);
+}
+
+function loadNativeAt(): NativeAt | undefined {
+  if (process.platform !== 'linux') return undefined;
+  let statx: NativeFn;
+  let listxattr: NativeAt['listxattr'];
+  try {
+    const koffi = createRequire(import.meta.url)('koffi') as Koffi;
+    const libc = koffi.load('libc.so.6');
+    statx = libc.func('int statx(int dirfd, const void *path, int flags, unsigned int mask, void *buf)');
+    try {
+      // syscall(2) is variadic; its arguments are all integers or pointers, which go where a
+      // fixed signature puts them on the architectures Node runs on.
+      const syscall = libc.func(
+        'intptr_t syscall(intptr_t n, int dirfd, const void *path, unsigned int flags, void *list, uintptr_t size)',
+      );
+      listxattr = (dirFd, cname, list, size) =>
+        Number(syscall(SYS_LISTXATTRAT, dirFd, cname, AT_SYMLINK_NOFOLLOW, list, size));
+    } catch {
+      listxattr = undefined;
+    }
+  } catch {
+    return undefined;
+  }
+  // struct statx, filled by every call (the walk is one thread; the fields are read at once).
+  const b = Buffer.alloc(256);
+  return {
+    lstat(dirFd, cname, path) {
+      const r = statx(dirFd, cname, AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT, STATX_BASIC_STATS, b) as number;
+      // A failure, or a file system that does not give every field: lstat by path says (or answers).
+      if (r !== 0 || (b.readUInt32LE(0) & STATX_NEEDED) !== STATX_NEEDED) return lstatPath(path);
+      const mode = b.readUInt16LE(28);
+      const type = mode & S_IFMT;
+      const nlink = b.readUInt32LE(16);
+      return {
+        mode,
+        uid: b.readUInt32LE(20),
+        gid: b.readUInt32LE(24),
+        size: u64At(b, 40),
+        mtimeSec: i64At(b, 112),
+        mtimeNsec: b.readUInt32LE(120),
+        ctimeSec: i64At(b, 96),
+        ctimeNsec: b.readUInt32LE(104),
+        rdev: type === S_IFCHR || type === S_IFBLK ? makedev(b.readUInt32LE(128), b.readUInt32LE(132)) : 0,
+        // stx_dev_major, stx_dev_minor, stx_ino (high, low).
+        linkId:
+          type === S_IFREG && nlink > 1
+            ? linkIdOf(b.readUInt32LE(136), b.readUInt32LE(140), b.readUInt32LE(36), b.readUInt32LE(32))
+            : undefined,
+      };
+    },
+    listxattr,
+  };
+}
