@@ -302,7 +302,8 @@ function chunkBitsOf(size: number, chunks: readonly ChunkInfo[], chunkSize: numb
  */
 class ChunkRecords {
   readonly #external: boolean[];
-  readonly #byKey = new Map<string, ChunkInfo>();
+  /** Per key, the record and its id as a latin1 string (what it is sorted by). */
+  readonly #byKey = new Map<string, { c: ChunkInfo; id: string }>();
 
   constructor(blobs: readonly BlobInfo[]) {
     this.#external = blobs.map((b) => (b.features & BlobFeature.EXTERNAL) !== 0);
@@ -312,21 +313,25 @@ class ChunkRecords {
     for (const c of chunks) {
       const ext = this.#external[c.blobIndex] === true ? `:${c.index}` : '';
       // latin1: one code unit per byte, the cheapest exact string of the id.
-      const key = `${c.id.toString('latin1')}:${c.blobIndex}${ext}`;
+      const id = c.id.toString('latin1');
       // A later occurrence replaces the record (the Map keeps the first key position, which
       // does not matter: records are sorted).
-      this.#byKey.set(key, c);
+      this.#byKey.set(`${id}:${c.blobIndex}${ext}`, { c, id });
     }
   }
 
   records(): ChunkInfo[] {
     const ext = this.#external;
-    return [...this.#byKey.values()].sort(
-      (x, y) =>
-        Buffer.compare(x.id, y.id) ||
-        x.blobIndex - y.blobIndex ||
-        (ext[x.blobIndex] === true ? x.index - y.index : 0),
-    );
+    // latin1 strings compare code unit by code unit, which is the byte order of the ids
+    // (and far cheaper than a Buffer.compare per comparison).
+    return [...this.#byKey.values()]
+      .sort(
+        ({ c: x, id: a }, { c: y, id: b }) =>
+          (a < b ? -1 : a > b ? 1 : 0) ||
+          x.blobIndex - y.blobIndex ||
+          (ext[x.blobIndex] === true ? x.index - y.index : 0),
+      )
+      .map((r) => r.c);
   }
 }
 

@@ -1,5 +1,5 @@
 import { FormatError } from '../errors/errors.js';
-import { readU64 } from '../util/cursor.js';
+import { readU64, writeU64 } from '../util/cursor.js';
 import type { ChunkInfo } from './model.js';
 
 /**
@@ -39,6 +39,13 @@ export function decodeChunkRecord(buf: Buffer, off: number, base = 0): ChunkInfo
   };
 }
 
+/** An offset of a record to encode: a non-negative safe integer (what BigInt() also refused). */
+function u64Field(v: number, what: string): number {
+  if (!Number.isSafeInteger(v) || v < 0)
+    throw new FormatError(`Chunk ${what} must be a non-negative safe integer, got ${v}`);
+  return v;
+}
+
 export function encodeChunkRecord(c: ChunkInfo, buf: Buffer, off: number): void {
   if (c.id.length !== 32) throw new FormatError(`Chunk id must be 32 bytes, got ${c.id.length}`);
   c.id.copy(buf, off);
@@ -46,9 +53,9 @@ export function encodeChunkRecord(c: ChunkInfo, buf: Buffer, off: number): void 
   buf.writeUInt32LE(c.flags, off + 36);
   buf.writeUInt32LE(c.compressedSize, off + 40);
   buf.writeUInt32LE(c.uncompressedSize, off + 44);
-  buf.writeBigUInt64LE(BigInt(c.compressedOffset), off + 48);
-  buf.writeBigUInt64LE(BigInt(c.uncompressedOffset), off + 56);
-  buf.writeBigUInt64LE(BigInt(c.fileOffset), off + 64);
+  writeU64(buf, off + 48, u64Field(c.compressedOffset, 'compressed_offset'));
+  writeU64(buf, off + 56, u64Field(c.uncompressedOffset, 'uncompressed_offset'));
+  writeU64(buf, off + 64, u64Field(c.fileOffset, 'file_offset'));
   buf.writeUInt32LE(c.index, off + 72);
   buf.writeUInt32LE(c.crc32 >>> 0, off + 76);
 }

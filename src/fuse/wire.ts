@@ -1,3 +1,4 @@
+import { writeU64 } from '../util/cursor.js';
 import { invalidField } from './errors.js';
 
 /**
@@ -26,10 +27,7 @@ export function putI32(buf: Buffer, off: number, v: number, what: string): void 
 /** A u64 quantity (offset, size, count, seconds): a non-negative safe integer. */
 export function putU64(buf: Buffer, off: number, v: number, what: string): void {
   if (!Number.isSafeInteger(v) || v < 0) throw invalidField(what, v, 'a non-negative safe integer');
-  // Two u32 halves: no BigInt made for the common case.
-  const hi = Math.floor(v / 0x1_0000_0000);
-  buf.writeUInt32LE(v - hi * 0x1_0000_0000, off);
-  buf.writeUInt32LE(hi, off + 4);
+  writeU64(buf, off, v);
 }
 
 /** A u64 identity (unique, nodeid, fh, generation, ino, lock owner). */

@@ -102,6 +102,16 @@ function safeU64(buf: Buffer, off: number, what: string, offset: number): number
   return high * 0x1_0000_0000 + buf.readUInt32LE(off);
 }
 
+/**
+ * Write `v`, a non-negative safe integer the caller has checked, as the little-endian u64 at
+ * `off`: two 32-bit halves, with no BigInt made (the twin of `readU64` for the encoders).
+ */
+export function writeU64(buf: Buffer, off: number, v: number): void {
+  const high = Math.floor(v / 0x1_0000_0000);
+  buf.writeUInt32LE(v - high * 0x1_0000_0000, off);
+  buf.writeUInt32LE(high, off + 4);
+}
+
 export function align(x: number, a: number): number {
   return Math.ceil(x / a) * a;
 }

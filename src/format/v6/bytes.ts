@@ -1,4 +1,5 @@
 import { FormatError, NydusError } from '../../errors/errors.js';
+import { writeU64 } from '../../util/cursor.js';
 
 /**
  * Small helpers shared by the v6 encoders and decoders. Encoders take values from the builder; a
@@ -56,10 +57,8 @@ export function putU64(buf: Buffer, off: number, v: number | bigint, what: strin
     }
     buf.writeBigUInt64LE(v, off);
   } else {
-    // Two 32-bit halves: no BigInt made (encoders write one or more per inode, reply or dirent).
-    uint(v, Number.MAX_SAFE_INTEGER, what);
-    buf.writeUInt32LE(v % 0x1_0000_0000, off);
-    buf.writeUInt32LE(Math.floor(v / 0x1_0000_0000), off + 4);
+    // No BigInt made: encoders write one or more per inode and dirent.
+    writeU64(buf, off, uint(v, Number.MAX_SAFE_INTEGER, what));
   }
 }
 
