@@ -326,6 +326,11 @@ export function decodeCiV1(buf: Buffer, off = 0, base = 0): CiEntry {
 }
 
 export function encodeCiV1(e: CiEntry): Buffer {
+  return encodeCiV1Into(e, Buffer.alloc(CI_V1_ENTRY_SIZE), 0);
+}
+
+/** `encodeCiV1` into `buf` at `off`; returns `buf`. */
+function encodeCiV1Into(e: CiEntry, buf: Buffer, off: number): Buffer {
   checkRange(e.compressedOffset, 0, MAX_CI_COMPRESSED_OFFSET, 'ci compressed_offset');
   checkRange(e.compressedSize, 1, MAX_CI_V1_SIZE, 'ci compressed_size');
   checkRange(e.uncompressedOffset, 0, MAX_CI_UNCOMPRESSED_OFFSET, 'ci uncompressed_offset');
@@ -339,13 +344,12 @@ export function encodeCiV1(e: CiEntry): Buffer {
   }
   const us = e.uncompressedSize - 1;
   const cs = e.compressedSize - 1;
-  const buf = Buffer.alloc(CI_V1_ENTRY_SIZE);
-  buf.writeUInt32LE(((e.uncompressedOffset % TWO_32) | (((us >>> 20) & 0xf) << 8)) >>> 0, 0);
-  buf.writeUInt32LE((Math.floor(e.uncompressedOffset / TWO_32) | ((us & 0xfffff) << 12)) >>> 0, 4);
-  buf.writeUInt32LE(e.compressedOffset % TWO_32, 8);
+  buf.writeUInt32LE(((e.uncompressedOffset % TWO_32) | (((us >>> 20) & 0xf) << 8)) >>> 0, off);
+  buf.writeUInt32LE((Math.floor(e.uncompressedOffset / TWO_32) | ((us & 0xfffff) << 12)) >>> 0, off + 4);
+  buf.writeUInt32LE(e.compressedOffset % TWO_32, off + 8);
   buf.writeUInt32LE(
     (Math.floor(e.compressedOffset / TWO_32) | (((cs >>> 20) & 0xf) << 8) | ((cs & 0xfffff) << 12)) >>> 0,
-    12,
+    off + 12,
   );
   return buf;
 }
@@ -376,6 +380,11 @@ export function decodeCiV2(buf: Buffer, off = 0, base = 0): CiEntry {
 }
 
 export function encodeCiV2(e: CiEntry): Buffer {
+  return encodeCiV2Into(e, Buffer.alloc(CI_V2_ENTRY_SIZE), 0);
+}
+
+/** `encodeCiV2` into `buf` at `off`; returns `buf`. */
+function encodeCiV2Into(e: CiEntry, buf: Buffer, off: number): Buffer {
   checkRange(e.compressedOffset, 0, MAX_CI_COMPRESSED_OFFSET, 'ci compressed_offset');
   checkRange(e.compressedSize, 0, MAX_CI_V2_COMPRESSED_SIZE, 'ci compressed_size');
   checkRange(e.uncompressedOffset, 0, MAX_CI_UNCOMPRESSED_OFFSET, 'ci uncompressed_offset');
@@ -385,13 +394,12 @@ export function encodeCiV2(e: CiEntry): Buffer {
   checkRange(e.dataLow, 0, 0xffff_ffff, 'ci data (low)');
   if (e.uncompressedOffset % CHUNK_ALIGN !== 0)
     invalid(`ci v2 uncompressed_offset ${e.uncompressedOffset} is not 4 KiB aligned`);
-  const buf = Buffer.alloc(CI_V2_ENTRY_SIZE);
-  buf.writeUInt32LE(e.uncompressedOffset / CHUNK_ALIGN, 0);
-  buf.writeUInt32LE(((e.uncompressedSize - 1) | (e.flags << 24)) >>> 0, 4);
-  buf.writeUInt32LE(e.compressedOffset % TWO_32, 8);
-  buf.writeUInt32LE((Math.floor(e.compressedOffset / TWO_32) | (e.compressedSize << 8)) >>> 0, 12);
-  buf.writeUInt32LE(e.dataLow, 16);
-  buf.writeUInt32LE(e.dataHigh, 20);
+  buf.writeUInt32LE(e.uncompressedOffset / CHUNK_ALIGN, off);
+  buf.writeUInt32LE(((e.uncompressedSize - 1) | (e.flags << 24)) >>> 0, off + 4);
+  buf.writeUInt32LE(e.compressedOffset % TWO_32, off + 8);
+  buf.writeUInt32LE((Math.floor(e.compressedOffset / TWO_32) | (e.compressedSize << 8)) >>> 0, off + 12);
+  buf.writeUInt32LE(e.dataLow, off + 16);
+  buf.writeUInt32LE(e.dataHigh, off + 20);
   return buf;
 }
 
@@ -571,8 +579,12 @@ export function assertReadableChunk(e: CiEntry, index: number): void {
 
 /** Encode a ci array (entries, then the context area) to its uncompressed bytes. */
 export function encodeCiEntries(features: number, entries: readonly CiEntry[]): Buffer {
-  const enc = features & BlobFeature.CHUNK_INFO_V2 ? encodeCiV2 : encodeCiV1;
-  return Buffer.concat(entries.map(enc));
+  const v2 = (features & BlobFeature.CHUNK_INFO_V2) !== 0;
+  const size = v2 ? CI_V2_ENTRY_SIZE : CI_V1_ENTRY_SIZE;
+  // One buffer for the table, each entry encoded in its place.
+  const out = Buffer.allocUnsafe(entries.length * size);
+  entries.forEach((e, i) => (v2 ? encodeCiV2Into : encodeCiV1Into)(e, out, i * size));
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------
