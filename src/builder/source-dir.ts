@@ -579,7 +579,7 @@ const AT_NO_AUTOMOUNT = 0x800;
 /** STATX_BASIC_STATS, and what a build needs of it: type, mode, nlink, uid, gid, mtime, ctime, ino, size. */
 const STATX_BASIC_STATS = 0x7ff;
 const STATX_NEEDED = 0x3df;
-/** The listxattrat system call (Linux 6.13; the same number on every architecture). */
+/** The listxattrat system call (Linux 6.13): 465 on x86-64 and arm64 alike (the unified numbers). */
 const SYS_LISTXATTRAT = 465;
 
 let atLoaded: { value: NativeAt | undefined } | undefined;
@@ -606,8 +606,8 @@ function loadNativeAt(): NativeAt | undefined {
     const libc = koffi.load('libc.so.6');
     statx = libc.func('int statx(int dirfd, const void *path, int flags, unsigned int mask, void *buf)');
     try {
-      // syscall(2) is variadic; its arguments are all integers or pointers, which go where a
-      // fixed signature puts them on the architectures Node runs on.
+      // syscall(2) is variadic; its arguments here are all integers or pointers, which the
+      // x86-64 and arm64 Linux calling conventions pass where a fixed signature puts them.
       const syscall = libc.func(
         'intptr_t syscall(intptr_t n, int dirfd, const void *path, unsigned int flags, void *list, uintptr_t size)',
       );
