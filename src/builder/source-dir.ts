@@ -15,6 +15,7 @@ import type * as napiXattrModule from '@napi-rs/xattr';
 import { errorText, NydusError } from '../errors/errors.js';
 import { isDir, isReg, isSymlink, S_IFBLK, S_IFCHR, S_IFMT, S_IFREG } from '../format/flags.js';
 import type { XattrPair } from '../format/model.js';
+import { readU64 } from '../util/cursor.js';
 import type { FileStamp } from './chunk-worker.js';
 import { compareNames, type BuildEntry, type BuildInode, type BuildTree } from './tree.js';
 import { markerOfNode, xattrsWithoutOpaque, type WhiteoutSpec } from './whiteout.js';
@@ -125,7 +126,9 @@ export async function scanDirectory(root: string | Buffer, opts: ScanOptions): P
   const st = ioSync(rootPath, () => lstatSync(rootPath, { bigint: true }));
   if (!isDir(Number(st.mode)))
     throw new NydusError('ERR_INVALID_ARG', `Source "${given.toString()}" is not a directory`);
-  const rootInode = inodeOf(rootPath, Buffer.concat([rootPath, NUL]), entryStatOf(st), opts);
+  const rootC = Buffer.concat([rootPath, NUL]);
+  const rootWhere: EntryPath = { path: rootPath, cpath: rootC, dirFd: undefined, cname: rootC };
+  const rootInode = inodeOf(rootWhere, entryStatOf(st), opts);
   rootInode.mtime = 0;
   rootInode.mtimeNsec = 0;
   rootInode.children = [];
@@ -165,7 +168,7 @@ export async function scanDirectory(root: string | Buffer, opts: ScanOptions): P
           entries.push({ name, inode: shared });
           continue;
         }
-        const inode = inodeOf(path, cpath, s, opts, where);
+        const inode = inodeOf(where, s, opts);
         entries.push({ name, inode });
         if (linkKey !== undefined) hardlinks.set(linkKey, inode);
         if (isDir(mode)) {
@@ -268,12 +271,15 @@ interface EntryStat {
   linkId: string | undefined;
 }
 
-/** Where an entry is: its path (bare and NUL-terminated), and its directory's descriptor and name. */
+/**
+ * Where an entry is: its path (bare, and with a NUL after it for libc), and the descriptor of
+ * its directory with its name there (undefined: look at it by path).
+ */
 interface EntryPath {
   path: Buffer;
   cpath: Buffer;
   dirFd: number | undefined;
-  /** The name with a NUL after it (the tail of `cpath`). */
+  /** The name with a NUL after it (the tail of `cpath`), for calls relative to `dirFd`. */
   cname: Buffer;
 }
 
@@ -329,13 +335,8 @@ function openDirectory(path: Buffer): number | undefined {
   }
 }
 
-function inodeOf(
-  path: Buffer,
-  cpath: Buffer,
-  s: EntryStat,
-  opts: ScanOptions,
-  where?: EntryPath,
-): BuildInode {
+function inodeOf(where: EntryPath, s: EntryStat, opts: ScanOptions): BuildInode {
+  const { path } = where;
   const mode = s.mode;
   // Times before 1970 are clamped to 0, like the tar source does.
   const before1970 = s.mtimeSec < 0;
@@ -348,7 +349,7 @@ function inodeOf(
     mtimeNsec: before1970 ? 0 : s.mtimeNsec,
     rdev: type === S_IFCHR || type === S_IFBLK ? devNumber(path, s.rdev) : 0,
     size: isReg(mode) ? s.size : 0,
-    xattrs: readXattrs(path, cpath, where),
+    xattrs: readXattrs(where),
   };
   if (opts.layer !== undefined) inode.layer = opts.layer;
   if (isSymlink(mode)) {
@@ -394,13 +395,14 @@ const ENODATA = 61;
 const ENOTSUP = 95;
 
 /**
- * The kept xattrs of `path`. `cpath` is the same path with a NUL byte after it (what libc
- * takes). libc's llistxattr/lgetxattr through koffi answer in one call each with a reused
- * buffer (no xattrs, the common case, is one system call); without koffi, @napi-rs/xattr.
+ * The kept xattrs of an entry. libc's listxattrat (or llistxattr) and lgetxattr through koffi
+ * answer in one call each with a reused buffer (no xattrs, the common case, is one system
+ * call); without koffi, @napi-rs/xattr.
  */
-function readXattrs(path: Buffer, cpath: Buffer, where?: EntryPath): XattrPair[] {
+function readXattrs(where: EntryPath): XattrPair[] {
+  const { path } = where;
   const libc = libcXattr();
-  if (libc !== undefined) return filterXattrs(libc.read(path, cpath, where));
+  if (libc !== undefined) return filterXattrs(libc.read(where));
   const asString = utf8Exact(path);
   const fromNapi = asString === undefined ? undefined : napiXattrs(path, asString);
   if (fromNapi === undefined)
@@ -447,8 +449,8 @@ function osErrno(e: unknown): number | undefined {
 }
 
 interface LibcXattr {
-  /** The xattrs of `path`; listed through `where` (its directory's descriptor) when given. */
-  read(path: Buffer, cpath: Buffer, where?: EntryPath): XattrPair[];
+  /** The xattrs of the entry; listed through its directory's descriptor when it has one. */
+  read(where: EntryPath): XattrPair[];
 }
 
 let libcLoaded: { value: LibcXattr | undefined } | undefined;
@@ -519,13 +521,13 @@ function loadLibcXattr(): LibcXattr | undefined {
     return fail(path, what, ERANGE);
   };
   return {
-    read(path: Buffer, cpath: Buffer, where?: EntryPath): XattrPair[] {
+    read(where: EntryPath): XattrPair[] {
+      const { path, cpath, dirFd } = where;
       const out: XattrPair[] = [];
       let listed: Buffer | undefined;
-      const dirFd = where?.dirFd;
       if (atWorks && dirFd !== undefined) {
         // Relative to the directory: the kernel resolves one name, not the whole path.
-        const n = listAt!(dirFd, where!.cname, shared, shared.length);
+        const n = listAt!(dirFd, where.cname, shared, shared.length);
         if (n >= 0) listed = shared.subarray(0, n);
         else {
           const errno = koffi.errno();
@@ -589,10 +591,6 @@ function nativeAt(): NativeAt | undefined {
   return atLoaded.value;
 }
 
-function u64At(b: Buffer, off: number): number {
-  return b.readUInt32LE(off + 4) * 0x1_0000_0000 + b.readUInt32LE(off);
-}
-
 function i64At(b: Buffer, off: number): number {
   return b.readInt32LE(off + 4) * 0x1_0000_0000 + b.readUInt32LE(off);
 }
@@ -633,7 +631,7 @@ function loadNativeAt(): NativeAt | undefined {
         mode,
         uid: b.readUInt32LE(20),
         gid: b.readUInt32LE(24),
-        size: u64At(b, 40),
+        size: readU64(b, 40, 'stx_size'),
         mtimeSec: i64At(b, 112),
         mtimeNsec: b.readUInt32LE(120),
         ctimeSec: i64At(b, 96),

@@ -580,10 +580,10 @@ export function assertReadableChunk(e: CiEntry, index: number): void {
 /** Encode a ci array (entries, then the context area) to its uncompressed bytes. */
 export function encodeCiEntries(features: number, entries: readonly CiEntry[]): Buffer {
   const v2 = (features & BlobFeature.CHUNK_INFO_V2) !== 0;
-  const size = v2 ? CI_V2_ENTRY_SIZE : CI_V1_ENTRY_SIZE;
+  const [size, encodeInto] = v2 ? [CI_V2_ENTRY_SIZE, encodeCiV2Into] : [CI_V1_ENTRY_SIZE, encodeCiV1Into];
   // One buffer for the table, each entry encoded in its place.
   const out = Buffer.allocUnsafe(entries.length * size);
-  entries.forEach((e, i) => (v2 ? encodeCiV2Into : encodeCiV1Into)(e, out, i * size));
+  entries.forEach((e, i) => encodeInto(e, out, i * size));
   return out;
 }
 
