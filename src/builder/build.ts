@@ -446,11 +446,10 @@ export async function build(o: BuildOptions): Promise<BuildResult> {
     const remapTree = (): void => {
       let moved = false;
       for (const [from, to] of finalIndex) if (from !== to) moved = true;
+      // Nothing to renumber: the tree stays as it is (the writers take a file without chunk
+      // records as one with none), with no pass over every file at the end of the build.
+      if (!moved) return;
       for (const f of filesInIndexOrder(tree)) {
-        if (!moved) {
-          f.chunks ??= [];
-          continue;
-        }
         f.chunks = (f.chunks ?? []).map((c) =>
           finalIndex.get(c.blobIndex) === c.blobIndex ? c : { ...c, blobIndex: finalIndex.get(c.blobIndex)! },
         );
