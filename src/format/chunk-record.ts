@@ -20,22 +20,55 @@ import type { ChunkInfo } from './model.js';
  */
 export const CHUNK_RECORD_SIZE = 80;
 
-/** Decode the record at `off` of `buf`; `base` is the absolute offset of `buf[0]` for errors. */
-export function decodeChunkRecord(buf: Buffer, off: number, base = 0): ChunkInfo {
+/** Where each field of a record starts (the table above). */
+export const ChunkRecordAt = {
+  BLOB_INDEX: 32,
+  FLAGS: 36,
+  COMPRESSED_SIZE: 40,
+  UNCOMPRESSED_SIZE: 44,
+  COMPRESSED_OFFSET: 48,
+  UNCOMPRESSED_OFFSET: 56,
+  FILE_OFFSET: 64,
+  INDEX: 72,
+  CRC32: 76,
+} as const;
+
+/** Refuse a record at `off` that does not fit in `buf` (`base`: the offset of `buf[0]`, for errors). */
+export function checkChunkRecordAt(buf: Buffer, off: number, base = 0): void {
   if (off < 0 || off + CHUNK_RECORD_SIZE > buf.length) {
     throw new FormatError('Truncated chunk record', base + off);
   }
+}
+
+/** A record's compressed_offset (checked as decodeChunkRecord checks it). */
+export function recordCompressedOffset(buf: Buffer, off: number, base = 0): number {
+  return readU64(buf, off + ChunkRecordAt.COMPRESSED_OFFSET, 'chunk compressed_offset', base);
+}
+
+/** A record's uncompressed_offset (checked as decodeChunkRecord checks it). */
+export function recordUncompressedOffset(buf: Buffer, off: number, base = 0): number {
+  return readU64(buf, off + ChunkRecordAt.UNCOMPRESSED_OFFSET, 'chunk uncompressed_offset', base);
+}
+
+/** A record's file_offset (checked as decodeChunkRecord checks it). */
+export function recordFileOffset(buf: Buffer, off: number, base = 0): number {
+  return readU64(buf, off + ChunkRecordAt.FILE_OFFSET, 'chunk file_offset', base);
+}
+
+/** Decode the record at `off` of `buf`; `base` is the absolute offset of `buf[0]` for errors. */
+export function decodeChunkRecord(buf: Buffer, off: number, base = 0): ChunkInfo {
+  checkChunkRecordAt(buf, off, base);
   return {
     id: buf.subarray(off, off + 32),
-    blobIndex: buf.readUInt32LE(off + 32),
-    flags: buf.readUInt32LE(off + 36),
-    compressedSize: buf.readUInt32LE(off + 40),
-    uncompressedSize: buf.readUInt32LE(off + 44),
-    compressedOffset: readU64(buf, off + 48, 'chunk compressed_offset', base),
-    uncompressedOffset: readU64(buf, off + 56, 'chunk uncompressed_offset', base),
-    fileOffset: readU64(buf, off + 64, 'chunk file_offset', base),
-    index: buf.readUInt32LE(off + 72),
-    crc32: buf.readUInt32LE(off + 76),
+    blobIndex: buf.readUInt32LE(off + ChunkRecordAt.BLOB_INDEX),
+    flags: buf.readUInt32LE(off + ChunkRecordAt.FLAGS),
+    compressedSize: buf.readUInt32LE(off + ChunkRecordAt.COMPRESSED_SIZE),
+    uncompressedSize: buf.readUInt32LE(off + ChunkRecordAt.UNCOMPRESSED_SIZE),
+    compressedOffset: recordCompressedOffset(buf, off, base),
+    uncompressedOffset: recordUncompressedOffset(buf, off, base),
+    fileOffset: recordFileOffset(buf, off, base),
+    index: buf.readUInt32LE(off + ChunkRecordAt.INDEX),
+    crc32: buf.readUInt32LE(off + ChunkRecordAt.CRC32),
   };
 }
 

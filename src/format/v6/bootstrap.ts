@@ -1,6 +1,14 @@
 import { FormatError, NydusError } from '../../errors/errors.js';
 import { align } from '../../util/cursor.js';
-import { CHUNK_RECORD_SIZE, decodeChunkRecord } from '../chunk-record.js';
+import {
+  CHUNK_RECORD_SIZE,
+  ChunkRecordAt,
+  checkChunkRecordAt,
+  decodeChunkRecord,
+  recordCompressedOffset,
+  recordFileOffset,
+  recordUncompressedOffset,
+} from '../chunk-record.js';
 import { isDir, isReg, isSymlink, Limits, S_IFBLK, S_IFCHR, S_IFMT, SuperFlag } from '../flags.js';
 import type {
   BlobInfo,
@@ -325,7 +333,7 @@ export class RafsV6Bootstrap implements Bootstrap {
           `Chunk ${k} of inode ${ino} (blob index ${ref.blobIndex}, ci index ${ref.ciIndex}) is not in the chunk table`,
         );
       }
-      this.#checkBlkaddr(ino, k, ref, rec);
+      this.#checkBlkaddr(ino, k, ref, rec.uncompressedOffset);
       return { ...rec, fileOffset: k * chunkSize };
     });
   }
@@ -522,44 +530,60 @@ export class RafsV6Bootstrap implements Bootstrap {
           `chunk ${k} has block address ${ref.blkaddr}, beyond blob ${ref.blobIndex} of ${blob.uncompressedSize} bytes`,
         );
       }
-      const rec = this.#facts.tarfs ? undefined : this.#chunkRecord(ref);
-      if (rec !== undefined) this.#checkBlkaddr(nid, k, ref, rec);
+      if (this.#facts.tarfs) return;
+      // Only the record's uncompressed_offset is compared: no whole record is decoded.
+      const at = this.#chunkRecordAt(ref);
+      if (at !== undefined) this.#checkBlkaddr(nid, k, ref, recordUncompressedOffset(this.#buf, at));
     });
   }
 
+  /**
+   * Check every record of the chunk table, reading its fields where they are (a decoded record
+   * per entry would cost an object and a view of its id each; the checks are the same,
+   * file_offset included, which must be a safe integer).
+   */
   #validateChunkTable(): void {
     const chunkSize = this.extSuper.chunkSize;
-    this.#chunkRecords().forEach((r, i) => {
+    const { chunkTableOffset, chunkTableSize } = this.extSuper;
+    const buf = this.#buf;
+    for (let i = 0; i < chunkTableSize / CHUNK_RECORD_SIZE; i++) {
+      const off = chunkTableOffset + i * CHUNK_RECORD_SIZE;
       const fail = (msg: string): never => {
-        throw new FormatError(
-          `Chunk table record ${i}: ${msg}`,
-          this.extSuper.chunkTableOffset + i * CHUNK_RECORD_SIZE,
-        );
+        throw new FormatError(`Chunk table record ${i}: ${msg}`, off);
       };
-      const blob = this.#blobs[r.blobIndex];
-      if (blob === undefined) return fail(`blob index ${r.blobIndex} is not below ${this.#blobs.length}`);
-      if (r.index >= blob.chunkCount)
-        fail(`chunk index ${r.index} is not below blob chunk_count ${blob.chunkCount}`);
-      if (r.uncompressedSize > chunkSize)
-        fail(`uncompressed size ${r.uncompressedSize} exceeds chunk size ${chunkSize}`);
-      if (r.compressedOffset + r.compressedSize > blob.compressedSize) {
-        fail(
-          `compressed range [${r.compressedOffset}, +${r.compressedSize}) exceeds blob size ${blob.compressedSize}`,
-        );
+      checkChunkRecordAt(buf, off);
+      const blobIndex = buf.readUInt32LE(off + ChunkRecordAt.BLOB_INDEX);
+      const compressedSize = buf.readUInt32LE(off + ChunkRecordAt.COMPRESSED_SIZE);
+      const uncompressedSize = buf.readUInt32LE(off + ChunkRecordAt.UNCOMPRESSED_SIZE);
+      const compressedOffset = recordCompressedOffset(buf, off);
+      const uncompressedOffset = recordUncompressedOffset(buf, off);
+      recordFileOffset(buf, off);
+      const index = buf.readUInt32LE(off + ChunkRecordAt.INDEX);
+      const blob = this.#blobs[blobIndex];
+      if (blob === undefined) fail(`blob index ${blobIndex} is not below ${this.#blobs.length}`);
+      else {
+        if (index >= blob.chunkCount)
+          fail(`chunk index ${index} is not below blob chunk_count ${blob.chunkCount}`);
+        if (uncompressedSize > chunkSize)
+          fail(`uncompressed size ${uncompressedSize} exceeds chunk size ${chunkSize}`);
+        if (compressedOffset + compressedSize > blob.compressedSize) {
+          fail(
+            `compressed range [${compressedOffset}, +${compressedSize}) exceeds blob size ${blob.compressedSize}`,
+          );
+        }
+        if (uncompressedOffset + uncompressedSize > blob.uncompressedSize) {
+          fail(
+            `uncompressed range [${uncompressedOffset}, +${uncompressedSize}) exceeds blob size ${blob.uncompressedSize}`,
+          );
+        }
       }
-      if (r.uncompressedOffset + r.uncompressedSize > blob.uncompressedSize) {
-        fail(
-          `uncompressed range [${r.uncompressedOffset}, +${r.uncompressedSize}) exceeds blob size ${blob.uncompressedSize}`,
-        );
-      }
-      return undefined;
-    });
+    }
   }
 
-  #checkBlkaddr(ino: number, k: number, ref: ChunkRef, rec: ChunkInfo): void {
-    if (rec.uncompressedOffset !== ref.blkaddr * this.blockSize) {
+  #checkBlkaddr(ino: number, k: number, ref: ChunkRef, uncompressedOffset: number): void {
+    if (uncompressedOffset !== ref.blkaddr * this.blockSize) {
       throw new FormatError(
-        `Inode ${ino}: chunk ${k} has block address ${ref.blkaddr}, the chunk table says uncompressed_offset ${rec.uncompressedOffset}`,
+        `Inode ${ino}: chunk ${k} has block address ${ref.blkaddr}, the chunk table says uncompressed_offset ${uncompressedOffset}`,
       );
     }
   }
@@ -574,25 +598,32 @@ export class RafsV6Bootstrap implements Bootstrap {
     return records;
   }
 
-  #chunkRecord(ref: ChunkRef): ChunkInfo | undefined {
+  /** Where in the bootstrap the chunk table's record for `ref` is (undefined: none). */
+  #chunkRecordAt(ref: ChunkRef): number | undefined {
     const { chunkTableOffset, chunkTableSize } = this.extSuper;
+    const buf = this.#buf;
     if (this.#chunkMap === undefined) {
       const map = new Map<number, number>();
       for (let i = 0; i < chunkTableSize / CHUNK_RECORD_SIZE; i++) {
-        // decodeChunkRecord reads blob index and ci index at these offsets; bounds-checked
-        // like it (a truncated record throws the same error).
-        const r = decodeChunkRecord(this.#buf, chunkTableOffset + i * CHUNK_RECORD_SIZE);
+        const off = chunkTableOffset + i * CHUNK_RECORD_SIZE;
+        // Bounds-checked as a decoded record is (a truncated record throws the same error).
+        checkChunkRecordAt(buf, off);
+        const blobIndex = buf.readUInt32LE(off + ChunkRecordAt.BLOB_INDEX);
+        const index = buf.readUInt32LE(off + ChunkRecordAt.INDEX);
         // Records no index entry can name (blob or ci index out of range) are left to validate().
-        if (r.blobIndex >= this.#blobs.length || r.index >= CI_KEY_SPAN) continue;
-        const key = r.blobIndex * CI_KEY_SPAN + r.index;
+        if (blobIndex >= this.#blobs.length || index >= CI_KEY_SPAN) continue;
+        const key = blobIndex * CI_KEY_SPAN + index;
         if (!map.has(key)) map.set(key, i);
       }
       this.#chunkMap = map;
     }
     const i = this.#chunkMap.get(ref.blobIndex * CI_KEY_SPAN + ref.ciIndex);
-    return i === undefined
-      ? undefined
-      : decodeChunkRecord(this.#buf, chunkTableOffset + i * CHUNK_RECORD_SIZE);
+    return i === undefined ? undefined : chunkTableOffset + i * CHUNK_RECORD_SIZE;
+  }
+
+  #chunkRecord(ref: ChunkRef): ChunkInfo | undefined {
+    const at = this.#chunkRecordAt(ref);
+    return at === undefined ? undefined : decodeChunkRecord(this.#buf, at);
   }
 
   /** Locate the data of a flat-layout inode, checking that it lies inside the bootstrap. */
