@@ -32,7 +32,7 @@ import {
 import { encodeXattrIbody, xattrIbodySizeOf, xattrIcountOf } from '../format/v6/xattr.js';
 import { align } from '../util/cursor.js';
 import type { BootstrapSpec } from './bootstrap-spec.js';
-import { countOccurrences, findEntry, nlinkOf, type BuildEntry, type BuildInode } from './tree.js';
+import { findEntry, nlinkOf, type BuildEntry, type BuildInode } from './tree.js';
 
 /**
  * The RAFS v6 bootstrap writer (rafs-format.md 3). A spec in, the bootstrap bytes out; the
@@ -84,6 +84,8 @@ interface Slot {
   parent: Slot | undefined;
   /** Directories: one slot per child entry, in entry order. */
   children: Slot[] | undefined;
+  /** Regular files: how many entries name the inode (its nlink). */
+  names: number;
 }
 
 /** A FIFO of block bases, popped from the front without shifting the array. */
@@ -405,6 +407,7 @@ function plan(spec: BootstrapSpec): Plan {
       dataSize: 0,
       parent: undefined,
       children: undefined,
+      names: 1,
     };
     if (!slotOf.has(inode)) slotOf.set(inode, slot);
     if (inode.xattrs.length > 0) hasXattr = true;
@@ -445,6 +448,7 @@ function plan(spec: BootstrapSpec): Plan {
         const first = slotOf.get(inode);
         if (first !== undefined) {
           chunkTable.add(inode.chunks ?? []);
+          first.names++;
           return first; // a hardlink: one inode for every name
         }
         const slot = newSlot(inode, index);
@@ -561,13 +565,7 @@ function writeBlobTables(spec: BootstrapSpec, buf: Buffer, blobTableOffset: numb
 }
 
 /** Encode one inode with its xattrs and its data (inline tail, data blocks, chunk indexes). */
-function writeSlot(
-  slot: Slot,
-  spec: BootstrapSpec,
-  counts: Map<BuildInode, number>,
-  buf: Buffer,
-  metaAddr: number,
-): void {
+function writeSlot(slot: Slot, spec: BootstrapSpec, buf: Buffer, metaAddr: number): void {
   const { inode } = slot;
   const at = metaAddr + slot.pos;
   const xattrs = inode.xattrs.length === 0 ? NO_BYTES : encodeXattrIbody(inode.xattrs);
@@ -634,7 +632,7 @@ function writeSlot(
       gid: spec.explicitUidGid ? inode.gid : 0,
       mtime: inode.mtime,
       mtimeNsec: inode.mtimeNsec,
-      nlink: nlinkOf(inode, counts.get(inode) ?? 0),
+      nlink: nlinkOf(inode, slot.names),
     },
     buf,
     at,
@@ -709,8 +707,7 @@ export function writeV6Bootstrap(spec: BootstrapSpec): Buffer {
   writeBlobTables(spec, buf, blobTableOffset, fileSize);
   prefetch?.copy(buf, prefetchOffset);
 
-  const counts = countOccurrences(spec.tree);
-  for (const slot of p.slots) writeSlot(slot, spec, counts, buf, metaAddr);
+  for (const slot of p.slots) writeSlot(slot, spec, buf, metaAddr);
   records.forEach((r, i) => encodeChunkRecord(r, buf, chunkTableOffset + i * CHUNK_RECORD_SIZE));
   return buf;
 }
