@@ -86,6 +86,8 @@ interface Slot {
   children: Slot[] | undefined;
   /** Regular files: how many entries name the inode (its nlink). */
   names: number;
+  /** Regular files: the chunk records, checked once when laid out. */
+  chunks: readonly ChunkInfo[] | undefined;
 }
 
 /** A FIFO of block bases, popped from the front without shifting the array. */
@@ -327,8 +329,8 @@ class ChunkRecords {
   }
 
   records(): ChunkInfo[] {
-    const all: ChunkInfo[] = [];
-    for (const m of this.#byBlob) if (m !== undefined) for (const c of m.values()) all.push(c);
+    const maps = this.#byBlob.filter((m) => m !== undefined);
+    const all = maps.length === 1 ? [...maps[0]!.values()] : maps.flatMap((m) => [...m.values()]);
     return sortChunkRecords(all, this.#external);
   }
 }
@@ -408,6 +410,7 @@ function plan(spec: BootstrapSpec): Plan {
       parent: undefined,
       children: undefined,
       names: 1,
+      chunks: undefined,
     };
     if (!slotOf.has(inode)) slotOf.set(inode, slot);
     if (inode.xattrs.length > 0) hasXattr = true;
@@ -453,6 +456,7 @@ function plan(spec: BootstrapSpec): Plan {
         }
         const slot = newSlot(inode, index);
         const chunks = fileChunks(inode, spec);
+        slot.chunks = chunks;
         chunkTable.add(chunks);
         slot.pos = space.placeFile(
           align(EXTENDED_INODE_SIZE + xattrSizeOf(inode), 8) + CHUNK_INDEX_SIZE * chunks.length,
@@ -604,7 +608,7 @@ function writeSlot(slot: Slot, spec: BootstrapSpec, buf: Buffer, metaAddr: numbe
     data.copy(buf, metaAddr + slot.dataStart, 0, full);
     data.copy(buf, afterXattrs, full);
   } else if (isReg(inode.mode)) {
-    const chunks = fileChunks(inode, spec);
+    const chunks = slot.chunks ?? fileChunks(inode, spec);
     size = inode.size;
     iu = chunkFormat(chunkBitsOf(size, chunks, spec.chunkSize), EROFS_BLKSZBITS);
     const base = align(afterXattrs, 8);
