@@ -308,17 +308,21 @@ function synthetic(): Synthetic {
     ],
     { mtime: 0, mtimeNsec: 0, uid: 0, gid: 0 },
   );
-  const tree: BuildTree = { root };
-  const spec: BootstrapSpec = {
+  const spec = specOf({ root }, [b0.info(), b1.info()], [bigDir, hardlinked]);
+  return { spec, hardlinked, contiguous, bigDir, deepest };
+}
+
+/** A spec of the test's chunk size and codecs, uid/gid recorded. */
+function specOf(tree: BuildTree, blobs: BlobInfo[], prefetch: BuildInode[] = []): BootstrapSpec {
+  return {
     tree,
     chunkSize: CHUNK,
     compressor: 'zstd',
     digester: 'blake3',
     explicitUidGid: true,
-    blobs: [b0.info(), b1.info()],
-    prefetch: [bigDir, hardlinked],
+    blobs,
+    prefetch,
   };
-  return { spec, hardlinked, contiguous, bigDir, deepest };
 }
 
 /** Expected on-disk i_ino of each inode: builder indexes (rafs-format.md 2.9), first name wins. */
@@ -602,16 +606,7 @@ describe('v6 writer: chunk table order', () => {
       entries.push(entry(`f${String(i).padStart(3, '0')}`, file(chunks, CHUNK * chunks.length)));
     }
     const tree: BuildTree = { root: dir(entries, { mtime: 0, mtimeNsec: 0, uid: 0, gid: 0 }) };
-    const spec: BootstrapSpec = {
-      tree,
-      chunkSize: CHUNK,
-      compressor: 'zstd',
-      digester: 'blake3',
-      explicitUidGid: true,
-      blobs: [b0.info(), b1.info()],
-      prefetch: [],
-    };
-    const b = RafsV6Bootstrap.parse(writeV6Bootstrap(spec));
+    const b = RafsV6Bootstrap.parse(writeV6Bootstrap(specOf(tree, [b0.info(), b1.info()])));
     b.validate();
     const table = b.allChunks();
     deepEqual(table, expectedChunkTable(tree));
