@@ -329,9 +329,11 @@ class ChunkRecords {
   }
 
   records(): ChunkInfo[] {
-    const maps = this.#byBlob.filter((m) => m !== undefined);
-    const all = maps.length === 1 ? [...maps[0]!.values()] : maps.flatMap((m) => [...m.values()]);
-    return sortChunkRecords(all, this.#external);
+    // flatMap passes over the indexes of blobs that have no record (holes of the array).
+    return sortChunkRecords(
+      this.#byBlob.flatMap((m) => [...m.values()]),
+      this.#external,
+    );
   }
 }
 
