@@ -31,15 +31,10 @@ export class ChunkDict {
 /** Where new chunk data goes (the blob writer, created on the first new chunk). */
 export interface ChunkStore {
   /**
-   * Append a chunk's stored bytes (the store may keep the buffer until it writes it: it must
-   * not change) and return its record (fileOffset 0: the caller sets it).
+   * Append a chunk's stored bytes (taken in before it returns: the buffer is free again
+   * afterwards) and return its record (fileOffset 0: the caller sets it).
    */
   addChunk(p: ProcessedChunk): ChunkInfo;
-  /**
-   * The caller is done with `buffer`, which held chunks given to `addChunk`: `free` is called
-   * once the store no longer needs it either.
-   */
-  release?(buffer: ArrayBufferLike, free: () => void): void;
 }
 
 export interface SinkStats {
@@ -70,9 +65,9 @@ interface Batch {
 const BATCH_BYTES = 512 * 1024;
 const BATCH_JOBS = 128;
 /**
- * Result buffers kept for the workers. Buffers come free only once the blob writer has them in
- * the file (it gathers 4 MiB before a write, with up to 4 writes on the thread pool), so about
- * 20 of 1-2 MiB are between a worker and the file at a time; the rest of the circulation waits here.
+ * Result buffers kept for the workers. A buffer is free again once its batch has landed (the
+ * blob writer copies what it stores), so about one per batch in flight circulates; this only
+ * caps how many wait here.
  */
 const FREE_OUT_KEEP = 32;
 
@@ -153,12 +148,7 @@ export class ChunkSink {
       // Records are never changed in place: a first chunk shares the dict's record.
       slot.inode.chunks![slot.k] = c.fileOffset === fileOffset ? c : { ...c, fileOffset };
     }
-    const out = r.data.buffer;
-    const free = (): void => {
-      if (this.#freeOut.length < FREE_OUT_KEEP) this.#freeOut.push(out);
-    };
-    if (this.#store?.release !== undefined) this.#store.release(out, free);
-    else free();
+    if (this.#freeOut.length < FREE_OUT_KEEP) this.#freeOut.push(r.data.buffer);
     this.onProgress?.(this.stats.sourceBytes);
   }
 

@@ -218,6 +218,8 @@ export function createCommand(): Command {
           prefetchPatterns: patterns,
           repeatable: opts['repeatable'] === true,
           disableCheck: opts['disableCheck'] === true,
+          // The blob is written past the page cache (NYDUS_DIRECT_IO=0: through it).
+          directIo: process.env['NYDUS_DIRECT_IO'] !== '0',
           log,
           ...(bar !== undefined ? { onProgress: (n: number) => bar.update(n) } : {}),
         });
