@@ -438,6 +438,9 @@ export async function build(o: BuildOptions): Promise<BuildResult> {
       tree = parent === undefined ? upper : await onParent(parent, upper, o.whiteoutSpec);
     }
     await sink.drain();
+    // Every chunk is in: the workers' isolates are torn down on their threads (the other core
+    // is idle now) while this one writes the bootstrap; `finally` waits for them.
+    void pool.close().catch(() => undefined);
     if (o.alwaysWriteBlob === true) await store();
     const prefetch = resolvePrefetch(tree, o.prefetchPatterns, log);
     // Keep only blobs some chunk references (the parent's always stay), in their order.

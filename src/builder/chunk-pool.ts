@@ -53,6 +53,7 @@ export class ChunkPool {
   #failed: Error | undefined;
   readonly #threads: number;
   #closed = false;
+  #closing: Promise<void> | undefined;
 
   /** Workers start with the first batch: a build that stores no data never starts them. */
   constructor(compressor: Compressor, digester: Digester, threads = availableParallelism()) {
@@ -145,8 +146,10 @@ export class ChunkPool {
     });
   }
 
-  async close(): Promise<void> {
+  /** Stop the workers (once: later calls return the same promise). */
+  close(): Promise<void> {
     this.#closed = true;
-    await Promise.all(this.#workers.map((w) => w.terminate()));
+    this.#closing ??= Promise.all(this.#workers.map((w) => w.terminate())).then(() => undefined);
+    return this.#closing;
   }
 }
