@@ -176,8 +176,13 @@ export function createCommand(): Command {
       if (type === 'dir-rafs' && fromStdin)
         invalid('A directory source cannot be read from stdin; use --type tar-rafs or targz-rafs');
       let onPipe = false;
-      if (fromStdin) onPipe = fstatSync(0).isFIFO();
-      else {
+      if (fromStdin) {
+        try {
+          onPipe = fstatSync(0).isFIFO();
+        } catch {
+          // No stdin: reading the source reports it.
+        }
+      } else {
         const s = await stat(source).catch((e: unknown) =>
           invalid(`Cannot access source "${source}": ${errorText(e)}`),
         );
