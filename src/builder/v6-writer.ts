@@ -86,7 +86,7 @@ interface Slot {
   children: Slot[] | undefined;
   /** Regular files: how many entries name the inode (its nlink). */
   names: number;
-  /** Regular files: the chunk records, checked once when laid out. */
+  /** Regular files: the chunk records, checked once when laid out (set for every one). */
   chunks: readonly ChunkInfo[] | undefined;
 }
 
@@ -452,7 +452,7 @@ function plan(spec: BootstrapSpec): Plan {
       if (isReg(inode.mode)) {
         const first = slotOf.get(inode);
         if (first !== undefined) {
-          chunkTable.add(inode.chunks ?? []);
+          // Its chunk records went into the table with its first name.
           first.names++;
           return first; // a hardlink: one inode for every name
         }
@@ -610,7 +610,7 @@ function writeSlot(slot: Slot, spec: BootstrapSpec, buf: Buffer, metaAddr: numbe
     data.copy(buf, metaAddr + slot.dataStart, 0, full);
     data.copy(buf, afterXattrs, full);
   } else if (isReg(inode.mode)) {
-    const chunks = slot.chunks ?? fileChunks(inode, spec);
+    const chunks = slot.chunks!;
     size = inode.size;
     iu = chunkFormat(chunkBitsOf(size, chunks, spec.chunkSize), EROFS_BLKSZBITS);
     const base = align(afterXattrs, 8);

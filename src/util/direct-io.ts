@@ -34,7 +34,7 @@ function addresses(): ((b: Buffer) => bigint) | null {
     const koffi = createRequire(import.meta.url)('koffi') as typeof import('koffi');
     if (typeof koffi.address === 'function') addressOf = (b) => koffi.address(b);
   } catch {
-    addressOf = null;
+    // no koffi: addresses stay unknown
   }
   return addressOf;
 }
