@@ -58,8 +58,10 @@ export class BlobWriter {
   readonly #direct: boolean;
   readonly #hash = new BlobIdHasher();
   readonly #chunks: ChunkInfo[] = [];
-  /** Bytes given to #write (the blob's size so far); all but the staged ones are handed to the file. */
+  /** Bytes given to #write (the blob's size so far). */
   #pos = 0;
+  /** Bytes handed to the file (written, or being written on the thread pool). */
+  #flushed = 0;
   /** Where #write copies bytes until STAGE_BYTES are there; then it goes to the file whole. */
   #stage: Buffer;
   #staged = 0;
@@ -135,7 +137,8 @@ export class BlobWriter {
     const len = this.#staged;
     if (len === 0) return;
     const stage = this.#stage;
-    const at = this.#pos - len;
+    const at = this.#flushed;
+    this.#flushed += len;
     this.#staged = 0;
     const out = stage.subarray(0, this.#direct ? align(len, DIRECT_ALIGN) : len);
     if (this.#syncWrites || this.#writing.size >= MAX_WRITING) {
