@@ -403,7 +403,14 @@ export async function build(o: BuildOptions): Promise<BuildResult> {
       const inFile = opened?.file;
       let reader: InstanceType<typeof TarReader>;
       if (inFile !== undefined) reader = new TarReader(inFile);
-      else {
+      else if (opened?.pipe !== undefined && o.type === 'tar-rafs' && o.input === undefined) {
+        // The file data of larger entries is read from the pipe straight into chunk buffers.
+        const fd = opened.pipe;
+        reader = new TarReader({
+          [Symbol.asyncIterator]: () => fdChunks(fd),
+          readInto: (buf: Buffer, at: number, n: number) => readFd(fd, buf.subarray(0, at + n), at, null),
+        });
+      } else {
         const input: Readable =
           o.input ??
           (opened?.pipe !== undefined
@@ -425,6 +432,10 @@ export async function build(o: BuildOptions): Promise<BuildResult> {
         onFileBytes: (inode, data) => {
           files++;
           return sink.pushBytes(inode, data, 'Tar entry');
+        },
+        onFileInto: async (inode, read) => {
+          files++;
+          await sink.pushInto(inode, read, 'Tar entry');
         },
         ...(inFile !== undefined
           ? {

@@ -313,6 +313,32 @@ export class ChunkSink {
   }
 
   /**
+   * Chunk a file's data read by `read` (up to `n` bytes into `buf` at `at`; 0 at its end)
+   * straight into chunk buffers: no piece of it is copied on this thread.
+   */
+  async pushInto(
+    inode: BuildInode,
+    read: (buf: Buffer, at: number, n: number) => Promise<number>,
+    what: string,
+  ): Promise<void> {
+    inode.chunks = [];
+    const size = inode.size;
+    for (let k = 0, off = 0; off < size; k++) {
+      const len = Math.min(this.chunkSize, size - off);
+      // A buffer back from a worker when there is one: fresh memory costs page faults.
+      const free = this.#freeChunks.pop();
+      const chunk = free === undefined ? sharedBuffer(len) : Buffer.from(free, 0, len);
+      for (let filled = 0; filled < len;) {
+        const n = await read(chunk, filled, len - filled);
+        if (n === 0) throw new NydusError('ERR_IO', `${what}: read ${off + filled} bytes, expected ${size}`);
+        filled += n;
+      }
+      off += len;
+      await this.push(inode, k, chunk, true);
+    }
+  }
+
+  /**
    * Chunk a regular file from the file system: the workers read it, refusing a file that
    * changes while it is read, or, given `stamp` (what the walk saw), since it was listed.
    */

@@ -38,6 +38,15 @@ export interface TarSourceOptions {
    * of the tar file, for the caller to read from there; the reader passes over it.
    */
   onFileAt?: (inode: BuildInode, offset: number) => Promise<void> | undefined;
+  /**
+   * When set and the reader reads straight from its input (`TarReader.direct`: a pipe), takes
+   * the place of `onFileData` for a file whose data is not all buffered: `read` puts up to `n`
+   * bytes of it into `buf` at `at` (0 once all `inode.size` bytes are read).
+   */
+  onFileInto?: (
+    inode: BuildInode,
+    read: (buf: Buffer, at: number, n: number) => Promise<number>,
+  ) => Promise<void>;
   /** Recorded in every inode's `layer`. */
   layer?: number;
   signal?: AbortSignal;
@@ -46,6 +55,8 @@ export interface TarSourceOptions {
 export async function treeFromTar(reader: TarReader, opts: TarSourceOptions): Promise<BuildTree> {
   parseWhiteoutSpec(opts.whiteoutSpec);
   const b = new TarTreeBuilder(opts.layer);
+  const into = opts.onFileInto !== undefined && reader.direct ? opts.onFileInto : undefined;
+  const read = (buf: Buffer, at: number, n: number): Promise<number> => reader.dataInto(buf, at, n);
   for (let e = await reader.next(); e !== undefined; e = await reader.next()) {
     opts.signal?.throwIfAborted();
     const inode = b.add(e);
@@ -55,8 +66,14 @@ export async function treeFromTar(reader: TarReader, opts: TarSourceOptions): Pr
     if (at !== undefined) {
       const wait = opts.onFileAt!(inode, at);
       if (wait !== undefined) await wait;
-    } else if (now === undefined) await opts.onFileData(inode, reader.data());
-    else {
+    } else if (now === undefined) {
+      if (into === undefined) await opts.onFileData(inode, reader.data());
+      else {
+        await into(inode, read);
+        if (reader.pending !== 0)
+          throw new FormatError(`Tar entry data of ${inode.size} bytes was not all consumed`, reader.offset);
+      }
+    } else {
       const wait = opts.onFileBytes!(inode, now);
       if (wait !== undefined) await wait;
     }

@@ -47,8 +47,19 @@ export interface TarFile {
   readonly readSize: number;
 }
 
-/** Input of a TarReader: a stream of buffers, or a file read at positions. */
-export type TarInput = AsyncIterable<Buffer | Uint8Array | string> | TarFile;
+/**
+ * A stream of buffers that can also be read straight into a caller's buffer (a pipe): the data
+ * of a large entry then goes from the source into the caller's buffer with no copy in between.
+ * Both read the same stream in turn (the reader never has a read of either kind in flight when
+ * it starts another).
+ */
+export interface TarDirectInput extends AsyncIterable<Buffer> {
+  /** Up to `n` bytes of the stream into `buf` at `at` (0 at its end). */
+  readInto(buf: Buffer, at: number, n: number): Promise<number>;
+}
+
+/** Input of a TarReader: a stream of buffers (that may read directly), or a file read at positions. */
+export type TarInput = AsyncIterable<Buffer | Uint8Array | string> | TarDirectInput | TarFile;
 
 function isTarFile(src: TarInput): src is TarFile {
   return typeof (src as Partial<TarFile>).read === 'function' && !(Symbol.asyncIterator in src);
@@ -70,9 +81,43 @@ class ByteSource {
   /** Bytes consumed so far. */
   offset = 0;
 
+  /** Reads straight into a caller's buffer (a `TarDirectInput`). */
+  readonly #into: TarDirectInput['readInto'] | undefined;
+
   constructor(src: TarInput) {
     if (isTarFile(src)) this.file = src;
-    else this.#it = src[Symbol.asyncIterator]();
+    else {
+      this.#it = src[Symbol.asyncIterator]();
+      const into = (src as Partial<TarDirectInput>).readInto;
+      if (typeof into === 'function') this.#into = into.bind(src);
+    }
+  }
+
+  /** Whether `readInto` reads from the source itself once the buffered bytes are used. */
+  get direct(): boolean {
+    return this.#into !== undefined;
+  }
+
+  /**
+   * Up to `n` bytes (n > 0) into `buf` at `at`: what is buffered first, then, with a direct
+   * input, straight from the source. 0 only at the end of the stream.
+   */
+  async readInto(buf: Buffer, at: number, n: number): Promise<number> {
+    if (this.#pos >= this.#buf.length && this.#into !== undefined && !this.#done) {
+      let got: number;
+      try {
+        got = await this.#into(buf, at, n);
+      } catch (e) {
+        if (e instanceof NydusError) throw e;
+        throw new FormatError(`Cannot read the tar stream: ${errorText(e)}`, this.offset, { cause: e });
+      }
+      if (got === 0) this.#done = true;
+      this.offset += got;
+      return got;
+    }
+    const p = await this.some(n);
+    p.copy(buf, at);
+    return p.length;
   }
 
   /** Bytes buffered and not consumed yet. */
@@ -349,6 +394,30 @@ export class TarReader {
     this.#pending = 0;
     if (this.#src.takeIfBuffered(this.#padding) !== undefined) this.#padding = 0;
     return d;
+  }
+
+  /** Whether `dataInto` reads an entry's data straight from the input (see `TarDirectInput`). */
+  get direct(): boolean {
+    return this.#src.direct;
+  }
+
+  /** Bytes of the current entry's data not consumed yet. */
+  get pending(): number {
+    return this.#pending;
+  }
+
+  /**
+   * Up to `n` bytes of the current entry's data into `buf` at `at` (0 once it is all consumed):
+   * with a direct input, what is not buffered comes straight from it, with no copy.
+   */
+  async dataInto(buf: Buffer, at: number, n: number): Promise<number> {
+    const want = Math.min(n, this.#pending);
+    if (want <= 0) return 0;
+    const got = await this.#src.readInto(buf, at, want);
+    if (got === 0)
+      throw new FormatError(`Truncated tar: entry data ends ${this.#pending} bytes early`, this.#src.offset);
+    this.#pending -= got;
+    return got;
   }
 
   /** The current entry's data, in pieces of at most `max` bytes. */

@@ -69,6 +69,20 @@ test('tar-rafs, targz-rafs and a tar.gz on stdin build the same tree as the dire
     );
     const blobOf = (d: string): string | undefined => readdirSync(d).find((n) => /^[0-9a-f]{64}$/.test(n));
     assert.equal(blobOf(out), blobOf(join(dir, 'targz')));
+    // A plain tar on a pipe: the data of files not yet buffered (the 3 MiB one at least) is read
+    // from the pipe straight into chunk buffers; same bytes out as from the tar file.
+    const piped = join(dir, 'pipe');
+    mkdirSync(piped);
+    execFileSync(
+      'sh',
+      [
+        '-c',
+        `cat ${tarFile} | ${process.execPath} ${binPath('nydus-image')} create --type tar-rafs -B ${join(piped, 'boot')} -D ${piped} /dev/stdin`,
+      ],
+      { stdio: 'ignore' },
+    );
+    assert.equal(blobOf(piped), blobOf(join(dir, 'tar')));
+    assert.deepEqual(readFileSync(join(piped, 'boot')), readFileSync(join(dir, 'tar', 'boot')));
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

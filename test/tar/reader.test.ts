@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { NydusError } from '../../src/errors/errors.js';
 import { TarType } from '../../src/tar/header.js';
-import { TarReader, type TarFile, type TarReadEntry } from '../../src/tar/reader.js';
+import { TarReader, type TarDirectInput, type TarFile, type TarReadEntry } from '../../src/tar/reader.js';
 import { FIXTURE, upstreamFixture } from '../helpers/fixtures.js';
 
 async function readAll(src: AsyncIterable<Buffer>): Promise<{ e: TarReadEntry; data: Buffer }[]> {
@@ -189,6 +189,81 @@ test('a truncated tar file: no data handed off past its end, and the truncation 
     const r2 = new TarReader(tarFileOf(bytes, 8192));
     await r2.next();
     await assert.rejects(() => r2.next(), /Truncated tar/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/**
+ * A direct input over bytes in memory: its pieces (at most `size` bytes) and its direct reads
+ * share one position, as a pipe's reads do; `direct` counts the bytes read directly.
+ */
+function directOf(bytes: Buffer, size: number): TarDirectInput & { direct: number } {
+  let pos = 0;
+  const src = {
+    direct: 0,
+    async *[Symbol.asyncIterator](): AsyncGenerator<Buffer> {
+      while (pos < bytes.length) {
+        const n = Math.min(size, bytes.length - pos);
+        pos += n;
+        yield await Promise.resolve(Buffer.from(bytes.subarray(pos - n, pos)));
+      }
+    },
+    readInto(buf: Buffer, at: number, n: number): Promise<number> {
+      const k = Math.min(n, size, bytes.length - pos);
+      bytes.copy(buf, at, pos, pos + k);
+      pos += k;
+      src.direct += k;
+      return Promise.resolve(k);
+    },
+  };
+  return src;
+}
+
+test('a direct input: entry data read straight into the caller buffer, the same bytes as the stream', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'nydus-tardirect-'));
+  try {
+    const src = join(dir, 'src');
+    mkdirSync(src);
+    const big = Buffer.alloc(300000);
+    for (let i = 0; i < big.length; i += 4) big.writeUInt32LE((i * 2654435761) >>> 0, i);
+    writeFileSync(join(src, 'big'), big);
+    writeFileSync(join(src, 'small'), 'hello');
+    writeFileSync(join(src, 'empty'), '');
+    const tarFile = join(dir, 'a.tar');
+    execFileSync('tar', ['--format=posix', '-C', src, '-cf', tarFile, 'big', 'empty', 'small']);
+    const bytes = readFileSync(tarFile);
+    const want = await readAll(asAsync(pieces(bytes, 4096)));
+    for (const size of [512, 4096, 65536, 1 << 20]) {
+      const input = directOf(bytes, size);
+      const r = new TarReader(input);
+      assert.equal(r.direct, true);
+      const got: { name: string; data: Buffer }[] = [];
+      for (let e = await r.next(); e !== undefined; e = await r.next()) {
+        const data = Buffer.alloc(e.size);
+        // Odd-sized reads: a read never goes past the entry's data.
+        for (let at = 0; at < e.size;) at += await r.dataInto(data, at, 7777);
+        assert.equal(await r.dataInto(data, 0, 10), 0);
+        assert.equal(r.pending, 0);
+        got.push({ name: e.path.toString(), data });
+      }
+      assert.deepEqual(
+        got,
+        want.map((x) => ({ name: x.e.path.toString(), data: x.data })),
+        `pieces of ${size}`,
+      );
+      if (size < big.length) assert.ok(input.direct > 0, `direct reads with pieces of ${size}`);
+    }
+    // Cut inside the big file's data: the truncation is reported, not a short file.
+    const cut = new TarReader(directOf(bytes.subarray(0, 512 + 100000), 4096));
+    const e = await cut.next();
+    const data = Buffer.alloc(e!.size);
+    await assert.rejects(
+      (async () => {
+        for (let at = 0; at < data.length;) at += await cut.dataInto(data, at, 65536);
+      })(),
+      (err: unknown) => err instanceof NydusError && /Truncated tar/.test(err.message),
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
