@@ -110,6 +110,16 @@ test('truncated and corrupt tars fail with a FormatError', async () => {
   }
 });
 
+/** What GNU tar (in `format`) writes for these files, in this order, made under `dir`. */
+function gnuTarOf(dir: string, format: string, files: [string, string | Buffer][]): Buffer {
+  const src = join(dir, 'src');
+  mkdirSync(src);
+  for (const [name, data] of files) writeFileSync(join(src, name), data);
+  const tarPath = join(dir, 'a.tar');
+  execFileSync('tar', [`--format=${format}`, '-C', src, '-cf', tarPath, ...files.map(([name]) => name)]);
+  return readFileSync(tarPath);
+}
+
 /** A TarFile over bytes in memory that records the ranges read. */
 function tarFileOf(bytes: Buffer, readSize: number): TarFile & { reads: [number, number][] } {
   const reads: [number, number][] = [];
@@ -127,16 +137,13 @@ function tarFileOf(bytes: Buffer, readSize: number): TarFile & { reads: [number,
 test('a tar file read at positions: same entries as the stream, and data handed off is never read', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'nydus-tarfile-'));
   try {
-    const src = join(dir, 'src');
-    mkdirSync(src);
     const big = Buffer.alloc(300 * 1024);
     for (let i = 0; i < big.length; i++) big[i] = (i * 7919) >>> 3;
-    writeFileSync(join(src, 'big'), big);
-    writeFileSync(join(src, 'small'), 'small file');
-    writeFileSync(join(src, 'z-after'), 'after the big one');
-    const tarPath = join(dir, 'a.tar');
-    execFileSync('tar', ['--format=gnu', '-C', src, '-cf', tarPath, 'big', 'small', 'z-after']);
-    const bytes = readFileSync(tarPath);
+    const bytes = gnuTarOf(dir, 'gnu', [
+      ['big', big],
+      ['small', 'small file'],
+      ['z-after', 'after the big one'],
+    ]);
     const fromStream = await readAll(asAsync(pieces(bytes, 4096)));
     // Read in pieces of 8 KiB: "big" is not buffered, so it can be handed off.
     const f = tarFileOf(bytes, 8192);
@@ -223,16 +230,13 @@ function directOf(bytes: Buffer, size: number): TarDirectInput & { direct: numbe
 test('a direct input: entry data read straight into the caller buffer, the same bytes as the stream', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'nydus-tardirect-'));
   try {
-    const src = join(dir, 'src');
-    mkdirSync(src);
     const big = Buffer.alloc(300000);
     for (let i = 0; i < big.length; i += 4) big.writeUInt32LE((i * 2654435761) >>> 0, i);
-    writeFileSync(join(src, 'big'), big);
-    writeFileSync(join(src, 'small'), 'hello');
-    writeFileSync(join(src, 'empty'), '');
-    const tarFile = join(dir, 'a.tar');
-    execFileSync('tar', ['--format=posix', '-C', src, '-cf', tarFile, 'big', 'empty', 'small']);
-    const bytes = readFileSync(tarFile);
+    const bytes = gnuTarOf(dir, 'posix', [
+      ['big', big],
+      ['empty', ''],
+      ['small', 'hello'],
+    ]);
     const want = await readAll(asAsync(pieces(bytes, 4096)));
     for (const size of [512, 4096, 65536, 1 << 20]) {
       const input = directOf(bytes, size);
