@@ -548,9 +548,10 @@ function renderB1(o) {
             .join(', ')}), which run in the first rounds: the slow peers alone would take ` +
           'a third of the run at 5 rounds; the "runs" column gives each row\'s count'
         : '') +
-      '. A round runs every tool once, in a rotating order (round ' +
-      '_r_ starts with the _r_-th tool), so no tool always follows the same one. Tables give the median ' +
-      'and the range of the rounds.',
+      '. A round runs every tool once, each round in its own shuffled order (seeded by the round, ' +
+      'the same in every run of the bench), so a tool follows different tools from round to round: ' +
+      'a run can change the next one (a tar stream build was 0.3 s slower right after the build from ' +
+      'the tar file than after the tar floor). Tables give the median and the range of the rounds.',
     o.cachesDropped
       ? '- Before every run: `sync; echo 3 > /proc/sys/vm/drop_caches` (cold page cache, dentries and ' +
           'inodes), and the output directory is emptied.'

@@ -591,8 +591,31 @@ function tarOf(ds) {
 }
 
 /**
- * All tools on one data set, alternating: round r starts at tool r (mod n), so no tool always
- * runs right after the same one. A tool with fewer rounds (roundsOf) runs in the first ones.
+ * The order of the tools in round `round`: a shuffle seeded by the round (the same in every run
+ * of the bench), so a tool follows different tools from round to round. A run can leave the
+ * machine in a state that changes the next one (a tar stream build was 0.3 s slower right after
+ * the build from the tar file than after the tar floor); rotating one order would not help,
+ * since every tool then follows the same one in every round but one.
+ * @param {number} n
+ * @param {number} round
+ * @returns {number[]}
+ */
+export function roundOrder(n, round) {
+  const order = Array.from({ length: n }, (_, i) => i);
+  let seed = Math.imul(round + 1, 0x9e3779b1) >>> 0;
+  for (let i = n - 1; i > 0; i--) {
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+    const j = (seed >>> 8) % (i + 1);
+    const t = order[i] ?? i;
+    order[i] = order[j] ?? j;
+    order[j] = t;
+  }
+  return order;
+}
+
+/**
+ * All tools on one data set, in rounds, each round in its own order (roundOrder). A tool with
+ * fewer rounds (roundsOf) runs in the first ones.
  * @param {import('./datasets.mjs').DataSet} ds
  * @returns {{ results: ToolResult[], cachesDropped: boolean, tar?: { path: string, bytes: number, seconds: number },
  *   quiet: { waited: number, repeated: number, keptDisturbed: number } }}
@@ -619,8 +642,8 @@ function benchDataSet(ds) {
   let cachesDropped = true;
   const quiet = { waited: 0, repeated: 0, keptDisturbed: 0 };
   for (let round = 0; round < config.rounds; round++) {
-    for (let k = 0; k < results.length; k++) {
-      const res = results[(round + k) % results.length];
+    for (const k of roundOrder(results.length, round)) {
+      const res = results[k];
       if (res === undefined || res.failed !== undefined || res.notRun !== undefined) continue;
       const rounds = roundsOf(res.tool, config.rounds);
       if (round >= rounds) continue;
