@@ -600,7 +600,7 @@ function tarOf(ds) {
  * @param {number} round
  * @returns {number[]}
  */
-export function roundOrder(n, round) {
+function roundOrder(n, round) {
   const order = Array.from({ length: n }, (_, i) => i);
   let seed = Math.imul(round + 1, 0x9e3779b1) >>> 0;
   for (let i = n - 1; i > 0; i--) {

@@ -262,6 +262,15 @@ export class ChunkSink {
   }
 
   /**
+   * A buffer of `len` bytes (at most a chunk) for one chunk's data, to fill and hand to `push`
+   * as transferable: one back from a worker when there is one (fresh memory costs page faults).
+   */
+  #chunkBuffer(len: number): Buffer {
+    const free = this.#freeChunks.pop();
+    return free === undefined ? sharedBuffer(len) : Buffer.from(free, 0, len);
+  }
+
+  /**
    * Chunk a stream of file data (pieces of any size) into fixed-size chunks. Each chunk is
    * gathered into a buffer of its own, which the worker then reads where it is (shared memory, no copy).
    */
@@ -285,9 +294,7 @@ export class ChunkSink {
           const left = size - total;
           if (left <= 0) throw tooLong();
           const len = Math.min(this.chunkSize, left);
-          // A buffer back from a worker when there is one: fresh memory costs page faults.
-          const free = this.#freeChunks.pop();
-          chunk = free === undefined ? sharedBuffer(len) : Buffer.from(free, 0, len);
+          chunk = this.#chunkBuffer(len);
           filled = 0;
         }
         const n = Math.min(chunk.length - filled, piece.length - at);
@@ -325,9 +332,7 @@ export class ChunkSink {
     const size = inode.size;
     for (let k = 0, off = 0; off < size; k++) {
       const len = Math.min(this.chunkSize, size - off);
-      // A buffer back from a worker when there is one: fresh memory costs page faults.
-      const free = this.#freeChunks.pop();
-      const chunk = free === undefined ? sharedBuffer(len) : Buffer.from(free, 0, len);
+      const chunk = this.#chunkBuffer(len);
       for (let filled = 0; filled < len;) {
         const n = await read(chunk, filled, len - filled);
         if (n === 0) throw new NydusError('ERR_IO', `${what}: read ${off + filled} bytes, expected ${size}`);
