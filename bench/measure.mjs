@@ -25,6 +25,9 @@ export const GNU_TIME = '/usr/bin/time';
  * @property {number} outputBytes bytes of every file the command left in its output directory
  * @property {number | null} status exit code
  * @property {string} log the command's stdout and stderr
+ * @property {number} [processWall] for a tool that times itself (run.mjs, Tool.selfTimed): the
+ *   process's own `wall`, which `wall` then replaces with the tool's figure
+ * @property {number} [processCpu] the same for `cpu`
  */
 
 /** Clock ticks per second of /proc/stat (USER_HZ). */
@@ -177,6 +180,30 @@ export function timedRun(argv, o) {
     log: r.error !== undefined ? `${log}\n${r.error.message}` : log,
     dropped,
   };
+}
+
+/**
+ * The order of the tools in round `round`: a shuffle seeded by the round (the same in every run
+ * of the bench), so a tool follows different tools from round to round (B1, B2/B3/B6 and the
+ * request costs all run their rounds in it). A run can leave the
+ * machine in a state that changes the next one (a tar stream build was 0.3 s slower right after
+ * the build from the tar file than after the tar floor); rotating one order would not help,
+ * since every tool then follows the same one in every round but one.
+ * @param {number} n
+ * @param {number} round
+ * @returns {number[]}
+ */
+export function roundOrder(n, round) {
+  const order = Array.from({ length: n }, (_, i) => i);
+  let seed = Math.imul(round + 1, 0x9e3779b1) >>> 0;
+  for (let i = n - 1; i > 0; i--) {
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+    const j = (seed >>> 8) % (i + 1);
+    const t = order[i] ?? i;
+    order[i] = order[j] ?? j;
+    order[j] = t;
+  }
+  return order;
 }
 
 /**

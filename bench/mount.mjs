@@ -5,8 +5,9 @@
 //
 // Every round mounts each image afresh (a new daemon, so its own caches start cold too), runs
 // B2 then B3 with the kernel's caches dropped before each, reads the daemon's VmHWM and
-// unmounts. The tools alternate within a round as in B1. Every mount and unmount is bounded in
-// time, and whatever is still mounted at the end (or on SIGINT/SIGTERM) is unmounted.
+// unmounts. Each round runs the tools in its own shuffled order, as in B1 (measure.mjs
+// roundOrder). Every mount and unmount is bounded in time, and whatever is still mounted at the
+// end (or on SIGINT/SIGTERM) is unmounted.
 import { spawn, spawnSync } from 'node:child_process';
 import {
   closeSync,
@@ -29,6 +30,7 @@ import {
   outputOf,
   processMemory,
   processTree,
+  roundOrder,
   timedShell,
   waitQuiet,
 } from './measure.mjs';
@@ -624,7 +626,7 @@ function resetPeak(pid) {
 
 /**
  * B2, B3 and B6 of every tool on one data set, `rounds` rounds (at most `fewRounds` for the rows
- * marked `few`), the tools alternating.
+ * marked `few`), each round in its own shuffled order (roundOrder).
  * @param {import('./datasets.mjs').DataSet} ds
  * @param {Record<string, Image>} images
  * @param {{ work: string, rounds: number, fewRounds?: number, fewSets?: string[], nydusd: string, b2: boolean,
@@ -654,8 +656,8 @@ export async function benchMounts(ds, images, ctx) {
   let cachesDropped = true;
   const quiet = { waited: 0, repeated: 0, keptDisturbed: 0 };
   for (let round = 0; round < ctx.rounds; round++) {
-    for (let k = 0; k < results.length; k++) {
-      const res = results[(round + k) % results.length];
+    for (const k of roundOrder(results.length, round)) {
+      const res = results[k];
       if (res === undefined || res.failed !== undefined) continue;
       const rounds = res.tool.few === true ? Math.min(ctx.rounds, ctx.fewRounds ?? ctx.rounds) : ctx.rounds;
       if (round >= rounds) continue;

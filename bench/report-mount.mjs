@@ -425,8 +425,8 @@ export function renderMounts(o, sub = {}) {
               : ''
           })`
         : '') +
-      '; a round mounts every image once, in a rotating ' +
-      'order as in B1. Each mount is new (a new daemon process, so its own caches start empty); once ' +
+      '; a round mounts every image once, each round in its own shuffled order (seeded by the round, ' +
+      'the same in every run of the bench, as in B1). Each mount is new (a new daemon process, so its own caches start empty); once ' +
       "mounted, the daemon's RSS is read when it has settled (sampled every 250 ms until four samples " +
       'in a row are within 128 KiB, at most 5 s: the **idle RSS after the mount**), then: ' +
       (o.phases.b2

@@ -4,8 +4,9 @@
 //
 // One long-running client process (python3, so no start-up per call) makes many calls of one
 // kind and times them; the daemon's CPU is read from /proc/PID/stat around it, and nydusd's
-// request counts from its metrics API. Every tool serves a fresh mount per round, the tools
-// alternate within a round, and each phase starts from the caches it needs (dropped or primed).
+// request counts from its metrics API. Every tool serves a fresh mount per round, each round
+// in its own shuffled order (measure.mjs roundOrder), and each phase starts from the caches it
+// needs (dropped or primed).
 // Everything is bounded in time and every mount is undone at the end, on error and on a signal.
 import { spawn, spawnSync } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -13,6 +14,7 @@ import { request } from 'node:http';
 import { dirname, join, resolve } from 'node:path';
 import process from 'node:process';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { roundOrder } from './measure.mjs';
 
 /** Milliseconds a mount may take to answer, a daemon to exit, a client phase to run. */
 const MOUNT_TIMEOUT_MS = 30_000;
@@ -375,8 +377,8 @@ export async function benchRequests({ work, images, rounds, say = () => {} }) {
   let entries = 0;
   try {
     for (let round = 0; round < rounds; round++) {
-      // Rotate the order so that no tool always runs first (or after the same one).
-      const order = tools.map((_, i) => tools[(i + round) % tools.length]);
+      // Each round in its own shuffled order: no tool always runs first or after the same one.
+      const order = roundOrder(tools.length, round).map((i) => tools[i]);
       for (const tool of order) {
         if (tool === undefined || failed[tool] !== undefined) continue;
         say(`requests: round ${round + 1}/${rounds}, ${tool}`);
@@ -477,7 +479,7 @@ export function renderRequests(result) {
     '### Cost per FUSE request',
     '',
     `Per request type on the rootfs image (${result.entries} entries), median of ${result.rounds} round(s), ` +
-      'each tool on a fresh mount, the tools alternating within a round. One python3 process per phase makes ' +
+      'each tool on a fresh mount, each round in its own shuffled order (seeded by the round, as in B1). One python3 process per phase makes ' +
       "all the calls of the phase and times only its loop (no process start-up per call); the daemon's CPU " +
       'is the user + system time of its process (all threads, /proc/PID/stat) over the phase. "Per op" divides ' +
       'by the calls the client made; "per request" divides by the FUSE requests nydusd counted for the same ' +

@@ -98,6 +98,7 @@ import {
   mayRepeat,
   median,
   outputOf,
+  roundOrder,
   setBudgets,
   timedRun,
   waitQuiet,
@@ -120,6 +121,8 @@ const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 let cli = '';
 /** The codec modules of the private build, which the Node.js floor (b1-floor.mjs) calls. */
 let floorCodec = '';
+/** The private build's root (src/builder/build.js), which the warm build (b1-warm.mjs) runs. */
+let warmBuild = '';
 
 /**
  * @param {string} name
@@ -200,7 +203,8 @@ const say = (msg) => console.log(`[bench ${new Date().toISOString().slice(11, 19
  * @typedef {object} Tool
  * @property {string} id
  * @property {string} label how the table names it
- * @property {'ours' | 'peer' | 'reference' | 'floor'} kind 'floor': the Node.js floor (b1-floor.mjs)
+ * @property {'ours' | 'peer' | 'reference' | 'floor' | 'warm'} kind 'floor': the Node.js floor
+ *   (b1-floor.mjs); 'warm': our build with V8 warmed up (b1-warm.mjs)
  * @property {'dir' | 'tar'} [source] what it reads: the data set's directory (default) or a tar
  *   file of it (made once and cached, tarOf)
  * @property {boolean} [few] a row no bar is judged on: at most FEW_ROUNDS rounds
@@ -208,6 +212,9 @@ const say = (msg) => console.log(`[bench ${new Date().toISOString().slice(11, 19
  *   the rows no bar is judged on leave out the data sets where they cost the most (FULL_PLAN)
  * @property {string} [countUnder] the subdirectory of its output directory whose bytes are its
  *   output (default: all of it)
+ * @property {RegExp} [selfTimed] the tool times itself: its wall and CPU seconds are the first and
+ *   second groups of this pattern in its output, not the process's (the process's are kept as
+ *   `processWall` and `processCpu`)
  * @property {(src: string, out: string) => string[]} argv
  */
 
@@ -263,6 +270,23 @@ const floor = (digest) => ({
   ],
 });
 
+/**
+ * Our zstd build with V8 warmed up (bench/b1-warm.mjs): `build()` run three times in one Node.js
+ * process, caches dropped before each, the last one timed by the process itself. No bar is judged
+ * on it: it splits the cold build's time into start-up and warm-up (the cold row minus this) and
+ * the build's own work (this).
+ * @type {Tool}
+ */
+const warm = {
+  id: 'nydus-zstd-warm',
+  label:
+    'nydus-image build() with V8 warmed up: the 3rd of 3 builds in one Node.js process (bench/b1-warm.mjs)',
+  kind: 'warm',
+  few: true,
+  selfTimed: /^b1-warm: last build ([\d.]+) s wall, ([\d.]+) CPU s$/m,
+  argv: (src, out) => [process.execPath, join(ROOT, 'bench', 'b1-warm.mjs'), '--build', warmBuild, src, out],
+};
+
 /** The level-matched mksquashfs: the peer of B1's bar. */
 const SQ3 = ['-comp', 'zstd', '-Xcompression-level', '3', '-noappend', '-quiet'];
 
@@ -303,6 +327,7 @@ export const TOOLS = [
   },
   floor(true),
   floor(false),
+  warm,
   ours('zstd', 'tar'),
   {
     // A tar on a pipe, as `nydusify convert` streams each layer: read as it comes, in order, never
@@ -591,29 +616,6 @@ function tarOf(ds) {
 }
 
 /**
- * The order of the tools in round `round`: a shuffle seeded by the round (the same in every run
- * of the bench), so a tool follows different tools from round to round. A run can leave the
- * machine in a state that changes the next one (a tar stream build was 0.3 s slower right after
- * the build from the tar file than after the tar floor); rotating one order would not help,
- * since every tool then follows the same one in every round but one.
- * @param {number} n
- * @param {number} round
- * @returns {number[]}
- */
-function roundOrder(n, round) {
-  const order = Array.from({ length: n }, (_, i) => i);
-  let seed = Math.imul(round + 1, 0x9e3779b1) >>> 0;
-  for (let i = n - 1; i > 0; i--) {
-    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
-    const j = (seed >>> 8) % (i + 1);
-    const t = order[i] ?? i;
-    order[i] = order[j] ?? j;
-    order[j] = t;
-  }
-  return order;
-}
-
-/**
  * All tools on one data set, in rounds, each round in its own order (roundOrder). A tool with
  * fewer rounds (roundsOf) runs in the first ones.
  * @param {import('./datasets.mjs').DataSet} ds
@@ -677,6 +679,15 @@ function benchDataSet(ds) {
         continue;
       }
       if (res.tool.kind === 'ours') res.stats = STATS_RE.exec(r.log);
+      if (res.tool.selfTimed !== undefined) {
+        const m = res.tool.selfTimed.exec(r.log);
+        if (m === null) {
+          res.failed = `no timing line in its output; log ${logPath}`;
+          say(`${ds.name} round ${round + 1}: ${res.tool.label} FAILED (${res.failed})`);
+          continue;
+        }
+        r = { ...r, processWall: r.wall, processCpu: r.cpu, wall: Number(m[1]), cpu: Number(m[2]) };
+      }
       res.runs.push(r);
       say(
         `${ds.name} round ${round + 1}/${rounds}: ${res.tool.label}: ${r.wall.toFixed(2)} s, ` +
@@ -1362,6 +1373,7 @@ async function main() {
   const build = privateBuild();
   cli = join(build, 'src', 'cli', 'nydus-image.js');
   floorCodec = join(build, 'src', 'codec');
+  warmBuild = build;
 
   // B4/B5/B7, B8, B9 and the request and memory parts need only the rootfs (made when it is not
   // among these).
