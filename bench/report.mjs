@@ -198,8 +198,12 @@ function reading(ds, results, probe, nproc) {
     let s =
       `With V8 warmed up (the 3rd of 3 builds in one Node.js process, \`bench/b1-warm.mjs\`) the same ` +
       `build takes ${fx(w.median.wall)} s (${fx(w.median.cpu)} CPU s) against the cold process's ` +
-      `${fx(z.median.wall)} s (${fx(z.median.cpu)} CPU s): ${fx(extra)} s (${pct(extra / z.median.wall)}) of ` +
-      "the cold build is start-up, module loading and V8's warm-up";
+      `${fx(z.median.wall)} s (${fx(z.median.cpu)} CPU s): ` +
+      (extra > 0
+        ? `${fx(extra)} s (${pct(extra / z.median.wall)}) of the cold build is start-up, module loading and ` +
+          "V8's warm-up"
+        : 'no faster, so start-up and warm-up are not where this build spends its time (its builds ' +
+          `ranged ${fx(w.median.min)}-${fx(w.median.max)} s)`);
     if (sq3?.median !== undefined) {
       const rw = ratio(w, sq3);
       s +=
@@ -769,9 +773,10 @@ function renderB1(o) {
           .filter((x) => Number.isFinite(x.r))
           .map((x) => `${x.ds.name} ${fx(x.r)}`)
           .join(', ')}; the cold process against the warm build (the warm build's seconds over the ` +
-        `cold one's): ${cold.map((x) => `${x.ds.name} ${fx(x.r)}`).join(', ')}. The difference is what ` +
-        "a build pays for being a fresh Node.js process's first work: start-up, module loading and " +
-        "V8's warm-up of the main thread's code.",
+        `cold one's): ${cold.map((x) => `${x.ds.name} ${fx(x.r)}`).join(', ')}. Where the warm build is ` +
+        "the faster, the difference is what a build pays for being a fresh Node.js process's first work: " +
+        "start-up, module loading and V8's warm-up of the main thread's code; where it is not, that is " +
+        'not where the build spends its time.',
       '',
     );
   }
