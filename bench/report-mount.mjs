@@ -110,6 +110,24 @@ export function fuseFloor(results, ph) {
 }
 
 /**
+ * When ours misses the EROFS bar in a phase (`e`, ours/EROFS), the sentence that gives the floor
+ * measured beside it (fuseFloor); empty otherwise.
+ * @param {MountResult[]} results
+ * @param {'b2' | 'b3'} ph
+ * @param {number} e
+ */
+function floorText(results, ph, e) {
+  const f = fuseFloor(results, ph);
+  if (!(e > BAR.erofs) || !Number.isFinite(f.ratio)) return '';
+  return (
+    ` The EROFS bar's floor in ${ph.toUpperCase()} here: the fastest FUSE daemon in C, ${f.label}, takes ` +
+    `**${fx(f.ratio)}x** kernel EROFS on this set${f.ratio > BAR.erofs ? ` (above the ${fx(BAR.erofs, 1)} bar too)` : ''}; ` +
+    `ours is ${fx(e / f.ratio)}x that daemon. Every FUSE request crosses the kernel and back (the round-trip floor ` +
+    'is in the request-cost part), which kernel EROFS never does.'
+  );
+}
+
+/**
  * The verdict of a bar cell for a walk of a few entries (big-files: 5), where the time is find's own start and
  * not the daemon's work: when our median is above the bar but inside the min-max spread of the
  * peer's runs, the difference is not measurable and the cell says so instead of "missed".
@@ -317,6 +335,7 @@ function reading(ds, results, img) {
     if (sb2 !== undefined)
       s += `, squashfuse ${fx(sb2.daemonCpu)} CPU s (${fx((sb2.daemonCpu / sb2.output) * 1e6, 0)} µs per entry)`;
     s += `; find itself ${fx(zb2.cpu)} CPU s with us (its system time includes the FUSE round trips).`;
+    s += floorText(results, 'b2', e);
     out.push(s);
   }
   if (zb3 !== undefined) {
@@ -337,13 +356,7 @@ function reading(ds, results, img) {
     const llb3 = ll?.median?.b3;
     if (llb3 !== undefined && sb3 !== undefined)
       s += ` squashfuse_ll (the low-level libfuse API) takes ${fx(llb3.wall)} s against squashfuse's ${fx(sb3.wall)} s.`;
-    const f = fuseFloor(results, 'b3');
-    if (e > BAR.erofs && Number.isFinite(f.ratio))
-      s +=
-        ` The EROFS bar's floor here: the fastest FUSE daemon in C, ${f.label}, takes **${fx(f.ratio)}x** kernel EROFS ` +
-        `on this set${f.ratio > BAR.erofs ? ` (above the ${fx(BAR.erofs, 1)} bar too)` : ''}; ours is ` +
-        `${fx(e / f.ratio)}x that daemon. Every FUSE request crosses the kernel and back (the round-trip floor is ` +
-        'in the request-cost part), which kernel EROFS never does.';
+    s += floorText(results, 'b3', e);
     out.push(s);
   }
   const zm = z?.median;
@@ -493,7 +506,9 @@ export function renderMounts(o, sub = {}) {
   L.push('### The bar', '');
   const barHead = [
     'data set',
-    ...(o.phases.b2 ? ['B2 ours/squashfuse', 'B2 ours/EROFS'] : []),
+    ...(o.phases.b2
+      ? ['B2 ours/squashfuse', 'B2 ours/EROFS', 'B2 fastest C FUSE daemon/EROFS (the floor)']
+      : []),
     ...(o.phases.b3
       ? ['B3 ours/squashfuse', 'B3 ours/EROFS', 'B3 fastest C FUSE daemon/EROFS (the floor)']
       : []),
@@ -517,10 +532,8 @@ export function renderMounts(o, sub = {}) {
         tieCell(z, get(results, 'squashfuse'), ph, BAR.squashfuse),
         tieCell(z, get(results, 'erofs'), ph, BAR.erofs),
       );
-      if (ph === 'b3') {
-        const f = fuseFloor(results, ph);
-        row.push(Number.isFinite(f.ratio) ? `${fx(f.ratio)} (${f.label})` : 'n/a');
-      }
+      const f = fuseFloor(results, ph);
+      row.push(Number.isFinite(f.ratio) ? `${fx(f.ratio)} (${f.label})` : 'n/a');
     }
     if (o.phases.b6) {
       const p = b3Peak(z);
