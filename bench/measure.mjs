@@ -185,10 +185,10 @@ export function timedRun(argv, o) {
 /**
  * The order of the tools in round `round`: a shuffle seeded by the round (the same in every run
  * of the bench), so a tool follows different tools from round to round (B1, B2/B3/B6 and the
- * request costs all run their rounds in it). A run can leave the
- * machine in a state that changes the next one (a tar stream build was 0.3 s slower right after
- * the build from the tar file than after the tar floor); rotating one order would not help,
- * since every tool then follows the same one in every round but one.
+ * request costs all run their rounds in it). A run can leave the machine in a state that
+ * changes the next one (a tar stream build was 0.3 s slower right after the build from the tar
+ * file than after the tar floor); rotating one order would not help, since every tool then
+ * follows the same one in every round but one.
  * @param {number} n
  * @param {number} round
  * @returns {number[]}

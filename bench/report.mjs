@@ -207,8 +207,8 @@ function reading(ds, results, probe, nproc) {
     if (sq3?.median !== undefined) {
       const rw = ratio(w, sq3);
       s +=
-        `; warm/mksquashfs level 3 **${fx(rw)}** (${rw >= 1 ? 'at least as fast' : 'slower'} even with ` +
-        'no start-up and no warm-up)';
+        `; warm/mksquashfs level 3 **${fx(rw)}** (with start-up and warm-up paid beforehand, ` +
+        `${rw >= 1 ? 'at least as fast as' : 'still slower than'} mksquashfs)`;
     }
     if (fz?.median !== undefined)
       s += `; warm/floor ${fx(ratio(w, fz))} (the RAFS work: ${fx(w.median.wall - fz.median.wall)} s)`;

@@ -1,5 +1,5 @@
 // The module, not the global `performance`: Node.js builds the global on first use, which made
-// the first FUSE request of a fresh daemon take ~3 ms longer (loading its internal modules).
+// the first FUSE request of a fresh daemon take ~5 ms longer (loading its internal modules).
 import { performance } from 'node:perf_hooks';
 import type { BlobCacheStats } from '../cache/index.js';
 import type { BlobInfo } from '../format/model.js';
