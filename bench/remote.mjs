@@ -6,7 +6,7 @@
 //   http-proxy   nginx serving the blob directory (HEAD for the size, ranged GETs);
 //   registry through nginx as the P2P proxy (a caching forward proxy): uncached (its cache
 //                emptied before the run) and cached (the run right after, cache warm).
-// The variants alternate within each round; medians of the rounds.
+// Each round runs every variant once, in its own shuffled order; medians of the rounds.
 import { spawn } from 'node:child_process';
 import {
   closeSync,
@@ -22,7 +22,7 @@ import { createConnection } from 'node:net';
 import { dirname, join } from 'node:path';
 import process from 'node:process';
 import { fileURLToPath } from 'node:url';
-import { median, processMemory, processTree, timedShell, waitQuiet } from './measure.mjs';
+import { median, processMemory, processTree, roundOrder, timedShell, waitQuiet } from './measure.mjs';
 import { B3_SCRIPT, isMounted, mountFuse, unmount } from './mount.mjs';
 import { freePort, lastLines, sleep, startRegistry } from './registry.mjs';
 
@@ -342,8 +342,9 @@ export async function benchRemote(image, ctx) {
       writeFileSync(join(root, 'configs', `${r.variant.id}.json`), JSON.stringify(cfg, null, 2));
     }
     for (let round = 0; round < ctx.rounds; round++) {
-      // Rotate the start, but keep "uncached" right before "cached" (it warms the cache).
-      const order = results.map((_, k) => results[(round + k) % results.length]);
+      // Each round in its own shuffled order (seeded by the round, as B1-B3), but "cached"
+      // always right after "uncached" (that run warms the proxy's cache).
+      const order = roundOrder(results.length, round).map((k) => results[k]);
       const cold = order.findIndex((r) => r?.variant.coldProxy === true);
       const warm = order.findIndex((r) => r?.variant.id === 'proxy-cached');
       if (cold >= 0 && warm >= 0 && warm !== cold + 1) {

@@ -32,7 +32,8 @@ export function renderRemote(o) {
       '`fallback: false`): "uncached" empties its cache first, "cached" is the run right after it.',
     '- Each run: one nydusd mounts the bootstrap with that backend (v2 config, `dummycache`: no ' +
       'blob cache), page cache dropped, then `tar -cf - . | wc -c` in the mountpoint reads every ' +
-      `file once. ${o.config.rounds} rounds, the variants alternating; medians.`,
+      `file once. ${o.config.rounds} rounds, each running every variant once in its own shuffled order ` +
+      '(seeded by the round, as in B1; "cached" always right after "uncached"); medians.',
     '',
     '### Result',
     '',
