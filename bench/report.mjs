@@ -379,7 +379,7 @@ function runTimes(run) {
     `## Run time of the last run`,
     '',
     `\`${run.command}\` (${modeOf(run)} mode) on ${run.date}, nydus-ts commit ${run.machine.commit}, CPU ` +
-      `${cpuText(run.machine)}, ${run.machine.nproc} cores: ${run.parts.length} parts, ` +
+      `${cpuText(run.machine)}, ${run.machine.nproc} cores: ${run.parts.length} ${run.parts.length === 1 ? 'part' : 'parts'}, ` +
       `${fx(run.totalSeconds / 60, 1)} min in all. The estimate assumes the data sets and the peers' images ` +
       'are cached from an earlier run (making them the first time adds the data sets, their tar files and ' +
       `the peers' images: ${fx(run.prepSeconds / 60, 1)} min of data sets in this run). Waiting for a quiet ` +
