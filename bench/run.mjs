@@ -1224,13 +1224,13 @@ function estimateSeconds(id, sets) {
     case 'mounts':
       return sets.reduce((t, ds) => t + estimateMounts(ds, rounds), 0);
     case 'requests':
-      return 20 + 55 * Math.min(rounds, FEW_ROUNDS);
+      return 20 + 15 * Math.min(rounds, FEW_ROUNDS);
     case 'memory':
       return config.soakSeconds + 150;
     case 'registry':
       return 60 * rounds;
     case 'containerd':
-      return 20 + 80 * rounds;
+      return 20 + 60 * rounds;
     case 'remote':
       return 60 * Math.min(rounds, FEW_ROUNDS);
     case 'faults':
